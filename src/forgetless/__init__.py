@@ -1,0 +1,21 @@
+"""forgetless: show, measure and mitigate catastrophic forgetting.
+
+Data flows one way: ``data`` (sources) -> ``scenarios`` (a Stream of Tasks) -> ``engine``
+(one loop, with ``strategies``) -> ``Result`` -> ``metrics``, reports and storage.
+"""
+
+__version__ = "0.1.0"
+
+from forgetless.engine import FitConfig, train
+from forgetless.errors import ConfigError, DataError, ForgetlessError
+from forgetless.result import Result
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "FitConfig",
+    "ForgetlessError",
+    "Result",
+    "__version__",
+    "train",
+]

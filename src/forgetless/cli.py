@@ -1,0 +1,278 @@
+"""The ``forgetless`` command. Thin: it parses arguments, then calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from forgetless.errors import ConfigError, ForgetlessError
+
+EPILOG_RUN = """\
+strategy parameters: any other --NAME VALUE pair goes to the strategy's constructor,
+e.g. --strategy cumulative --from-scratch false.
+
+examples:
+  forgetless run --scenario split-digits --strategy finetune --epochs 20 --lr 0.1
+  forgetless run --scenario split-mnist --protocol class --strategy finetune --model mlp \\
+      --epochs 1 --seed 0 --data-dir DIR --out runs/x
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from forgetless import __version__
+    from forgetless.engine import OPTIMIZERS
+    from forgetless.experiment import RunConfig
+    from forgetless.models import MODEL_NAMES
+    from forgetless.scenarios import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="forgetless",
+        description="Show, measure and mitigate catastrophic forgetting.",
+    )
+    parser.add_argument("--version", action="version", version=f"forgetless {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="offline demo: fine-tuning vs joint training on split digits",
+        description="Train a small MLP on split-digits (scikit-learn's 8x8 digits, "
+        "5 tasks of 2 classes, class-incremental) with plain fine-tuning and with "
+        "joint training; print both accuracy matrices and what was forgotten.",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--out", metavar="DIR", help="also save each run (config.json, result.json) under DIR"
+    )
+
+    d = RunConfig()
+    run = sub.add_parser(
+        "run",
+        help="train one strategy on one scenario and measure forgetting",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = run.add_argument_group("scenario")
+    g.add_argument(
+        "--scenario",
+        default=d.scenario,
+        choices=list(PRESETS),
+        metavar="NAME",
+        help=f"one of: {', '.join(PRESETS)} (default: {d.scenario})",
+    )
+    g.add_argument(
+        "--protocol",
+        choices=["task", "domain", "class"],
+        help="task-, domain- or class-incremental (default: the scenario's usual one)",
+    )
+    g.add_argument("--n-tasks", type=int, help="number of tasks (scenarios that take one)")
+    g.add_argument(
+        "--class-order", type=_ints, metavar="C,C,...", help="class order for split scenarios"
+    )
+    g.add_argument(
+        "--data-dir", metavar="DIR", help="folder with the IDX files (DIR/mnist/... or the files)"
+    )
+    g = run.add_argument_group("model and strategy")
+    g.add_argument(
+        "--model", default=d.model, choices=list(MODEL_NAMES), help=f"(default: {d.model})"
+    )
+    g.add_argument(
+        "--hidden",
+        type=_ints,
+        metavar="N,N,...",
+        help="hidden sizes (MLP default 400,400; CNN 128)",
+    )
+    g.add_argument(
+        "--strategy",
+        default=d.strategy,
+        help="finetune, joint, cumulative, or names joined by + (default: finetune)",
+    )
+    g = run.add_argument_group("training loop")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"seeds data, weights and batches (default: {d.seed})",
+    )
+    g.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"passes per task (default: {d.epochs})"
+    )
+    g.add_argument("--iterations", type=int, help="optimiser steps per task, instead of epochs")
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})"
+    )
+    g.add_argument(
+        "--optimizer",
+        default=d.optimizer,
+        choices=list(OPTIMIZERS),
+        help=f"(default: {d.optimizer})",
+    )
+    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
+    g.add_argument(
+        "--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum})"
+    )
+    g.add_argument("--keep-optimizer", action="store_true", help="keep one optimiser across tasks")
+    g.add_argument(
+        "--eval-every", type=int, metavar="STEPS", help="evaluate all tasks every STEPS steps"
+    )
+    g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = run.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
+    g.add_argument(
+        "--json", action="store_true", help="print the result as JSON instead of a table"
+    )
+
+    data = sub.add_parser("data", help="list, fetch or locate data sets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    lst = data_sub.add_parser("list", help="known data sets, where each was found or how to get it")
+    lst.add_argument("--data-dir", metavar="DIR")
+    fetch = data_sub.add_parser(
+        "fetch", help="download a data set into the cache, verifying hashes"
+    )
+    fetch.add_argument("name")
+    fetch.add_argument("--force", action="store_true", help="download again even if cached")
+    fetch.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache folder (default: $FORGETLESS_CACHE or the user cache)",
+    )
+    path = data_sub.add_parser("path", help="print the folder a data set is loaded from")
+    path.add_argument("name")
+    path.add_argument("--data-dir", metavar="DIR")
+    return parser
+
+
+def _strategy_params(extra: Sequence[str]) -> dict[str, str]:
+    """``--name value`` pairs left over by argparse, as strategy parameters."""
+    params, i = {}, 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) == 2:
+            raise ConfigError(
+                f"unexpected argument {flag!r}; strategy parameters are --NAME VALUE pairs"
+            )
+        name, eq, value = flag[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise ConfigError(f"strategy parameter {flag} needs a value")
+            value = extra[i + 1]
+            i += 1
+        params[name.replace("-", "_")] = value
+        i += 1
+    return params
+
+
+def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from forgetless.experiment import RunConfig, run, save_run
+
+    config = RunConfig(
+        scenario=args.scenario,
+        protocol=args.protocol,
+        n_tasks=args.n_tasks,
+        class_order=args.class_order,
+        data_dir=args.data_dir,
+        model=args.model,
+        hidden=args.hidden,
+        strategy=args.strategy,
+        strategy_params=_strategy_params(extra),
+        seed=args.seed,
+        epochs=args.epochs,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        reset_optimizer=not args.keep_optimizer,
+        eval_every=args.eval_every,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    result = run(config)
+    print(result.to_json() if args.json else result)
+    if args.out:
+        out = save_run(result, args.out)
+        if not args.json:
+            print(f"saved {out / 'config.json'} and {out / 'result.json'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from forgetless.demo import run_demo
+    from forgetless.experiment import save_run
+
+    for result in run_demo(seed=args.seed, echo=print):
+        if args.out:
+            save_run(result, Path(args.out) / result.strategy)
+    if args.out:
+        print(f"saved the runs under {args.out}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from forgetless import data
+
+    if args.data_command == "list":
+        print(f"{'name':<15}{'status':<10}where / how to get it")
+        print(f"{'digits':<15}{'ready':<10}bundled with scikit-learn (offline)")
+        for status in data.source_status(args.data_dir):
+            state = "ready" if status.found else "missing"
+            print(f"{status.name:<15}{state:<10}{status.hint}")
+        return 0
+    if args.data_command == "fetch":
+        folder = data.fetch(args.name, cache_dir=args.cache_dir, force=args.force)
+        print(f"{args.name}: verified files in {folder}")
+        return 0
+    if args.data_command == "path":
+        if args.name == "digits":
+            print("digits: bundled with scikit-learn")
+            return 0
+        found = data.locate(args.name, args.data_dir)
+        if found is None:
+            data.load(args.name, args.data_dir)  # raises the detailed not-found error
+        print(found.folder)
+        return 0
+    parser.parse_args(["data", "--help"])
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``forgetless`` command; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "run" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "demo":
+            return _cmd_demo(args)
+        if args.command == "run":
+            return _cmd_run(args, extra)
+        if args.command == "data":
+            return _cmd_data(args, parser)
+        parser.print_help()
+        return 2
+    except ForgetlessError as err:
+        print(f"forgetless: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("forgetless: interrupted", file=sys.stderr)
+        return 130
+    except json.JSONDecodeError as err:  # pragma: no cover - defensive
+        print(f"forgetless: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

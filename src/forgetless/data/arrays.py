@@ -1,0 +1,111 @@
+"""The one container every source returns: labelled examples as tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from forgetless.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ArraySet:
+    """Labelled examples held as whole tensors, indexed in batches.
+
+    Attributes:
+        x: inputs, ``[N, *shape]``. Images stay in their compact storage dtype (uint8) and are
+            scaled to floats a batch at a time, so long streams of image tasks stay small.
+        y: integer labels, ``[N]`` (int64).
+        scale: factor turning stored ``x`` into model inputs (``1/255`` for 8-bit images);
+            ``None`` when ``x`` already holds float inputs.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.ndim < 2:
+            raise ConfigError(
+                f"x must be [N, *shape] with at least 2 dimensions, got {tuple(self.x.shape)}"
+            )
+        if self.y.ndim != 1 or len(self.y) != len(self.x):
+            raise ConfigError(
+                f"y must be a 1-D tensor with one label per input: x has {len(self.x)} rows, "
+                f"y has shape {tuple(self.y.shape)}"
+            )
+        if self.y.dtype != torch.int64:
+            object.__setattr__(self, "y", self.y.long())
+        if self.scale is None and not self.x.is_floating_point():
+            raise ConfigError(
+                f"x of dtype {self.x.dtype} needs a scale (e.g. 1/255 for 8-bit images)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one input example."""
+        return tuple(self.x.shape[1:])
+
+    def inputs(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Model-ready float inputs for the rows in ``index`` (all rows if ``None``)."""
+        x = self.x if index is None else self.x[index]
+        if self.scale is None:
+            return x
+        return x.to(torch.float32).mul_(self.scale)
+
+    def subset(self, index: torch.Tensor) -> ArraySet:
+        """The rows in ``index`` as a new set (a copy)."""
+        return ArraySet(self.x[index], self.y[index], self.scale)
+
+    def with_labels(self, y: torch.Tensor) -> ArraySet:
+        """The same inputs with other labels."""
+        return ArraySet(self.x, y, self.scale)
+
+    @staticmethod
+    def concat(parts: list[ArraySet]) -> ArraySet:
+        """Stack several sets into one; mixed storage is promoted to float inputs."""
+        if not parts:
+            raise ConfigError("cannot concatenate an empty list of sets")
+        if len({p.shape for p in parts}) != 1:
+            raise ConfigError(
+                f"cannot concatenate sets of different input shapes: {[p.shape for p in parts]}"
+            )
+        y = torch.cat([p.y for p in parts])
+        scales = {p.scale for p in parts}
+        dtypes = {p.x.dtype for p in parts}
+        if len(scales) == 1 and len(dtypes) == 1:
+            return ArraySet(torch.cat([p.x for p in parts]), y, parts[0].scale)
+        return ArraySet(torch.cat([p.inputs() for p in parts]), y, None)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """A data set as a source delivers it: train and test sets plus class names."""
+
+    name: str
+    train: ArraySet
+    test: ArraySet
+    class_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.train.shape != self.test.shape:
+            raise ConfigError(
+                f"{self.name}: train inputs {self.train.shape} and test inputs {self.test.shape} differ"
+            )
+        if not self.class_names:
+            n = int(max(self.train.y.max(), self.test.y.max())) + 1
+            object.__setattr__(self, "class_names", tuple(str(i) for i in range(n)))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (
+            f"SourceData({self.name!r}, train={len(self.train)}, test={len(self.test)}, "
+            f"shape={self.train.shape}, classes={self.num_classes})"
+        )

@@ -1,0 +1,148 @@
+"""Reading IDX files (the MNIST file format), raw or gzip-compressed, with strict validation.
+
+An IDX file is a 4-byte magic number ``00 00 TT DD`` (``TT`` the element type, ``DD`` the
+number of dimensions), then ``DD`` big-endian uint32 sizes, then the elements in C order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from forgetless.errors import DataError
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+# IDX element type code -> big-endian numpy dtype. MNIST and its relatives use 0x08 (ubyte).
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The uncompressed content of the IDX file at ``path``.
+
+    A file starting with the gzip magic bytes is decompressed whatever its suffix.
+
+    Returns:
+        the raw IDX bytes (header and data).
+
+    Raises:
+        DataError: the file cannot be read, or it is a corrupt or truncated gzip stream.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file: {err}") from err
+    if not raw.startswith(GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(
+            f"{path}: corrupt gzip stream ({err}); the file is damaged or was only partly "
+            "downloaded, replace it with a fresh copy"
+        ) from err
+
+
+def sha256_hex(data: bytes) -> str:
+    """The sha256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
+    """Parse uncompressed IDX bytes into an array.
+
+    Args:
+        data: the whole uncompressed file content.
+        source: the file name to put in error messages.
+
+    Returns:
+        a writable array in native byte order, shaped as the header says.
+
+    Raises:
+        DataError: naming ``source`` and the problem: too short for its header or for the data
+            the header announces, bytes left over after the data, or a bad magic number.
+    """
+    if len(data) < 4:
+        what = "empty" if not data else f"only {len(data)} bytes long"
+        raise DataError(f"{source}: not an IDX file: it is {what} (an IDX header needs 4+ bytes)")
+    dtype, ndim = _check_magic(data, source)
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise DataError(
+            f"{source}: truncated IDX file: the header announces {ndim} dimensions "
+            f"({header_size} header bytes) but the file has only {len(data)} bytes"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = math.prod(dims) * dtype.itemsize
+    actual = len(data) - header_size
+    if actual != expected:
+        shape = "x".join(str(d) for d in dims)
+        problem = "truncated IDX file" if actual < expected else "trailing garbage after IDX data"
+        raise DataError(
+            f"{source}: {problem}: the header says {shape} elements of {dtype.itemsize} byte(s) "
+            f"= {expected} data bytes, but {actual} follow the header; replace the file"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header_size)
+    # The copy makes the array writable (bytes are immutable) and native-endian in one pass.
+    return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+
+
+def _check_magic(data: bytes, source: str | Path) -> tuple[np.dtype, int]:
+    """The element dtype and dimension count from the 4 magic bytes; DataError if invalid."""
+    magic = data[:4].hex()
+    if data[0] != 0 or data[1] != 0:
+        raise DataError(
+            f"{source}: wrong magic number 0x{magic}: an IDX file starts with two zero bytes "
+            "(is this really an IDX file, e.g. train-images-idx3-ubyte?)"
+        )
+    code, ndim = data[2], data[3]
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02x}" for c in IDX_DTYPES)
+        raise DataError(
+            f"{source}: wrong magic number 0x{magic}: unknown IDX type code 0x{code:02x} "
+            f"(known: {known})"
+        )
+    if ndim == 0:
+        raise DataError(f"{source}: wrong magic number 0x{magic}: zero dimensions")
+    return IDX_DTYPES[code], ndim
+
+
+def read_idx_with_hash(path: Path) -> tuple[np.ndarray, str]:
+    """Read an IDX file and hash its uncompressed content, reading the file once.
+
+    Returns:
+        the array (see :func:`parse_idx`) and the sha256 hex digest of the uncompressed bytes,
+        so a recompressed ``.gz`` hashes the same as the raw file.
+
+    Raises:
+        DataError: the file is unreadable, corrupt gzip, or not a valid IDX file.
+    """
+    data = read_idx_bytes(path)
+    return parse_idx(data, path), sha256_hex(data)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file, raw or gzip-compressed (detected by its magic bytes).
+
+    Returns:
+        a writable native-endian array shaped as the header says (``[N, 28, 28]`` uint8 for
+        MNIST images, ``[N]`` uint8 for labels).
+
+    Raises:
+        DataError: naming the file and the problem (unreadable, corrupt gzip, wrong magic
+            number, truncated, trailing garbage).
+    """
+    return parse_idx(read_idx_bytes(path), path)

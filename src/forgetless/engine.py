@@ -1,0 +1,349 @@
+"""The one training loop: fit each task, evaluate every task, fill the accuracy matrix."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from forgetless.errors import ConfigError
+from forgetless.learner import Learner, TrainingData
+from forgetless.result import Result
+from forgetless.scenarios.stream import Protocol, Stream
+from forgetless.strategies import make_strategies
+from forgetless.strategies.base import Strategy
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How each task is fitted and evaluated.
+
+    Attributes:
+        epochs: passes over each task's training data (ignored when ``iterations`` is set).
+        iterations: optimiser steps per task, instead of epochs (van de Ven's protocols).
+        batch_size: examples per step.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        reset_optimizer: build a fresh optimiser at each task (the usual protocol).
+        eval_every: evaluate all tasks every this many steps (within-task curves); ``None``: off.
+        eval_batch_size: examples per evaluation forward pass.
+        device: ``"cpu"``, ``"cuda"``, ...
+        progress: show a progress bar (only on a terminal).
+    """
+
+    epochs: int = 1
+    iterations: int | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    reset_optimizer: bool = True
+    eval_every: int | None = None
+    eval_batch_size: int = 4096
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+        }
+        for key in ("iterations", "eval_every"):
+            if getattr(self, key) is not None:
+                positive[key] = getattr(self, key)
+        for key, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+
+
+def train(
+    stream: Stream,
+    model: nn.Module,
+    strategy: str | Strategy | Sequence[Strategy | str] = "finetune",
+    fit: FitConfig | None = None,
+    seed: int = 0,
+    config: dict | None = None,
+    **fit_options,
+) -> Result:
+    """Train ``model`` on ``stream`` task by task and measure the accuracy matrix.
+
+    For each task ``i``: the strategies' ``before_task`` hooks run, the model fits the task's data
+    (``training_data`` hooks may widen it), ``after_task`` hooks run, then every task of the
+    stream is evaluated, giving row ``i`` of ``R``. The untrained model is evaluated first (the
+    FWT baseline).
+
+    Args:
+        stream: the tasks, e.g. from :func:`forgetless.scenarios.make_stream`.
+        model: any ``nn.Module`` mapping a batch of inputs to ``stream.num_outputs`` logits.
+        strategy: a name (``"finetune"``), ``"a+b"``, an instance, or a list (a hybrid).
+        fit: loop settings; or pass them as keywords (``epochs=1, lr=0.1``).
+        seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
+            :func:`forgetless.run`, which does).
+        config: recorded in the result as is.
+
+    Returns:
+        A :class:`Result` with the matrix, the baseline, curves, losses and timings.
+    """
+    fit = _fit_config(fit, fit_options)
+    strategies = make_strategies(strategy)
+    for s in strategies:
+        protocols = {Protocol.parse(p) for p in s.protocols}
+        if stream.protocol not in protocols:
+            supported = ", ".join(sorted(p.value for p in protocols))
+            raise ConfigError(
+                f"strategy {s.name!r} supports the {supported} protocol(s), not {stream.protocol.value}"
+            )
+    device = torch.device(fit.device)
+    generator = torch.Generator().manual_seed(seed)
+    learner = Learner(model, stream, fit.make_optimizer, device, generator)
+    _check_outputs(learner, stream)
+    loop = _Loop(learner, strategies, fit)
+
+    start = time.perf_counter()
+    baseline = loop.evaluate_all()
+    matrix, train_times, eval_times = [], [], []
+    bar = tqdm(
+        total=loop.total_steps(),
+        desc=stream.name,
+        unit="step",
+        disable=not fit.progress or None,
+        leave=False,
+        file=sys.stderr,
+    )
+    with bar:
+        for i, task in enumerate(stream.tasks):
+            bar.set_postfix_str(f"task {i + 1}/{len(stream)}")
+            t0 = time.perf_counter()
+            loop.fit_task(i, task, bar)
+            t1 = time.perf_counter()
+            matrix.append(loop.evaluate_all())
+            train_times.append(t1 - t0)
+            eval_times.append(time.perf_counter() - t1)
+    strategy_name = "+".join(s.name for s in strategies)
+    return Result(
+        accuracy_matrix=matrix,
+        baseline=baseline,
+        task_names=stream.task_names,
+        scenario=stream.name,
+        protocol=stream.protocol.value,
+        strategy=strategy_name,
+        seed=seed,
+        config=config if config is not None else {"fit": asdict(fit), "strategy": strategy_name},
+        curves=loop.curves,
+        losses=loop.losses,
+        timings={
+            "train": sum(train_times),
+            "eval": sum(eval_times),
+            "total": time.perf_counter() - start,
+            "train_per_task": train_times,
+            "eval_per_task": eval_times,
+        },
+        peak_memory_mb=_peak_memory_mb(device),
+        environment=_environment(device),
+    )
+
+
+def _fit_config(fit: FitConfig | None, options: dict) -> FitConfig:
+    if fit is not None and options:
+        raise ConfigError("pass either fit=FitConfig(...) or loop options as keywords, not both")
+    if fit is not None:
+        return fit
+    known = FitConfig.__dataclass_fields__.keys()
+    unknown = sorted(options.keys() - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return FitConfig(**options)
+
+
+def _check_outputs(learner: Learner, stream: Stream) -> None:
+    x = stream.tasks[0].test.inputs(slice(0, 2)).to(learner.device)
+    was_training = learner.model.training
+    learner.model.eval()
+    try:
+        with torch.no_grad():
+            out = learner.model(x)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"the model cannot take this stream's inputs of shape {stream.input_shape}: {err}"
+        ) from err
+    finally:
+        learner.model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != stream.num_outputs:
+        raise ConfigError(
+            f"the model must output [batch, {stream.num_outputs}] logits for stream {stream.name!r}, "
+            f"got {tuple(out.shape)}"
+        )
+
+
+class _Loop:
+    """The fit and evaluate steps, with the strategies' overridden hooks resolved once."""
+
+    def __init__(self, learner: Learner, strategies: list[Strategy], fit: FitConfig):
+        self.learner = learner
+        self.strategies = strategies
+        self.fit = fit
+        self.hooks = {
+            hook: [getattr(s, hook) for s in strategies if s.overrides(hook)]
+            for hook in (
+                "training_data",
+                "before_task",
+                "batch",
+                "penalty",
+                "after_backward",
+                "after_step",
+                "after_task",
+                "predict",
+            )
+        }
+        self.curves: list[dict] = []
+        self.losses: list[dict] = []
+        self.step = 0
+
+    def total_steps(self) -> int:
+        # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
+        return sum(
+            self._steps(TrainingData.of_task(t, i)) for i, t in enumerate(self.learner.stream)
+        )
+
+    def _steps(self, data: TrainingData) -> int:
+        if len(data) == 0:
+            return 0
+        if self.fit.iterations is not None:
+            return self.fit.iterations * data.iterations_scale
+        return self.fit.epochs * -(-len(data) // self.fit.batch_size)
+
+    def fit_task(self, index: int, task, bar) -> None:
+        learner, fit = self.learner, self.fit
+        learner.task_index = index
+        for hook in self.hooks["before_task"]:
+            hook(learner, task)
+        data = TrainingData.of_task(task, index)
+        for hook in self.hooks["training_data"]:
+            data = hook(learner, task, data)
+        if fit.reset_optimizer or index == 0:
+            learner.new_optimizer()
+        steps = self._steps(data)
+        learner.model.train()
+        for epoch, batches in enumerate(self._epochs(len(data), steps)):
+            total = torch.zeros((), device=learner.device)
+            for idx in batches:
+                total += self._train_step(data, idx, index)
+                bar.update(1)
+            self.losses.append(
+                {
+                    "task": index,
+                    "epoch": epoch,
+                    "step": self.step,
+                    "loss": total.item() / len(batches),
+                }
+            )
+        for hook in self.hooks["after_task"]:
+            hook(learner, task)
+
+    def _epochs(self, n: int, steps: int):
+        """Batches of indices, reshuffled each pass, until ``steps`` steps are taken."""
+        size = self.fit.batch_size
+        while steps > 0:
+            order = torch.randperm(n, generator=self.learner.generator)
+            batches = list(order.split(size))[:steps]
+            steps -= len(batches)
+            yield batches
+
+    def _train_step(self, data: TrainingData, idx: torch.Tensor, index: int) -> torch.Tensor:
+        learner, hooks = self.learner, self.hooks
+        device = learner.device
+        x = data.examples.inputs(idx).to(device, non_blocking=True)
+        y = data.examples.y[idx].to(device, non_blocking=True)
+        t = data.task_ids[idx].to(device, non_blocking=True)
+        for hook in hooks["batch"]:
+            x, y, t = hook(learner, x, y, t)
+        logits = learner.logits(x, t)
+        loss = F.cross_entropy(logits, y)
+        for hook in hooks["penalty"]:
+            term = hook(learner, x, y, t, logits)
+            if term is not None:
+                loss = loss + term
+        optimizer = learner.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for hook in hooks["after_backward"]:
+            hook(learner)
+        optimizer.step()
+        for hook in hooks["after_step"]:
+            hook(learner, x, y, t, logits)
+        self.step += 1
+        if self.fit.eval_every and self.step % self.fit.eval_every == 0:
+            self.curves.append({"task": index, "step": self.step, "accuracy": self.evaluate_all()})
+            learner.model.train()
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate_all(self) -> list[float]:
+        """Accuracy on every task's test set, in stream order."""
+        learner = self.learner
+        was_training = learner.model.training
+        learner.model.eval()
+        accuracies = []
+        for j, task in enumerate(learner.stream.tasks):
+            correct = 0
+            for start in range(0, len(task.test), self.fit.eval_batch_size):
+                rows = slice(start, start + self.fit.eval_batch_size)
+                x = task.test.inputs(rows).to(learner.device)
+                scores = self._predict(x, j)
+                correct += int((scores.argmax(dim=1) == task.test.y[rows].to(learner.device)).sum())
+            accuracies.append(correct / len(task.test))
+        learner.model.train(was_training)
+        return accuracies
+
+    def _predict(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        for hook in self.hooks["predict"]:
+            scores = hook(self.learner, x, j)
+            if scores is not None:
+                return scores
+        return self.learner.logits(x, j)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _environment(device: torch.device) -> dict[str, str]:
+    from forgetless import __version__
+
+    return {
+        "forgetless": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "threads": str(torch.get_num_threads()),
+    }

@@ -1,0 +1,111 @@
+"""One run from one config: build the stream, the model and the strategies, then train."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forgetless.engine import FitConfig, train
+from forgetless.errors import ConfigError
+from forgetless.models import build_model
+from forgetless.result import Result
+from forgetless.scenarios import make_stream
+from forgetless.strategies import make_strategies
+
+_FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
+
+
+@dataclass
+class RunConfig:
+    """Every option of ``forgetless run``, one field per flag (``--batch-size`` is ``batch_size``).
+
+    Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
+    ``class_order``, ``data_dir``. Model: ``model`` (``"mlp"``, ``"cnn"``), ``hidden``. Method:
+    ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop: the fields of
+    :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the stream, the weights,
+    the batch order.
+    """
+
+    scenario: str = "split-digits"
+    protocol: str | None = None
+    n_tasks: int | None = None
+    class_order: list[int] | None = None
+    data_dir: str | None = None
+    model: str = "mlp"
+    hidden: list[int] | None = None
+    strategy: str = "finetune"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    epochs: int = FitConfig.epochs
+    iterations: int | None = FitConfig.iterations
+    batch_size: int = FitConfig.batch_size
+    optimizer: str = FitConfig.optimizer
+    lr: float = FitConfig.lr
+    momentum: float = FitConfig.momentum
+    reset_optimizer: bool = FitConfig.reset_optimizer
+    eval_every: int | None = FitConfig.eval_every
+    eval_batch_size: int = FitConfig.eval_batch_size
+    device: str = FitConfig.device
+    progress: bool = FitConfig.progress
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.fit_config()  # validate the loop settings now, not after loading data
+
+    def fit_config(self) -> FitConfig:
+        """The loop settings as a :class:`FitConfig`."""
+        return FitConfig(**{name: getattr(self, name) for name in _FIT_FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from plain data; an unknown key is an error with a "did you mean" hint."""
+        known = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"unknown config key {key!r}{suggestion}")
+        return cls(**data)
+
+
+def run(config: RunConfig | None = None, **options: Any) -> Result:
+    """Run one experiment: ``run(RunConfig(...))`` or ``run(scenario="split-mnist", ...)``.
+
+    Returns:
+        The :class:`Result`; its ``config`` holds the whole config.
+    """
+    if config is None:
+        config = RunConfig.from_dict(options)
+    elif options:
+        raise ConfigError("pass either a RunConfig or options as keywords, not both")
+    strategies = make_strategies(config.strategy, config.strategy_params)
+    stream = make_stream(
+        config.scenario,
+        seed=config.seed,
+        protocol=config.protocol,
+        data_dir=config.data_dir,
+        n_tasks=config.n_tasks,
+        class_order=config.class_order,
+    )
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
+    return train(stream, model, strategies, config.fit_config(), config.seed, config.to_dict())
+
+
+def save_run(result: Result, out: str | Path) -> Path:
+    """Write ``config.json`` and ``result.json`` into the folder ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    import json
+
+    (out / "config.json").write_text(json.dumps(result.config, indent=1) + "\n")
+    result.save(out / "result.json")
+    return out

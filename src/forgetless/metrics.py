@@ -1,0 +1,117 @@
+"""Continual-learning metrics: pure functions of the accuracy matrix.
+
+Notation: ``R[i, j]`` is the accuracy on task ``j`` after training on tasks ``0..i``; ``T`` is
+the number of tasks; ``b[j]`` the accuracy on task ``j`` of the randomly initialised model.
+Accuracies are fractions in ``[0, 1]``. A metric that is undefined for the given matrix (e.g. BWT
+for a single task) is ``None``, never a silent 0 or NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from forgetless.errors import ConfigError
+
+Matrix = Sequence[Sequence[float]] | np.ndarray
+
+
+def _square(R: Matrix) -> np.ndarray:
+    arr = np.asarray(R, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ConfigError(
+            f"the accuracy matrix must be square T x T with T >= 1, got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+        raise ConfigError("accuracies must be finite fractions in [0, 1]")
+    return arr
+
+
+def average_accuracy(R: Matrix) -> float:
+    """ACC, the mean final accuracy over all tasks (Lopez-Paz and Ranzato 2017, GEM, eq. 2).
+
+    ``ACC = (1/T) sum_j R[T-1, j]``
+    """
+    arr = _square(R)
+    return float(arr[-1].mean())
+
+
+def backward_transfer(R: Matrix) -> float | None:
+    """BWT, how learning later tasks changed earlier ones (Lopez-Paz and Ranzato 2017, eq. 3).
+
+    ``BWT = 1/(T-1) sum_{j<T-1} (R[T-1, j] - R[j, j])``; negative means forgetting.
+    ``None`` for a single task.
+    """
+    arr = _square(R)
+    T = len(arr)
+    if T < 2:
+        return None
+    return float(np.mean(arr[-1, :-1] - np.diag(arr)[:-1]))
+
+
+def forward_transfer(R: Matrix, baseline: Sequence[float]) -> float | None:
+    """FWT, how earlier tasks help a task before it is trained (Lopez-Paz and Ranzato 2017, eq. 4).
+
+    ``FWT = 1/(T-1) sum_{j>0} (R[j-1, j] - b[j])``. Meaningless under class-incremental learning
+    (an unseen class is never predicted), where callers should not report it. ``None`` for a
+    single task.
+    """
+    arr = _square(R)
+    b = np.asarray(baseline, dtype=np.float64)
+    if b.shape != (len(arr),):
+        raise ConfigError(
+            f"baseline must hold one accuracy per task ({len(arr)}), got shape {b.shape}"
+        )
+    if len(arr) < 2:
+        return None
+    return float(np.mean(np.diag(arr, k=1) - b[1:]))
+
+
+def forgetting(R: Matrix) -> float | None:
+    """Average forgetting (Chaudhry et al. 2018, "Riemannian Walk", eq. 3-4).
+
+    For each task ``j < T-1``: ``f_j = max_{l in 0..T-2} R[l, j] - R[T-1, j]``, the drop from
+    the best accuracy it ever had to its final one; the metric is the mean of ``f_j``.
+    ``None`` for a single task.
+    """
+    arr = _square(R)
+    if len(arr) < 2:
+        return None
+    best = arr[:-1, :-1].max(axis=0)
+    return float(np.mean(best - arr[-1, :-1]))
+
+
+def learning_accuracy(R: Matrix) -> float:
+    """LA, the accuracy on each task just after learning it, averaged (Riemer et al. 2019).
+
+    ``LA = (1/T) sum_j R[j, j]``: the plasticity side of the trade-off.
+    """
+    return float(np.mean(np.diag(_square(R))))
+
+
+def intransigence(R: Matrix, reference: Sequence[float]) -> float:
+    """Intransigence (Chaudhry et al. 2018, eq. 5): how much less a task is learnt than by a
+    reference model that saw all data so far (e.g. joint training).
+
+    ``I = (1/T) sum_j (a*_j - R[j, j])`` with ``a*_j`` the reference accuracy on task ``j``.
+    """
+    arr = _square(R)
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.shape != (len(arr),):
+        raise ConfigError(
+            f"reference must hold one accuracy per task ({len(arr)}), got shape {ref.shape}"
+        )
+    return float(np.mean(ref - np.diag(arr)))
+
+
+def summary(R: Matrix, baseline: Sequence[float], protocol: str) -> dict[str, float | None]:
+    """The headline metrics: ``acc``, ``bwt``, ``fwt`` (``None`` under class-IL),
+    ``forgetting`` and ``learning_accuracy``."""
+    return {
+        "acc": average_accuracy(R),
+        "bwt": backward_transfer(R),
+        "fwt": None if str(protocol) == "class" else forward_transfer(R, baseline),
+        "forgetting": forgetting(R),
+        "learning_accuracy": learning_accuracy(R),
+    }

@@ -1,0 +1,88 @@
+"""Small, standard networks as plain ``nn.Module``s, and :func:`build_model` to make one by name."""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from forgetless.errors import ConfigError
+
+MODEL_NAMES = ("mlp", "cnn")
+
+
+class MLP(nn.Sequential):
+    """Flatten, then ``Linear -> ReLU`` per hidden layer, then a linear output layer."""
+
+    def __init__(
+        self, input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (400, 400)
+    ):
+        if any(h < 1 for h in hidden):
+            raise ConfigError(f"hidden layer sizes must be positive, got {list(hidden)}")
+        sizes = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], num_outputs))
+        super().__init__(*layers)
+
+
+class CNN(nn.Sequential):
+    """Two conv blocks (3x3 conv, ReLU, 2x2 max-pool; 32 then 64 channels), then two fully
+    connected layers (``hidden`` units, then the outputs)."""
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden: int = 128):
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"the CNN needs image inputs [C, H, W], got input shape {tuple(input_shape)}"
+            )
+        channels, height, width = input_shape
+        if height < 4 or width < 4:
+            raise ConfigError(f"the CNN needs images of at least 4x4 pixels, got {height}x{width}")
+        features = 64 * (height // 4) * (width // 4)
+        super().__init__(
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_outputs),
+        )
+
+
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    hidden: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> nn.Module:
+    """Make a network by name.
+
+    Args:
+        name: ``"mlp"`` or ``"cnn"``.
+        input_shape: shape of one input, e.g. ``(1, 28, 28)``.
+        num_outputs: output units (the stream's ``num_outputs``).
+        hidden: hidden layer sizes for the MLP (default ``(400, 400)``), or one size for the
+            CNN's fully connected layer (default ``128``).
+        seed: if given, initialise the weights from this seed.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    if name == "mlp":
+        return MLP(input_shape, num_outputs, tuple(hidden) if hidden else (400, 400))
+    if name == "cnn":
+        if hidden is not None and len(hidden) != 1:
+            raise ConfigError(f"the CNN takes one hidden size, got {list(hidden)}")
+        return CNN(input_shape, num_outputs, hidden[0] if hidden else 128)
+    hint = difflib.get_close_matches(name, MODEL_NAMES, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise ConfigError(f"unknown model {name!r}{suggestion}; known: {', '.join(MODEL_NAMES)}")

@@ -1,0 +1,163 @@
+"""The Result of a run: everything metrics, reports and stores need, as plain data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from forgetless import metrics
+from forgetless.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Result:
+    """What a run measured. Serialises to JSON and back without loss.
+
+    Attributes:
+        accuracy_matrix: ``R[i][j]``, accuracy on task ``j`` after training task ``i`` (fractions).
+        baseline: accuracy on each task of the randomly initialised model (for FWT).
+        task_names: one name per task.
+        scenario, protocol, strategy: what was run.
+        seed: the seed of the run.
+        config: the full configuration, as given.
+        curves: evaluations during training, ``{"task", "step", "accuracy": [per task]}``, when
+            ``eval_every`` was set (within-task forgetting curves).
+        losses: mean training loss per pass over a task's data, ``{"task", "epoch", "step", "loss"}``.
+        timings: wall seconds per phase (``train``, ``eval``, ``total``, and per task lists).
+        peak_memory_mb: peak resident memory of the process (or of the GPU) during the run.
+        environment: versions of forgetless, torch, and the device.
+    """
+
+    accuracy_matrix: list[list[float]]
+    baseline: list[float]
+    task_names: list[str]
+    scenario: str
+    protocol: str
+    strategy: str
+    seed: int
+    config: dict[str, Any] = field(default_factory=dict)
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.accuracy_matrix)
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy."""
+        return metrics.summary(self.accuracy_matrix, self.baseline, self.protocol)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``metrics`` is included for readers, and ignored when loading."""
+        return {"format_version": FORMAT_VERSION, **asdict(self), "metrics": self.metrics}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(
+                f"result format {version} is not supported (this forgetless reads {FORMAT_VERSION})"
+            )
+        names = {f.name for f in fields(cls)}
+        missing = [
+            f.name for f in fields(cls) if f.name not in data and f.default is f.default_factory
+        ]
+        if missing:
+            raise ConfigError(f"not a forgetless result: missing {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"not valid JSON: {err}") from err
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``result.json`` (or the given file path)."""
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path / "result.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Result:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "result.json"
+        if not path.exists():
+            raise ConfigError(f"no result at {path}")
+        return cls.from_json(path.read_text())
+
+    def table(self) -> str:
+        """The accuracy matrix as a text table, in percent, with the random-init row."""
+        T = self.num_tasks
+        width = 8
+        head = "accuracy (%)".ljust(16) + "".join(f"task {j + 1}".rjust(width) for j in range(T))
+        rows = [head]
+        for i, row in enumerate(self.accuracy_matrix):
+            rows.append(
+                f"after task {i + 1}".ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in row)
+            )
+        rows.append(
+            "random init".ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in self.baseline)
+        )
+        return "\n".join(rows)
+
+    def metrics_line(self) -> str:
+        """ACC, BWT, FWT, forgetting and learning accuracy on one line, in points."""
+        m = self.metrics
+        return "  ".join(
+            [
+                f"ACC {_points(m['acc'])}",
+                f"BWT {_points(m['bwt'], signed=True)}",
+                f"FWT {_points(m['fwt'], signed=True)}",
+                f"forgetting {_points(m['forgetting'])}",
+                f"learning acc {_points(m['learning_accuracy'])}",
+            ]
+        )
+
+    def __str__(self) -> str:
+        title = (
+            f"{self.scenario} | {self.protocol}-incremental | {self.strategy} | seed {self.seed}"
+        )
+        return "\n".join([title, self.table(), self.metrics_line(), describe(self)])
+
+
+def describe(result: Result) -> str:
+    """One plain sentence of what happened to the earlier tasks."""
+    R = result.accuracy_matrix
+    T = len(R)
+    if T < 2:
+        return f"One task: {100 * R[0][0]:.0f}% accuracy."
+    drops = [(R[j][j] - R[-1][j], j) for j in range(T - 1)]
+    drop, j = max(drops, key=lambda d: (round(d[0], 9), -d[1]))
+    names = result.task_names
+    if drop < 0.05:
+        return (
+            f"After task {T}, no earlier task lost more than 5 points; the largest change is on "
+            f"task {j + 1} ({names[j]}): {100 * R[j][j]:.0f}% -> {100 * R[-1][j]:.0f}%."
+        )
+    return (
+        f"After task {T}, accuracy on task {j + 1} ({names[j]}) fell from {100 * R[j][j]:.0f}% "
+        f"to {100 * R[-1][j]:.0f}%."
+    )
+
+
+def _points(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"

@@ -1,0 +1,183 @@
+"""Named scenarios: the standard streams, one line each to build."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgetless import data
+from forgetless.errors import ConfigError
+from forgetless.scenarios import builders
+from forgetless.scenarios.stream import Protocol, Stream
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named scenario: how to build it and its usual protocol."""
+
+    name: str
+    description: str
+    protocol: Protocol
+    build: Callable[..., Stream]
+    sources: tuple[str, ...]
+    default_tasks: int | None = None
+
+
+def _split(source: str, n: int = 5):
+    def build(seed, protocol, data_dir, n_tasks, class_order):
+        return builders.split(
+            data.load(source, data_dir),
+            n_tasks or n,
+            protocol,
+            seed,
+            class_order,
+            name=f"split-{source}",
+        )
+
+    return build
+
+
+def _permuted(source: str, n: int):
+    def build(seed, protocol, data_dir, n_tasks, class_order):
+        _no_class_order(class_order, f"permuted-{source}")
+        return builders.permuted(data.load(source, data_dir), n_tasks or n, protocol, seed)
+
+    return build
+
+
+def _rotated(source: str, n: int):
+    def build(seed, protocol, data_dir, n_tasks, class_order):
+        _no_class_order(class_order, f"rotated-{source}")
+        return builders.rotated(data.load(source, data_dir), n_tasks or n, protocol, seed)
+
+    return build
+
+
+def _mnist_fashion(seed, protocol, data_dir, n_tasks, class_order):
+    _fixed_tasks("mnist-fashion", n_tasks, 2, class_order)
+    sources = [data.load("mnist", data_dir), data.load("fashion-mnist", data_dir)]
+    return builders.sequence(sources, protocol, seed, name="mnist-fashion")
+
+
+def _two_task_binary(seed, protocol, data_dir, n_tasks, class_order):
+    _fixed_tasks("two-task-binary", n_tasks, 2, class_order)
+    return builders.sequence(data.two_task_binary(seed), protocol, seed, name="two-task-binary")
+
+
+def _no_class_order(class_order, name: str) -> None:
+    if class_order is not None:
+        raise ConfigError(f"{name} does not take a class order (only split scenarios do)")
+
+
+def _fixed_tasks(name: str, n_tasks: int | None, fixed: int, class_order) -> None:
+    _no_class_order(class_order, name)
+    if n_tasks not in (None, fixed):
+        raise ConfigError(f"{name} has exactly {fixed} tasks; drop n_tasks={n_tasks}")
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "split-digits",
+            "8x8 digits, 5 tasks of 2 classes (offline)",
+            Protocol.CLASS,
+            _split("digits"),
+            ("digits",),
+            5,
+        ),
+        Preset(
+            "permuted-digits",
+            "8x8 digits, 5 pixel permutations (offline)",
+            Protocol.DOMAIN,
+            _permuted("digits", 5),
+            ("digits",),
+            5,
+        ),
+        Preset(
+            "rotated-digits",
+            "8x8 digits, 5 rotations (offline)",
+            Protocol.DOMAIN,
+            _rotated("digits", 5),
+            ("digits",),
+            5,
+        ),
+        Preset(
+            "split-mnist",
+            "MNIST, 5 tasks of 2 classes",
+            Protocol.CLASS,
+            _split("mnist"),
+            ("mnist",),
+            5,
+        ),
+        Preset(
+            "split-fashion",
+            "Fashion-MNIST, 5 tasks of 2 classes",
+            Protocol.CLASS,
+            _split("fashion-mnist"),
+            ("fashion-mnist",),
+            5,
+        ),
+        Preset(
+            "permuted-mnist",
+            "MNIST, 10 pixel permutations",
+            Protocol.DOMAIN,
+            _permuted("mnist", 10),
+            ("mnist",),
+            10,
+        ),
+        Preset(
+            "rotated-mnist",
+            "MNIST, 10 rotations from 0 to 162 degrees",
+            Protocol.DOMAIN,
+            _rotated("mnist", 10),
+            ("mnist",),
+            10,
+        ),
+        Preset(
+            "mnist-fashion",
+            "MNIST, then Fashion-MNIST on one 10-way output (seed article 2)",
+            Protocol.DOMAIN,
+            _mnist_fashion,
+            ("mnist", "fashion-mnist"),
+            2,
+        ),
+        Preset(
+            "two-task-binary",
+            "two synthetic binary tasks that compete (seed article 1)",
+            Protocol.DOMAIN,
+            _two_task_binary,
+            (),
+            2,
+        ),
+    ]
+}
+
+
+def make_stream(
+    name: str,
+    seed: int = 0,
+    protocol: Protocol | str | None = None,
+    data_dir: str | Path | None = None,
+    n_tasks: int | None = None,
+    class_order: list[int] | None = None,
+) -> Stream:
+    """Build a named scenario.
+
+    Args:
+        name: a key of :data:`PRESETS`, e.g. ``"split-mnist"``.
+        seed: draws class orders, permutations and synthetic data.
+        protocol: ``"task"``, ``"domain"`` or ``"class"``; the preset's usual one if ``None``.
+        data_dir: where to look first for data files (see :func:`forgetless.data.load`).
+        n_tasks: number of tasks, for scenarios that take one.
+        class_order: the order of classes, for split scenarios.
+    """
+    preset = PRESETS.get(name)
+    if preset is None:
+        hint = difflib.get_close_matches(name, PRESETS, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"unknown scenario {name!r}{suggestion}; known: {', '.join(PRESETS)}")
+    chosen = preset.protocol if protocol is None else Protocol.parse(protocol)
+    return preset.build(seed, chosen, data_dir, n_tasks, class_order)

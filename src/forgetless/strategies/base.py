@@ -1,0 +1,99 @@
+"""The strategy contract: hooks the engine calls, each a no-op by default.
+
+A method overrides the two or three hooks it needs; the engine calls only overridden hooks, in
+the order the strategies were given, so a hybrid is a list: ``[Replay(500), EWC(100)]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from forgetless.scenarios.stream import Protocol, Task
+
+if TYPE_CHECKING:
+    from forgetless.learner import Learner, TrainingData
+
+HOOKS = (
+    "training_data",
+    "before_task",
+    "batch",
+    "penalty",
+    "after_backward",
+    "after_step",
+    "after_task",
+    "predict",
+)
+
+
+class Strategy:
+    """Base class of every strategy. Subclasses set ``name`` and override hooks.
+
+    Class attributes:
+        name: the registry and CLI name.
+        protocols: the protocols the method supports; a stream of another protocol is a clear
+            error before training starts.
+        stores_raw_data: True if the method keeps past inputs (for data-retention policies).
+    """
+
+    name: ClassVar[str] = "strategy"
+    protocols: ClassVar[frozenset[Protocol]] = frozenset(Protocol)
+    stores_raw_data: ClassVar[bool] = False
+
+    def training_data(self, learner: Learner, task: Task, data: TrainingData) -> TrainingData:
+        """The examples to fit on for ``task``; ``data`` is the task's own (or the previous
+        strategy's choice). Joint and cumulative training widen it."""
+        return data
+
+    def before_task(self, learner: Learner, task: Task) -> None:
+        """Called before fitting a task: add heads or columns, reset weights, set masks."""
+
+    def batch(
+        self, learner: Learner, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Change a training batch (inputs, targets, task ids), e.g. mix in replayed examples."""
+        return x, y, t
+
+    def penalty(
+        self,
+        learner: Learner,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """A loss term added to the cross-entropy of the batch (EWC, SI, LwF, ...)."""
+        return None
+
+    def after_backward(self, learner: Learner) -> None:
+        """Called between ``backward()`` and the optimiser step: edit gradients (A-GEM)."""
+
+    def after_step(
+        self,
+        learner: Learner,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> None:
+        """Called after the optimiser step: path integrals, buffer updates."""
+
+    def after_task(self, learner: Learner, task: Task) -> None:
+        """Called after fitting a task: Fisher information, consolidation, exemplars."""
+
+    def predict(self, learner: Learner, x: torch.Tensor, t: int) -> torch.Tensor | None:
+        """Scores for evaluation on task ``t`` (``None``: the model's masked logits)."""
+        return None
+
+    def overrides(self, hook: str) -> bool:
+        """Whether this strategy's class implements ``hook`` (the engine skips the rest)."""
+        return getattr(type(self), hook) is not getattr(Strategy, hook)
+
+    def params(self) -> dict[str, object]:
+        """The constructor arguments, for configs and reports."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"

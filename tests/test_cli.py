@@ -1,0 +1,111 @@
+"""The forgetless command, end to end, in process."""
+
+import json
+
+import pytest
+
+from forgetless.cli import main
+
+
+def test_demo_runs_end_to_end(capsys, tmp_path):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("accuracy (%)") == 2
+    assert "ACC" in out and "BWT" in out and "forgetting" in out
+    assert "fell from" in out
+    finetune = json.loads((tmp_path / "finetune" / "result.json").read_text())
+    joint = json.loads((tmp_path / "joint" / "result.json").read_text())
+    assert finetune["metrics"]["bwt"] < -0.5
+    assert joint["metrics"]["acc"] > 0.9
+
+
+def test_run_writes_config_and_result(capsys, tmp_path):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "run",
+            "--scenario",
+            "split-digits",
+            "--protocol",
+            "task",
+            "--hidden",
+            "32",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.1",
+            "--seed",
+            "3",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    result = json.loads((out / "result.json").read_text())
+    assert config["seed"] == 3 and config["hidden"] == [32] and config["protocol"] == "task"
+    assert len(result["accuracy_matrix"]) == 5 and all(
+        len(r) == 5 for r in result["accuracy_matrix"]
+    )
+    assert all(0 <= a <= 1 for row in result["accuracy_matrix"] for a in row)
+    assert {"acc", "bwt", "fwt", "forgetting"} <= result["metrics"].keys()
+    assert "after task 5" in capsys.readouterr().out
+
+
+def test_strategy_parameters_pass_through(capsys):
+    code = main(
+        [
+            "run",
+            "--strategy",
+            "cumulative",
+            "--from-scratch",
+            "false",
+            "--n-tasks",
+            "2",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["strategy_params"] == {"from_scratch": "false"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--strategy", "finetun"], "did you mean 'finetune'"),
+        (["run", "--lam", "3"], "not accepted by strategy finetune"),
+        (["run", "--epochs", "0"], "epochs must be a positive integer"),
+        (
+            ["run", "--scenario", "split-digits", "--protocol", "domain", "--n-tasks", "3"],
+            "domain-incremental protocol needs the same classes",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("forgetless: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_missing_data_names_what_to_get(capsys, tmp_path, monkeypatch):
+    from forgetless.data import catalog
+
+    monkeypatch.setenv("FORGETLESS_DATA", str(tmp_path))
+    monkeypatch.setenv("FORGETLESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(catalog, "SYSTEM_DIRS", (tmp_path / "system",))
+    assert main(["run", "--scenario", "split-mnist", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "forgetless data fetch mnist" in err and "train-images-idx3-ubyte" in err
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "mnist", "fashion-mnist", "kmnist"):
+        assert name in out
