@@ -187,3 +187,10 @@ def test_strategy_specs_and_parameters():
         make_strategies("finetune", {"lam": 1})
     with pytest.raises(ConfigError, match="expects bool"):
         make_strategies("cumulative", {"from_scratch": "maybe"})
+
+
+def test_retention_policy_refuses_strategies_that_keep_raw_inputs():
+    with pytest.raises(ConfigError, match="data-retention policy"):
+        run(strategy="joint", retain_raw_data=False, **QUICK)
+    kept = run(strategy="finetune", retain_raw_data=False, **{**QUICK, "epochs": 1})
+    assert kept.num_tasks == 5

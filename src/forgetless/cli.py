@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument(
+        "--no-raw-data",
+        action="store_true",
+        help="data-retention policy: refuse strategies that keep raw past inputs",
+    )
     g = run.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
     g.add_argument(
@@ -197,6 +202,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         eval_every=args.eval_every,
         device=args.device,
         progress=not args.no_progress,
+        retain_raw_data=not args.no_raw_data,
     )
     result = run(config)
     print(result.to_json() if args.json else result)

@@ -40,6 +40,9 @@ class FitConfig:
         eval_batch_size: examples per evaluation forward pass.
         device: ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar (only on a terminal).
+        retain_raw_data: the data-retention policy. False declares that raw past inputs must
+            not be kept (privacy rules such as GDPR or HIPAA): strategies that store them
+            (replay, joint, ...) are refused before training; regularisers still run.
     """
 
     epochs: int = 1
@@ -53,6 +56,7 @@ class FitConfig:
     eval_batch_size: int = 4096
     device: str = "cpu"
     progress: bool = True
+    retain_raw_data: bool = True
 
     def __post_init__(self) -> None:
         positive = {
@@ -113,6 +117,12 @@ def train(
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
     for s in strategies:
+        if s.stores_raw_data and not fit.retain_raw_data:
+            raise ConfigError(
+                f"strategy {s.name!r} keeps raw past inputs, which the data-retention policy "
+                "(retain_raw_data=False, --no-raw-data) forbids; choose a strategy that stores "
+                "no inputs (finetune, or a regulariser such as ewc, si, lwf)"
+            )
         protocols = {Protocol.parse(p) for p in s.protocols}
         if stream.protocol not in protocols:
             supported = ", ".join(sorted(p.value for p in protocols))

@@ -51,6 +51,7 @@ class RunConfig:
     eval_batch_size: int = FitConfig.eval_batch_size
     device: str = FitConfig.device
     progress: bool = FitConfig.progress
+    retain_raw_data: bool = FitConfig.retain_raw_data
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
