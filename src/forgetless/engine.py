@@ -259,6 +259,10 @@ class _Loop:
         if fit.reset_optimizer or index == 0:
             learner.new_optimizer()
         steps = self._steps(data)
+        planned = self._steps(TrainingData.of_task(task, index))
+        if steps != planned:  # joint/cumulative fit more (or less) than the task's own data
+            bar.total += steps - planned
+            bar.refresh()
         learner.model.train()
         for epoch, batches in enumerate(self._epochs(len(data), steps)):
             total = torch.zeros((), device=learner.device)
