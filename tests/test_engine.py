@@ -187,6 +187,12 @@ def test_strategy_specs_and_parameters():
         make_strategies("finetune", {"lam": 1})
     with pytest.raises(ConfigError, match="expects bool"):
         make_strategies("cumulative", {"from_scratch": "maybe"})
+    (ewc,) = make_strategies("ewc", {"lam": "1e3", "fisher_samples": "200"})
+    assert ewc.lam == 1000.0 and ewc.fisher_samples == 200
+    (ewc,) = make_strategies("ewc", {"fisher_samples": "none"})
+    assert ewc.fisher_samples is None
+    with pytest.raises(ConfigError, match="'fisher_samples' expects int"):
+        make_strategies("ewc", {"fisher_samples": "2.5"})
 
 
 def test_retention_policy_refuses_strategies_that_keep_raw_inputs():

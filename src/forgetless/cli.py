@@ -9,15 +9,25 @@ from collections.abc import Sequence
 
 from forgetless.errors import ConfigError, ForgetlessError
 
-EPILOG_RUN = """\
-strategy parameters: any other --NAME VALUE pair goes to the strategy's constructor,
-e.g. --strategy cumulative --from-scratch false.
-
+EXAMPLES_RUN = """\
 examples:
   forgetless run --scenario split-digits --strategy finetune --epochs 20 --lr 0.1
+  forgetless run --scenario split-digits --protocol task --strategy ewc --lam 100
   forgetless run --scenario split-mnist --protocol class --strategy finetune --model mlp \\
       --epochs 1 --seed 0 --data-dir DIR --out runs/x
 """
+
+
+def _run_epilog() -> str:
+    """Each strategy with its parameters and defaults, then examples."""
+    from forgetless.strategies import STRATEGIES, strategy_parameters
+
+    lines = ["strategies and their parameters (any other --NAME VALUE goes to the strategy):"]
+    for name, cls in STRATEGIES.items():
+        params = strategy_parameters(cls)
+        flags = " ".join(f"--{p.replace('_', '-')} {v.default}" for p, v in params.items())
+        lines.append(f"  {name:<12} {flags}".rstrip())
+    return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
 
 
 def _ints(text: str) -> list[int]:
@@ -35,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from forgetless.experiment import RunConfig
     from forgetless.models import MODEL_NAMES
     from forgetless.scenarios import PRESETS
+    from forgetless.strategies import STRATEGIES
 
     parser = argparse.ArgumentParser(
         prog="forgetless",
@@ -59,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="train one strategy on one scenario and measure forgetting",
-        epilog=EPILOG_RUN,
+        epilog=_run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = run.add_argument_group("scenario")
@@ -95,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--strategy",
         default=d.strategy,
-        help="finetune, joint, cumulative, or names joined by + (default: finetune)",
+        help=f"one of {', '.join(STRATEGIES)}, or names joined by + for a hybrid "
+        "(default: finetune); their parameters are listed below",
     )
     g = run.add_argument_group("training loop")
     g.add_argument(

@@ -19,7 +19,7 @@ from forgetless.learner import Learner, TrainingData
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
-from forgetless.strategies.base import Strategy
+from forgetless.strategies.base import HOOKS, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -219,17 +219,7 @@ class _Loop:
         self.strategies = strategies
         self.fit = fit
         self.hooks = {
-            hook: [getattr(s, hook) for s in strategies if s.overrides(hook)]
-            for hook in (
-                "training_data",
-                "before_task",
-                "batch",
-                "penalty",
-                "after_backward",
-                "after_step",
-                "after_task",
-                "predict",
-            )
+            hook: [getattr(s, hook) for s in strategies if s.overrides(hook)] for hook in HOOKS
         }
         self.curves: list[dict] = []
         self.losses: list[dict] = []
@@ -298,7 +288,13 @@ class _Loop:
         for hook in hooks["batch"]:
             x, y, t = hook(learner, x, y, t)
         logits = learner.logits(x, t)
-        loss = F.cross_entropy(logits, y)
+        loss = None
+        for hook in hooks["loss"]:
+            loss = hook(learner, x, y, t, logits)
+            if loss is not None:
+                break
+        if loss is None:
+            loss = F.cross_entropy(logits, y)
         for hook in hooks["penalty"]:
             term = hook(learner, x, y, t, logits)
             if term is not None:

@@ -13,9 +13,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from forgetless.errors import ConfigError
+from forgetless.strategies.agem import AGEM
 from forgetless.strategies.base import HOOKS, Strategy
+from forgetless.strategies.der import DER, DERPP
+from forgetless.strategies.ewc import EWC, OnlineEWC
 from forgetless.strategies.finetune import Finetune
+from forgetless.strategies.gss import GSS
+from forgetless.strategies.icarl import ICaRL
 from forgetless.strategies.joint import Cumulative, Joint
+from forgetless.strategies.l2 import L2
+from forgetless.strategies.lwf import LwF
+from forgetless.strategies.mas import MAS
+from forgetless.strategies.replay import Replay
+from forgetless.strategies.si import SI
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -28,7 +38,24 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (Finetune, Joint, Cumulative):
+# Baselines, regularisers, then rehearsal methods: the order `forgetless run --help` lists.
+for _cls in (
+    Finetune,
+    Joint,
+    Cumulative,
+    L2,
+    EWC,
+    OnlineEWC,
+    SI,
+    MAS,
+    LwF,
+    Replay,
+    AGEM,
+    GSS,
+    ICaRL,
+    DER,
+    DERPP,
+):
     register(_cls)
 
 
@@ -95,33 +122,53 @@ def _lookup(name: str) -> type[Strategy]:
 
 
 def _coerce(name: str, value: Any, annotation: Any, owner: str) -> Any:
-    if not isinstance(value, str) or annotation in (None, str, Any):
+    """A CLI string as the parameter's annotated type (``int``, ``float``, ``bool``, optional)."""
+    if not isinstance(value, str):
         return value
-    try:
-        if annotation is bool:
-            lowered = value.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return lowered in ("true", "1", "yes")
-        if annotation in (int, float):
-            return (
-                annotation(float(value))
-                if annotation is int and "e" in value.lower()
-                else annotation(value)
-            )
-    except ValueError:
-        raise ConfigError(
-            f"{owner}: parameter {name!r} expects {annotation.__name__}, got {value!r}"
-        ) from None
-    return value
+    args = typing.get_args(annotation)
+    if type(None) in args:  # Optional[X]: "none" means None, else convert to X
+        if value.strip().lower() == "none":
+            return None
+        rest = [a for a in args if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else Any
+    if annotation not in (int, float, bool):
+        return value
+    lowered = value.strip().lower()
+    if annotation is bool:
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+    else:
+        try:
+            number = float(lowered)
+            if annotation is float:
+                return number
+            if number.is_integer():  # accepts "200" and "1e3"
+                return int(number)
+        except ValueError:
+            pass
+    raise ConfigError(f"{owner}: parameter {name!r} expects {annotation.__name__}, got {value!r}")
 
 
 __all__ = [
+    "AGEM",
+    "DER",
+    "DERPP",
+    "EWC",
+    "GSS",
     "HOOKS",
+    "L2",
+    "MAS",
+    "SI",
     "STRATEGIES",
     "Cumulative",
     "Finetune",
+    "ICaRL",
     "Joint",
+    "LwF",
+    "OnlineEWC",
+    "Replay",
     "Strategy",
     "make_strategies",
     "register",

@@ -19,6 +19,7 @@ HOOKS = (
     "training_data",
     "before_task",
     "batch",
+    "loss",
     "penalty",
     "after_backward",
     "after_step",
@@ -54,6 +55,20 @@ class Strategy:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Change a training batch (inputs, targets, task ids), e.g. mix in replayed examples."""
         return x, y, t
+
+    def loss(
+        self,
+        learner: Learner,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Replace the batch's cross-entropy with another criterion (iCaRL's sigmoid loss).
+
+        The first strategy returning a tensor wins; ``None`` keeps ``cross_entropy(logits, y)``.
+        """
+        return None
 
     def penalty(
         self,

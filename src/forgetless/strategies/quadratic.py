@@ -7,11 +7,24 @@ Each of these methods adds, after some tasks are learnt, the penalty
 where ``theta*`` are the weights at the end of a task (the anchor) and ``Omega`` the per-weight
 importance; they differ only in how ``Omega`` is estimated and how it accumulates over tasks.
 A subclass implements :meth:`QuadraticPenalty.importance`; the bookkeeping lives here.
+
+Per-task terms add up to one quadratic. For importances ``Omega_t`` and anchors ``theta*_t``,
+
+    sum_t Omega_t (theta - theta*_t)^2 = Omega (theta - m)^2 + C,
+    Omega = sum_t Omega_t,  m = sum_t Omega_t theta*_t / Omega,  C = sum_t Omega_t (theta*_t - m)^2
+
+(per weight; ``m`` is the anchors' importance-weighted mean, ``C`` a constant). The penalty is
+evaluated in this merged form, built once per task, so a training step costs the same whatever
+the number of tasks, and its gradient ``lambda * Omega * (theta - m)`` is computed directly
+with ``torch._foreach`` ops instead of through an autograd graph of per-parameter operations.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+from torch.autograd.function import once_differentiable
 
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner
@@ -28,7 +41,10 @@ def check_range(
     high_open: bool = False,
 ) -> float:
     """``value`` as a float if it lies in the interval, else a ConfigError naming ``name``."""
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
     too_low = value <= low if low_open else value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high or value != value:  # value != value: NaN
@@ -60,6 +76,7 @@ class QuadraticPenalty(Strategy):
         self.online = bool(online)
         self.gamma = check_range("gamma", gamma, 0.0, 1.0, low_open=True)
         self._terms: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        self._merged: _Merged | None = None
 
     def importance(self, learner: Learner, task: Task) -> list[torch.Tensor]:
         """Per-parameter importance ``Omega_t`` for the task just learnt, one tensor per
@@ -82,22 +99,80 @@ class QuadraticPenalty(Strategy):
             self._terms = [(omega, anchor)]
         else:
             self._terms.append((omega, anchor))
+        self._merged = _Merged.of(self._terms)
 
     def penalty(self, learner, x, y, t, logits) -> torch.Tensor | None:
         if not self._terms or self.lam == 0.0:
             return None
+        if self._merged is None:  # a subclass set _terms itself
+            self._merged = _Merged.of(self._terms)
+        merged = self._merged
         params = _trainable(learner)
-        total = logits.new_zeros(())
-        for omega, anchor in self._terms:
-            for p, o, a in zip(params, omega, anchor, strict=True):
-                total = total + (o * (p - a).pow(2)).sum()
-        return 0.5 * self.lam * total
+        if len(params) != len(merged.omega):
+            raise ConfigError(
+                f"{self.name}: the model has {len(params)} trainable parameters, the penalty "
+                f"was built for {len(merged.omega)}"
+            )
+        return _HalfWeightedSquares.apply(self.lam, merged, *params)
+
+    def params(self) -> dict[str, object]:
+        """The constructor arguments (``online`` and ``gamma`` only where the class takes them)."""
+        accepted = inspect.signature(type(self).__init__).parameters
+        return {k: v for k, v in vars(self).items() if k in accepted}
 
     def state_bytes(self) -> int:
-        """Memory held by importances and anchors, in bytes."""
-        return sum(
-            t.numel() * t.element_size() for pair in self._terms for part in pair for t in part
-        )
+        """Memory held by importances and anchors (and their merged form), in bytes."""
+        tensors = [t for pair in self._terms for part in pair for t in part]
+        if self._merged is not None:
+            tensors += [*self._merged.omega, *self._merged.center]
+        unique = {t.data_ptr(): t for t in tensors}  # the merged form of one term is that term
+        return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+class _Merged:
+    """The per-task terms as one quadratic: ``sum_t Omega_t (theta - theta*_t)^2 =
+    Omega (theta - m)^2 + C`` (see the module docstring)."""
+
+    def __init__(self, omega: list[torch.Tensor], center: list[torch.Tensor], const: float):
+        self.omega, self.center, self.const = omega, center, const
+
+    @staticmethod
+    def of(terms: list[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> _Merged:
+        if len(terms) == 1:
+            return _Merged(*terms[0], const=0.0)
+        omega, center, const = [], [], 0.0
+        for per_task in zip(*(zip(o, a, strict=True) for o, a in terms), strict=True):
+            # float64: C subtracts nearly equal sums, and m must be a weighted mean to the bit.
+            o = torch.stack([w for w, _ in per_task]).double()
+            a = torch.stack([c for _, c in per_task]).double()
+            total = o.sum(0)
+            # Where no task gives the weight importance, m is irrelevant: take the last anchor.
+            m = torch.where(total > 0, (o * a).sum(0) / total.clamp_min(1e-300), a[-1])
+            const += float((o * (a - m).pow(2)).sum())
+            dtype = per_task[0][0].dtype
+            omega.append(total.to(dtype))
+            center.append(m.to(dtype))
+        return _Merged(omega, center, const)
+
+
+class _HalfWeightedSquares(torch.autograd.Function):
+    """``lam/2 * (sum_i Omega_i (theta_i - m_i)^2 + C)``, with gradient
+    ``lam * Omega * (theta - m)`` returned straight from backward (no per-operation graph)."""
+
+    @staticmethod
+    def forward(ctx, lam: float, merged: _Merged, *params: torch.Tensor) -> torch.Tensor:
+        diff = torch._foreach_sub(params, merged.center)
+        weighted = torch._foreach_mul(diff, merged.omega)  # Omega (theta - m)
+        dots = [
+            torch.dot(w.reshape(-1), d.reshape(-1)) for w, d in zip(weighted, diff, strict=True)
+        ]
+        ctx.weighted, ctx.lam = weighted, lam
+        return (torch.stack(dots).sum() + merged.const) * (0.5 * lam)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, *torch._foreach_mul(ctx.weighted, grad * ctx.lam)
 
 
 def _trainable(learner: Learner) -> list[torch.Tensor]:

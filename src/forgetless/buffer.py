@@ -1,0 +1,374 @@
+"""The memory buffer of rehearsal methods: preallocated tensors, filled without Python loops.
+
+Replay, A-GEM, DER, GSS and iCaRL all keep a few past examples. :class:`MemoryBuffer` holds them
+in tensors allocated once at full capacity, so its memory is known before training starts and
+never grows. Three ways to fill it:
+
+- :meth:`MemoryBuffer.reservoir_add`: reservoir sampling (Vitter 1985, algorithm R), a uniform
+  sample of everything offered so far;
+- :meth:`MemoryBuffer.class_balanced_add`: as many examples of each class as possible, evicting
+  from the largest classes (Chaudhry et al. 2019; Prabhu et al. 2020, GDumb);
+- :meth:`MemoryBuffer.write`: the caller picks the slots (score-based selection such as GSS,
+  herding for iCaRL, a per-task quota for A-GEM).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from forgetless.errors import ConfigError
+
+
+class Stored(NamedTuple):
+    """Examples taken from a :class:`MemoryBuffer`, row ``k`` from the ``k``-th slot asked."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor
+    logits: torch.Tensor | None
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` as an int if it is a positive integer, else a ConfigError naming ``name``.
+
+    Integral strings are accepted, since command-line values arrive as text.
+    """
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer (>= 1), got {value!r}")
+    return value
+
+
+class MemoryBuffer:
+    """A fixed number of stored examples: inputs, targets, task ids and optionally logits.
+
+    Slots ``0 .. len(buffer) - 1`` are filled; the tensors are allocated at full capacity once.
+
+    Args:
+        capacity: the number of examples it can hold (>= 1).
+        input_shape: shape of one model input, e.g. ``(1, 28, 28)``.
+        num_logits: if given, also store ``[capacity, num_logits]`` float32 logits (DER).
+        device: where the tensors live (the training device, so sampling needs no copies).
+
+    Attributes:
+        x: ``[capacity, *input_shape]`` float32 model inputs.
+        y: ``[capacity]`` int64 targets (output-unit indices).
+        t: ``[capacity]`` int64 task ids (stream positions; select the output mask under
+            task-incremental learning).
+        logits: ``[capacity, num_logits]`` float32, or ``None``.
+        seen: examples offered to :meth:`reservoir_add` or :meth:`class_balanced_add` so far.
+            :meth:`write` leaves it alone: a caller that selects examples itself adds to it if
+            it wants the count.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        input_shape: Sequence[int],
+        num_logits: int | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.capacity = check_positive_int("capacity", capacity)
+        shape = tuple(int(s) for s in input_shape)
+        device = torch.device(device)
+        self.x = torch.zeros((self.capacity, *shape), dtype=torch.float32, device=device)
+        self.y = torch.zeros(self.capacity, dtype=torch.int64, device=device)
+        self.t = torch.zeros(self.capacity, dtype=torch.int64, device=device)
+        self.logits = None
+        if num_logits is not None:
+            num_logits = check_positive_int("num_logits", num_logits)
+            self.logits = torch.zeros(
+                (self.capacity, num_logits), dtype=torch.float32, device=device
+            )
+        self.seen = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes of the preallocated tensors:
+        ``capacity * (4 * prod(input_shape) + 8 + 8 + 4 * num_logits)``."""
+        return sum(a.element_size() * a.numel() for a in self._arrays())
+
+    def memory_report(self) -> dict[str, int]:
+        """``examples`` stored, ``capacity``, ``seen``, ``bytes`` held, ``bytes_per_example``."""
+        return {
+            "examples": len(self),
+            "capacity": self.capacity,
+            "seen": self.seen,
+            "bytes": self.nbytes,
+            "bytes_per_example": self.nbytes // self.capacity,
+        }
+
+    def reservoir_add(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Offer a batch to the buffer by reservoir sampling (Vitter 1985, algorithm R).
+
+        The ``i``-th example offered since creation (0-based) takes slot ``i`` while the buffer
+        fills; afterwards it draws ``j ~ U{0, ..., i}`` and replaces slot ``j`` if
+        ``j < capacity``, so it is kept with probability ``capacity / (i + 1)`` and every
+        example offered so far is in the buffer with the same probability. The batch is drawn
+        at once with the semantics of offering its examples one by one: if several pick the
+        same slot, the later one wins.
+
+        Returns:
+            The distinct slots written, ascending (on the buffer's device).
+        """
+        n = self._check_batch(x, y, t, logits)
+        start, capacity = self.seen, self.capacity
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=_device_of(generator))
+        # The index arithmetic runs in NumPy: on a batch of numbers each torch call costs more in
+        # dispatch than in work, and this runs every step. floor(u * (i + 1)) is uniform on
+        # 0..i: with u < 1 the exactly rounded float64 product stays below i + 1 (i < 2**52).
+        slots = (u.cpu().numpy() * np.arange(start + 1, start + n + 1, dtype=np.float64)).astype(
+            np.int64
+        )
+        fill = max(0, min(n, capacity - start))
+        slots[:fill] = np.arange(start, start + fill)
+        positions = np.flatnonzero(slots < capacity)
+        slots, positions = _last_wins(slots[positions], positions)
+        self.seen += n
+        self._size = min(capacity, self.seen)
+        return self._put(slots, positions, x, y, t, logits)
+
+    def class_balanced_add(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Offer a batch, keeping the classes as balanced as the capacity allows.
+
+        While there is room every example is stored. Once stored plus incoming examples exceed
+        the capacity ``C``, class ``c`` (with ``n_c`` of them) keeps
+        ``q_c = min(n_c, L)`` examples (plus one for a few classes drawn at random, so that
+        ``sum_c q_c = C``), ``L`` being the largest level with ``sum_c min(n_c, L) <= C``: only
+        the largest classes lose examples, the ones kept drawn uniformly among that class's
+        stored and incoming examples. This is the greedy class-balancing rule (Chaudhry et al.
+        2019, "On tiny episodic memories", section 4; Prabhu et al. 2020, GDumb) applied to the
+        whole batch at once, whose result is the same balanced allocation.
+
+        Returns:
+            The distinct slots written, ascending (on the buffer's device).
+        """
+        n = self._check_batch(x, y, t, logits)
+        self.seen += n
+        size = self._size
+        if size + n <= self.capacity:
+            self._size = size + n
+            return self._put(np.arange(size, size + n), np.arange(n), x, y, t, logits)
+        labels = torch.cat([self.y[:size].cpu(), y.detach().cpu().long()])
+        counts = torch.bincount(labels)
+        quota = _balanced_quota(counts, self.capacity, generator)
+        # A random order within each class: sort by class + U[0, 1).
+        key = (
+            labels.double()
+            + torch.rand(
+                len(labels), generator=generator, dtype=torch.float64, device=_device_of(generator)
+            ).cpu()
+        )
+        order = key.argsort()
+        first_of_class = counts.cumsum(0) - counts
+        rank = torch.arange(len(labels)) - first_of_class[labels[order]]
+        keep = torch.empty(len(labels), dtype=torch.bool)
+        keep[order] = rank < quota[labels[order]]
+        free = torch.cat([(~keep[:size]).nonzero().squeeze(1), torch.arange(size, self.capacity)])
+        positions = keep[size:].nonzero().squeeze(1)
+        self._size = self.capacity
+        # Both parts of ``free`` are ascending, so the slots written are too.
+        return self._put(free[: len(positions)].numpy(), positions.numpy(), x, y, t, logits)
+
+    def write(
+        self,
+        slots: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor | None = None,
+    ) -> None:
+        """Put ``x[k], y[k], t[k]`` (and ``logits[k]``) into slot ``slots[k]``.
+
+        Slots may overwrite filled ones or extend the filled part, as long as it stays
+        contiguous (slots ``0 .. len - 1``). A slot given twice receives the later example.
+
+        Raises:
+            ConfigError: a slot outside ``0 .. capacity - 1``, a gap after the filled part, or
+                shapes that do not match the buffer.
+        """
+        n = self._check_batch(x, y, t, logits)
+        slots = torch.as_tensor(slots, dtype=torch.int64).cpu().reshape(-1)
+        if len(slots) != n:
+            raise ConfigError(f"write needs one slot per example: {len(slots)} slots, {n} examples")
+        if n == 0:
+            return
+        if int(slots.min()) < 0 or int(slots.max()) >= self.capacity:
+            raise ConfigError(
+                f"slots must lie in 0..{self.capacity - 1}, got {int(slots.min())}..{int(slots.max())}"
+            )
+        slots, positions = _last_wins(slots.numpy(), np.arange(n))
+        new = slots[slots >= self._size]
+        if len(new) and int(new.max()) >= self._size + len(new):
+            raise ConfigError(
+                f"writing slot {int(new.max())} would leave a gap: slots 0..{self._size - 1} are "
+                f"filled, so new examples must go to slots {self._size}, {self._size + 1}, ..."
+            )
+        self._size += len(new)
+        self._put(slots, positions, x, y, t, logits)
+
+    def truncate(self, size: int) -> None:
+        """Keep slots ``0 .. size - 1`` and mark the rest empty (a memory rewritten smaller, as
+        iCaRL's exemplar sets shrink); the tensors stay allocated."""
+        if not 0 <= int(size) <= self._size:
+            raise ConfigError(f"truncate needs a size in 0..{self._size}, got {size!r}")
+        self._size = int(size)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``min(n, len(buffer))`` distinct slots of the filled part, drawn uniformly without
+        replacement, in random order (on the buffer's device)."""
+        size = self._size
+        n = min(int(n), size)
+        device = _device_of(generator)
+        if 0 < 4 * n <= size:
+            # A small sample of a large buffer, in O(n) rather than a permutation of it all: the
+            # first n distinct values of i.i.d. uniform draws are a uniform ordered sample.
+            draws = torch.randint(size, (2 * n,), generator=generator, device=device)
+            draws = draws.cpu().numpy()
+            values, first = np.unique(draws, return_index=True)
+            if len(values) >= n:  # 2n draws from >= 4n values: all but always
+                return torch.from_numpy(draws[np.sort(first)[:n]]).to(self.device)
+        return torch.randperm(size, generator=generator, device=device)[:n].to(self.device)
+
+    def get(self, slots: torch.Tensor) -> Stored:
+        """The stored examples in ``slots``: ``x``, ``y``, ``t`` and ``logits`` (or ``None``)."""
+        slots = slots.to(self.device)
+        x, y, t = (a.index_select(0, slots) for a in (self.x, self.y, self.t))
+        logits = None if self.logits is None else self.logits.index_select(0, slots)
+        return Stored(x, y, t, logits)
+
+    def _arrays(self) -> list[torch.Tensor]:
+        return [a for a in (self.x, self.y, self.t, self.logits) if a is not None]
+
+    def _check_batch(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, logits: torch.Tensor | None
+    ) -> int:
+        n = len(x)
+        if tuple(x.shape[1:]) != tuple(self.x.shape[1:]):
+            raise ConfigError(
+                f"inputs of shape {tuple(x.shape[1:])} do not fit a buffer of inputs "
+                f"{tuple(self.x.shape[1:])}"
+            )
+        if len(y) != n or len(t) != n:
+            raise ConfigError(
+                f"x, y and t need one row per example, got {n}, {len(y)} and {len(t)}"
+            )
+        if (logits is None) != (self.logits is None):
+            have = "stores" if self.logits is not None else "does not store"
+            raise ConfigError(f"this buffer {have} logits: pass logits exactly when it does")
+        if logits is not None and tuple(logits.shape) != (n, self.logits.shape[1]):
+            raise ConfigError(
+                f"logits must be [{n}, {self.logits.shape[1]}], got {tuple(logits.shape)}"
+            )
+        return n
+
+    def _put(
+        self,
+        slots: np.ndarray,
+        positions: np.ndarray,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Copy rows ``positions`` of the batch into ``slots`` (distinct); return the slots."""
+        device, k = self.device, len(slots)
+        if k == 0:
+            return torch.zeros(0, dtype=torch.int64, device=device)
+        pairs = list(zip(self._arrays(), (x, y, t, logits), strict=False))
+        # Every torch call costs a few microseconds of dispatch whatever its size, and this runs
+        # each step: hence no_grad instead of detach() per tensor, and no no-op .to() calls.
+        with torch.no_grad():
+            if (np.diff(slots) == 1).all() and (np.diff(positions) == 1).all():
+                # Both runs (the buffer filling): one slice copy per tensor.
+                first, start = int(slots[0]), int(positions[0])
+                for store, batch in pairs:
+                    store[first : first + k] = batch[start : start + k]
+                return torch.arange(first, first + k, device=device)
+            for store, batch in pairs:
+                if device.type == batch.device.type == "cpu":
+                    # On the CPU NumPy's fancy assignment is about 3x faster than index_copy_.
+                    store.numpy()[slots] = batch.detach().numpy()[positions]
+                else:
+                    index = torch.from_numpy(positions).to(batch.device)
+                    rows = batch.index_select(0, index).to(device, store.dtype)
+                    store.index_copy_(0, torch.from_numpy(slots).to(device), rows)
+        return torch.from_numpy(slots).to(device)
+
+    def __repr__(self) -> str:
+        logits = "" if self.logits is None else f", logits={self.logits.shape[1]}"
+        return (
+            f"MemoryBuffer({len(self)}/{self.capacity}, input={tuple(self.x.shape[1:])}{logits}, "
+            f"seen={self.seen}, {self.nbytes / 2**20:.2f} MiB)"
+        )
+
+
+def _device_of(generator: torch.Generator | None) -> torch.device:
+    return torch.device("cpu") if generator is None else generator.device
+
+
+def _last_wins(slots: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``slots`` (ascending), each with the largest of the ``positions`` (ascending)
+    that targeted it.
+
+    Index assignment with repeated indices has no defined winner in PyTorch, so duplicates are
+    resolved here, as a sequential pass would: the later example overwrites the earlier one.
+    """
+    distinct, first_from_end = np.unique(slots[::-1], return_index=True)
+    return distinct, positions[::-1][first_from_end]
+
+
+def _balanced_quota(
+    counts: torch.Tensor, capacity: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Per-class quotas ``q_c = min(n_c, L)`` plus one for ``r`` random classes above ``L``,
+    with ``sum q = capacity`` (water filling; ``counts.sum() > capacity``)."""
+    k = len(counts)
+    ascending = counts.sort().values
+    below = ascending.cumsum(0) - ascending
+    # Level ascending[i] keeps classes 0..i whole and caps the rest: it fits if
+    # below[i] + ascending[i] * (k - i) <= capacity. The first m levels fit.
+    fits = below + ascending * torch.arange(k, 0, -1) <= capacity
+    m = int(fits.sum())
+    whole = int(ascending[:m].sum())
+    level = (capacity - whole) // (k - m)
+    remainder = capacity - whole - level * (k - m)
+    quota = torch.minimum(counts, torch.tensor(level))
+    above = (counts > level).nonzero().squeeze(1)
+    lucky = torch.randperm(len(above), generator=generator, device=_device_of(generator)).cpu()
+    quota[above[lucky[:remainder]]] += 1
+    return quota
+
+
+def buffer_nbytes(capacity: int, input_shape: Sequence[int], num_logits: int | None = None) -> int:
+    """Bytes a :class:`MemoryBuffer` of these dimensions holds, known before allocating it."""
+    per_example = 4 * math.prod(input_shape) + 8 + 8 + 4 * (num_logits or 0)
+    return capacity * per_example

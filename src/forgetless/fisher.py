@@ -1,0 +1,404 @@
+"""The diagonal of the Fisher information of a classifier's weights, estimated four ways.
+
+For a classifier with weights ``theta`` and class probabilities ``p(c|x) = softmax(z(x))_c``
+(``z`` the logits; under task-incremental learning only the task's own output units, as the
+learner's masking gives), the diagonal of the Fisher information is (Kirkpatrick et al. 2017,
+"Overcoming catastrophic forgetting in neural networks", PNAS)
+
+    F_i = E_{x ~ D} sum_c p(c|x) * (d log p(c|x) / d theta_i)^2
+
+estimated on the training examples ``x_1..x_N`` of a task. Van de Ven 2025 ("On the computation
+of the Fisher information in continual learning", ICLR blog post) compares the ways EWC
+implementations compute it; :func:`diagonal_fisher` offers them by ``kind``:
+
+- ``exact``: ``(1/N) sum_n sum_c p(c|x_n) (d log p(c|x_n) / d theta)^2``, the expectation over
+  every class, weighted by the model's own predictions.
+- ``sample``: ``(1/N) sum_n (d log p(c_n|x_n) / d theta)^2`` with one label ``c_n ~ p(.|x_n)``
+  drawn per example: an unbiased Monte Carlo estimate of ``exact``.
+- ``empirical``: ``(1/N) sum_n (d log p(y_n|x_n) / d theta)^2`` with the true labels ``y_n``:
+  the "empirical Fisher", which is not the Fisher (the two agree only where the model's
+  predictions match the labels' distribution).
+- ``batched``: ``(1/B) sum_b (d/d theta [(1/|b|) sum_{n in b} log p(y_n|x_n)])^2`` over ``B``
+  mini-batches ``b``: squared gradients of mini-batch mean losses, as several libraries compute
+  it. Cheap (one backward pass per batch) but biased: averaging ``|b|`` gradients before
+  squaring leaves about ``1/|b|`` of the empirical Fisher plus the squared mean gradient, so it
+  is far smaller than the others and depends on the batch size.
+
+Every estimate is a *mean* over examples (or batches), not a sum, so the EWC strength
+``lambda`` that suits it does not change with the size of a task's training set.
+
+How it is computed: never with a Python loop over examples or classes. With ``J_n`` the
+Jacobian of the logits with respect to ``theta`` at ``x_n``, ``d log p(c|x_n) / d theta =
+J_n^T (e_c - p_n)``, so every kind but ``batched`` is ``(1/N) sum_n sum_k (J_n^T v_nk)^2`` for
+logit-space vectors ``v_nk``: for ``exact``, ``v_nc = sqrt(p_nc) (e_c - p_n)``, one per class;
+for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n``. Two exact ways evaluate it:
+
+- closed form, for an ``nn.Linear`` layer applied once per example: the example's gradient of
+  the layer's weight along ``v_nk`` is the outer product ``delta_nk a_n^T`` of the gradient at
+  the layer's outputs and the layer's input, so the squares sum over examples and classes as
+  one matrix product, ``F_W = (1/N) (sum_k delta_k^2)^T (a^2)``, ``F_b = (1/N) sum_nk
+  delta_nk^2``. The ``delta_nk`` of all ``K`` vectors come from one batched backward pass
+  through the activations (``is_grads_batched``); no per-example gradient is formed.
+- ``torch.func`` for every other parameter (convolutions, norms, ...): ``vmap`` over examples of
+  a ``vjp`` of the example's logits, itself ``vmap``-ed over the ``K`` vectors, then squared and
+  summed. It forms ``K`` per-example gradients of those parameters, a chunk of examples at a
+  time.
+
+``method="auto"`` uses the closed form for every linear layer that allows it and ``torch.func``
+for the rest; ``method="vmap"`` uses ``torch.func`` for every parameter (the reference).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vjp, vmap
+
+from forgetless.errors import ConfigError
+
+FISHER_KINDS = ("exact", "sample", "empirical", "batched")
+METHODS = ("auto", "vmap")
+
+# Examples per batched forward pass.
+_CHUNK = 1024
+# Per-example gradients held at once (examples x vectors x parameters floats): 32 MiB in float32.
+# Small on purpose: on CPUs, larger blocks of per-example gradients run slower, not faster.
+_GRADIENT_FLOATS = 2**23
+
+
+def diagonal_fisher(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    units: torch.Tensor | Sequence[int] | None = None,
+    kind: str = "exact",
+    n_samples: int | None = None,
+    chunk_size: int | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 128,
+    method: str = "auto",
+) -> list[torch.Tensor]:
+    """The diagonal Fisher information of ``model``'s trainable weights on examples ``x``.
+
+    The formula of each ``kind`` is in the module docstring (Kirkpatrick et al. 2017; van de
+    Ven 2025, "On the computation of the Fisher information in continual learning"). The model
+    is in eval mode while computing (no dropout, batch-norm running statistics) and its mode is
+    restored after; no ``.grad`` is touched. Examples must be processed independently (true of
+    any usual network in eval mode).
+
+    Args:
+        model: a classifier mapping a batch of inputs to ``[batch, outputs]`` logits.
+        x: model-ready inputs ``[N, ...]`` on any device (moved to the model's, a chunk at a
+            time).
+        y: labels ``[N]`` as output-unit indices; needed by ``empirical`` and ``batched``.
+        units: the output units the probabilities are over: a boolean mask over the outputs (a
+            row of ``learner.output_mask``) or unit indices (``task.units``); ``None``: all.
+        kind: ``"exact"``, ``"sample"``, ``"empirical"`` or ``"batched"``.
+        n_samples: average over this many examples, drawn without replacement with
+            ``generator``; ``None`` (or ``>= N``): all of them.
+        chunk_size: examples per batched forward pass (``None``: 1024); a memory knob, the
+            result does not depend on it beyond float rounding.
+        generator: the random source (the global one if ``None``). It draws, in this order: a
+            permutation of the ``N`` examples (if ``n_samples < N``, and always for
+            ``batched``), whose first ``n_samples`` are used in that order; then, for
+            ``sample``, one uniform ``u_n`` per used example, the label ``c_n`` being the first
+            class whose cumulative probability reaches ``u_n`` (inverse-CDF sampling).
+        batch_size: the mini-batch size of ``batched`` (its estimate depends on it).
+        method: ``"auto"`` (closed form for linear layers) or ``"vmap"`` (``torch.func`` for
+            every parameter); both exact. ``batched`` ignores it.
+
+    Returns:
+        One tensor per trainable parameter, in ``model.parameters()`` order: the mean over the
+        examples used (over the mini-batches for ``batched``).
+
+    Raises:
+        ConfigError: an unknown ``kind`` or ``method``, a bad ``n_samples``, ``chunk_size`` or
+            ``batch_size``, missing labels, or a label outside ``units``.
+    """
+    if kind not in FISHER_KINDS:
+        raise ConfigError(f"fisher kind must be one of {', '.join(FISHER_KINDS)}, got {kind!r}")
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    n_samples = check_samples("n_samples", n_samples)
+    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
+        if value is not None and not _is_positive_int(value):
+            raise ConfigError(f"{name} must be an integer in [1, inf), got {value!r}")
+    n = len(x)
+    if n == 0:
+        raise ConfigError("the Fisher information needs at least one example, got none")
+    if kind in ("empirical", "batched") and (y is None or len(y) != n):
+        raise ConfigError(f"the {kind} Fisher needs one label per example (y of length {n})")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return []
+
+    count = n if n_samples is None else min(n_samples, n)
+    rows = None
+    if count < n or kind == "batched":
+        rows = torch.randperm(n, generator=generator)[:count]
+    unit_index = _unit_index(units)
+    targets = None
+    if kind in ("empirical", "batched"):
+        targets = _positions(y if rows is None else y[rows], unit_index)
+    uniforms = torch.rand(count, generator=generator) if kind == "sample" else None
+    chunks = _Chunks(x, rows, targets, uniforms, params[0].device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if kind == "batched":
+            return _batched(model, params, unit_index, chunks(batch_size))
+        size = chunk_size or _CHUNK
+        if method == "auto":
+            try:
+                return _mean(_Term(model, params, unit_index, kind, closed_form=True), chunks(size))
+            except _CallPatternChanged:
+                pass  # the model used its linear layers differently on another chunk
+        return _mean(_Term(model, params, unit_index, kind, closed_form=False), chunks(size))
+    finally:
+        model.train(was_training)
+
+
+def check_samples(name: str, value: object) -> int | None:
+    """``value`` as ``None`` or a positive int, else a ConfigError naming ``name``.
+
+    Numeric strings are accepted: the strategy registry passes CLI values of ``int | None``
+    parameters through as strings.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not _is_positive_int(value):
+        raise ConfigError(
+            f"{name} must be None (all of the task's examples) or an integer in [1, inf), "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def _is_positive_int(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
+
+
+def _unit_index(units: torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:
+    if units is None:
+        return None
+    index = torch.as_tensor(units)
+    if index.dtype == torch.bool:
+        index = index.nonzero()
+    index = index.long().flatten().cpu()
+    if len(index) == 0:
+        raise ConfigError("units must name at least one output unit, got none")
+    return index
+
+
+def _positions(y: torch.Tensor, unit_index: torch.Tensor | None) -> torch.Tensor:
+    """Labels as positions among ``units`` (the columns of the restricted logits)."""
+    y = y.long().cpu()
+    if unit_index is None:
+        return y
+    lookup = torch.full((int(max(y.max(), unit_index.max())) + 1,), -1, dtype=torch.long)
+    lookup[unit_index] = torch.arange(len(unit_index))
+    positions = lookup[y]
+    if (positions < 0).any():
+        outside = sorted(set(y[positions < 0].tolist()))[:5]
+        raise ConfigError(
+            f"labels {outside} are outside the units {unit_index.tolist()} the Fisher is over"
+        )
+    return positions
+
+
+def _restrict(out: torch.Tensor, unit_index: torch.Tensor | None) -> torch.Tensor:
+    return out if unit_index is None else out[..., unit_index.to(out.device)]
+
+
+def _cotangents(
+    kind: str, p: torch.Tensor, target: torch.Tensor | None, u: torch.Tensor | None
+) -> torch.Tensor:
+    """The logit-space vectors ``v_k`` whose ``sum_k (J^T v_k)^2`` is the kind's Fisher term.
+
+    ``p`` is ``[B, U]``; returns ``[B, K, U]`` (``K = U`` for ``exact``, else 1).
+    """
+    units = p.shape[-1]
+    if kind == "exact":
+        # sum_c p_c (J^T (e_c - p))^2 = sum_c (J^T v_c)^2 with v_c = sqrt(p_c) (e_c - p).
+        eye = torch.eye(units, dtype=p.dtype, device=p.device)
+        return p.sqrt().unsqueeze(-1) * (eye - p.unsqueeze(-2))
+    if kind == "sample":
+        # Inverse CDF: the first class whose cumulative probability reaches u.
+        target = (p.cumsum(-1) < u.unsqueeze(-1)).sum(-1).clamp(max=units - 1)
+    one_hot = F.one_hot(target, units).to(p.dtype)
+    return (one_hot - p).unsqueeze(-2)
+
+
+class _Chunks:
+    """The examples used, with their targets and uniforms, a chunk at a time on ``device``."""
+
+    def __init__(self, x, rows, targets, uniforms, device: torch.device):
+        self.x, self.rows, self.targets, self.uniforms = x, rows, targets, uniforms
+        self.count = len(x) if rows is None else len(rows)
+        self.device = device
+
+    def __call__(self, size: int) -> Iterator[tuple]:
+        for start in range(0, self.count, size):
+            part = slice(start, min(start + size, self.count))
+            x = self.x[part] if self.rows is None else self.x[self.rows[part]]
+            yield (x.to(self.device), self._on_device(self.targets, part),
+                   self._on_device(self.uniforms, part))  # fmt: skip
+
+    def _on_device(self, values: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+        return None if values is None else values[part].to(self.device)
+
+
+def _mean(term: Callable, chunks: Iterator[tuple]) -> list[torch.Tensor]:
+    """The mean over examples of ``term(x, target, u)``, a per-chunk sum."""
+    total, count = None, 0
+    for chunk in chunks:
+        part = term(*chunk)
+        count += len(chunk[0])
+        if total is None:
+            total = part
+        else:
+            torch._foreach_add_(total, part)
+    return [t.div_(count) for t in total]
+
+
+class _CallPatternChanged(Exception):
+    """A linear layer found fit for the closed form on one chunk was not on another."""
+
+
+class _Term:
+    """``sum_n sum_k (J_n^T v_nk)^2`` over one chunk, for every trainable parameter.
+
+    Linear layers applied once per example (found on the first chunk) take the closed form;
+    every other trainable parameter takes ``vmap``. The vectors ``v_nk`` come from one batched
+    forward pass, which also records the linear layers' inputs and outputs.
+    """
+
+    def __init__(self, model, params, unit_index, kind: str, closed_form: bool):
+        self.model, self.params, self.unit_index, self.kind = model, params, unit_index, kind
+        self.candidates = _exclusive_linears(model) if closed_form else []
+        self.layers: list[nn.Linear] | None = None  # fixed on the first chunk
+
+    def __call__(self, x, target, u) -> list[torch.Tensor]:
+        rows = len(x)
+        seen: dict[nn.Module, list] = {layer: [] for layer in self.candidates}
+
+        def record(module, inputs, output):
+            seen[module].append((inputs[0], output))
+
+        handles = [layer.register_forward_hook(record) for layer in self.candidates]
+        try:
+            with torch.set_grad_enabled(bool(self.candidates)):
+                logits = _restrict(self.model(x), self.unit_index)
+        finally:
+            for handle in handles:
+                handle.remove()
+        # One call on one row per example: else the layer's per-example weight gradient is a
+        # sum of outer products, whose square does not factor.
+        fit = [
+            layer
+            for layer, calls in seen.items()
+            if len(calls) == 1
+            and calls[0][0].ndim == 2
+            and calls[0][0].shape[0] == rows
+            and calls[0][1].grad_fn is not None
+        ]
+        if self.layers is None:
+            self.layers = fit
+            closed = {id(p) for layer in fit for p in layer.parameters()}
+            self.others = [p for p in self.params if id(p) not in closed]
+        elif any(layer not in fit for layer in self.layers):
+            raise _CallPatternChanged
+        v = _cotangents(self.kind, torch.softmax(logits.detach(), -1), target, u)  # [B, K, U]
+        result = {}
+        if self.layers:
+            calls = [seen[layer][0] for layer in self.layers]
+            result.update(_closed_form(self.layers, calls, logits, v))
+        if self.others:
+            result.update(_per_example(self.model, self.others, self.unit_index, x, v))
+        return [result[id(p)] for p in self.params]
+
+
+def _exclusive_linears(model: nn.Module) -> list[nn.Linear]:
+    """The plain ``nn.Linear`` layers with trainable parameters that no other module shares."""
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    return [
+        m
+        for m in model.modules()
+        if type(m) is nn.Linear
+        and any(p.requires_grad for p in m.parameters())
+        and all(owners[id(p)] == 1 for p in m.parameters())
+    ]
+
+
+def _closed_form(layers, calls, logits, v) -> dict[int, torch.Tensor]:
+    outputs = [out for _, out in calls]
+    if v.shape[1] == 1:
+        deltas = torch.autograd.grad(logits, outputs, v[:, 0], allow_unused=True)
+        squares = [None if d is None else d.pow(2) for d in deltas]
+    else:
+        deltas = torch.autograd.grad(
+            logits, outputs, v.movedim(1, 0), allow_unused=True, is_grads_batched=True
+        )
+        squares = [None if d is None else d.pow(2).sum(0) for d in deltas]
+    result = {}
+    for layer, (a, _), s in zip(layers, calls, squares, strict=True):
+        if s is None:  # the layer does not reach these logits
+            s = a.new_zeros(len(a), layer.out_features)
+        if layer.weight.requires_grad:
+            result[id(layer.weight)] = s.T @ a.detach().pow(2)  # sum_n (sum_k delta_nk^2) a_n^2
+        if layer.bias is not None and layer.bias.requires_grad:
+            result[id(layer.bias)] = s.sum(0)
+    return result
+
+
+def _per_example(model, params, unit_index, x, v) -> dict[int, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    wrt = {names[id(p)]: p.detach() for p in params}
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in wrt}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def example(q, xi, vi):
+        def logits(r):
+            out = functional_call(model, (r, fixed, buffers), (xi.unsqueeze(0),)).squeeze(0)
+            return _restrict(out, unit_index)
+
+        _, pullback = vjp(logits, q)
+        (grads,) = vmap(pullback)(vi)
+        return {n: (g * g).sum(0) for n, g in grads.items()}
+
+    per_call = max(1, _GRADIENT_FLOATS // (v.shape[1] * sum(p.numel() for p in params)))
+    total = None
+    for start in range(0, len(x), per_call):
+        part = slice(start, start + per_call)
+        sums = [
+            g.sum(0) for g in vmap(example, in_dims=(None, 0, 0))(wrt, x[part], v[part]).values()
+        ]
+        if total is None:
+            total = sums
+        else:
+            torch._foreach_add_(total, sums)
+    return {id(p): t for p, t in zip(params, total, strict=True)}
+
+
+def _batched(model, params, unit_index, batches: Iterator[tuple]) -> list[torch.Tensor]:
+    total = [torch.zeros_like(p) for p in params]
+    count = 0
+    for x, target, _ in batches:
+        with torch.enable_grad():
+            loss = F.cross_entropy(_restrict(model(x), unit_index), target)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for t, g in zip(total, grads, strict=True):
+            if g is not None:
+                t.add_(g.pow(2))
+        count += 1
+    return [t.div_(count) for t in total]
