@@ -285,9 +285,11 @@ class _Loop:
         x = data.examples.inputs(idx).to(device, non_blocking=True)
         y = data.examples.y[idx].to(device, non_blocking=True)
         t = data.task_ids[idx].to(device, non_blocking=True)
+        learner.new_examples = len(x)
         for hook in hooks["batch"]:
             x, y, t = hook(learner, x, y, t)
-        logits = learner.logits(x, t)
+        learner.outputs = learner.model(x)
+        logits = learner.mask(learner.outputs, t)
         loss = None
         for hook in hooks["loss"]:
             loss = hook(learner, x, y, t, logits)

@@ -62,6 +62,10 @@ class Learner:
         stream: the whole stream; ``stream.tasks[: task_index + 1]`` are the tasks seen so far.
         task_index: position of the task being fitted (or last fitted).
         generator: the random generator of this run, for any sampling a strategy does.
+        new_examples: during a step, how many leading rows of the batch are the task's own
+            (hooks such as replay append stored examples after them).
+        outputs: during a step, the model's raw outputs for the batch, before task masking
+            (what DER stores and LwF distils), so no strategy needs a second forward pass.
     """
 
     def __init__(
@@ -77,6 +81,9 @@ class Learner:
         self.device = device
         self.generator = generator
         self.task_index = 0
+        # Set by the engine for each training step, before the strategies' hooks run:
+        self.new_examples = 0  # rows of the batch that came from the task (before `batch` hooks)
+        self.outputs: torch.Tensor | None = None  # the model's unmasked outputs for the batch
         self._make_optimizer = make_optimizer
         self.optimizer = make_optimizer(self.model)
         self._initial_state = copy.deepcopy(self.model.state_dict())
@@ -99,7 +106,10 @@ class Learner:
     def logits(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The model's outputs for ``x``; under task-incremental learning the units outside each
         example's task are set to ``-inf`` (separate heads as masks over one output layer)."""
-        out = self.model(x)
+        return self.mask(self.model(x), t)
+
+    def mask(self, out: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """``out`` with the units outside each example's task set to ``-inf`` (task-IL only)."""
         if self.output_mask is None:
             return out
         mask = self.output_mask[t]

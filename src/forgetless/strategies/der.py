@@ -50,12 +50,8 @@ class DER(Rehearsal):
 
     def penalty(self, learner, x, y, t, logits):
         n = self._incoming
-        if learner.output_mask is None:
-            self._outputs = logits[:n].detach()
-        else:
-            # The engine's logits are masked with -inf; the raw ones need their own forward pass.
-            with torch.no_grad():
-                self._outputs = learner.model(x[:n])
+        # The raw outputs: under task-IL the logits passed in are masked with -inf.
+        self._outputs = learner.outputs[:n].detach()
         if len(self.buffer) == 0:
             return None
         return self.replay_loss(learner)

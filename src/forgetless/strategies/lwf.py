@@ -61,8 +61,8 @@ class LwF(Strategy):
         with torch.no_grad():
             old = self._old(x)
         # Under task-IL the logits passed in are masked to the current task's head; the old
-        # heads' units need the unmasked outputs, hence a second forward pass.
-        new = learner.model(x) if learner.output_mask is not None else logits
+        # heads' units are in the unmasked outputs.
+        new = learner.outputs
         previous = learner.stream.tasks[: learner.task_index]
         if learner.stream.protocol is Protocol.TASK:
             groups = [task.units for task in previous]
