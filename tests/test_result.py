@@ -64,5 +64,13 @@ def test_describe_names_the_task_that_fell_most():
         task_names=["a", "b", "c"],
     )
     assert describe(result) == "After task 3, accuracy on task 2 (b) fell from 95% to 10%."
-    kept = make_result(accuracy_matrix=[[0.9, 0.0], [0.89, 0.9]])
-    assert describe(kept).startswith("After task 2, no earlier task lost more than 5 points")
+    small = make_result(accuracy_matrix=[[0.9, 0.0], [0.88, 0.9]])
+    assert describe(small) == (
+        "After task 2, no earlier task lost more than 5 points; the largest drop is on "
+        "task 1 (classes 0, 1): 90.0% -> 88.0%."
+    )
+    kept = make_result(accuracy_matrix=[[0.9, 0.0], [0.9, 0.9]])
+    assert (
+        describe(kept)
+        == "After task 2, every earlier task kept its accuracy (none lost half a point)."
+    )

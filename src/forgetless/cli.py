@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-every", type=int, metavar="STEPS", help="evaluate all tasks every STEPS steps"
     )
     g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument(
         "--no-raw-data",
@@ -213,6 +214,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         reset_optimizer=not args.keep_optimizer,
         eval_every=args.eval_every,
         device=args.device,
+        threads=args.threads,
         progress=not args.no_progress,
         retain_raw_data=not args.no_raw_data,
     )

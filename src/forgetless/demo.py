@@ -18,6 +18,7 @@ DEMO_CONFIG = RunConfig(
     batch_size=32,
     lr=0.1,
     progress=False,
+    threads=1,  # a tiny model: one thread is fastest, and the numbers do not depend on the cores
 )
 
 

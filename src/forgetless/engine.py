@@ -39,6 +39,9 @@ class FitConfig:
         eval_every: evaluate all tasks every this many steps (within-task curves); ``None``: off.
         eval_batch_size: examples per evaluation forward pass.
         device: ``"cpu"``, ``"cuda"``, ...
+        threads: CPU threads for torch (``torch.set_num_threads``, process-wide); ``None``
+            leaves torch's default. Small models train fastest on 1 thread, and on a shared
+            machine more threads than free cores slow every step down many times over.
         progress: show a progress bar (only on a terminal).
         retain_raw_data: the data-retention policy. False declares that raw past inputs must
             not be kept (privacy rules such as GDPR or HIPAA): strategies that store them
@@ -53,8 +56,9 @@ class FitConfig:
     momentum: float = 0.0
     reset_optimizer: bool = True
     eval_every: int | None = None
-    eval_batch_size: int = 4096
+    eval_batch_size: int = 1024
     device: str = "cpu"
+    threads: int | None = None
     progress: bool = True
     retain_raw_data: bool = True
 
@@ -64,7 +68,7 @@ class FitConfig:
             "batch_size": self.batch_size,
             "eval_batch_size": self.eval_batch_size,
         }
-        for key in ("iterations", "eval_every"):
+        for key in ("iterations", "eval_every", "threads"):
             if getattr(self, key) is not None:
                 positive[key] = getattr(self, key)
         for key, value in positive.items():
@@ -129,6 +133,8 @@ def train(
             raise ConfigError(
                 f"strategy {s.name!r} supports the {supported} protocol(s), not {stream.protocol.value}"
             )
+    if fit.threads is not None:
+        torch.set_num_threads(fit.threads)
     device = torch.device(fit.device)
     generator = torch.Generator().manual_seed(seed)
     learner = Learner(model, stream, fit.make_optimizer, device, generator)

@@ -50,6 +50,7 @@ class RunConfig:
     eval_every: int | None = FitConfig.eval_every
     eval_batch_size: int = FitConfig.eval_batch_size
     device: str = FitConfig.device
+    threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
 

@@ -146,10 +146,12 @@ def describe(result: Result) -> str:
     drops = [(R[j][j] - R[-1][j], j) for j in range(T - 1)]
     drop, j = max(drops, key=lambda d: (round(d[0], 9), -d[1]))
     names = result.task_names
+    if drop < 0.005:
+        return f"After task {T}, every earlier task kept its accuracy (none lost half a point)."
     if drop < 0.05:
         return (
-            f"After task {T}, no earlier task lost more than 5 points; the largest change is on "
-            f"task {j + 1} ({names[j]}): {100 * R[j][j]:.0f}% -> {100 * R[-1][j]:.0f}%."
+            f"After task {T}, no earlier task lost more than 5 points; the largest drop is on "
+            f"task {j + 1} ({names[j]}): {100 * R[j][j]:.1f}% -> {100 * R[-1][j]:.1f}%."
         )
     return (
         f"After task {T}, accuracy on task {j + 1} ({names[j]}) fell from {100 * R[j][j]:.0f}% "

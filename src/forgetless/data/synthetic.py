@@ -15,20 +15,26 @@ def two_task_binary(
     n_train: int = 2000,
     n_test: int = 1000,
     dim: int = 2,
-    angle: float = 90.0,
+    angle: float = 82.0,
     noise: float = 0.05,
 ) -> tuple[SourceData, SourceData]:
     """Two binary tasks that compete for the same weights (seed article 1's toy problem).
 
     Both tasks draw inputs from the same Gaussian, ``x ~ N(0, I_dim)``, and label them with a
     linear rule: task A with ``y = [u . x > 0]``, task B with ``y = [v . x > 0]``, where the unit
-    vectors ``u`` and ``v`` are ``angle`` degrees apart. A fraction ``noise`` of labels is flipped,
-    so the best accuracy on either task is about ``1 - noise``.
+    vectors ``u`` and ``v`` are ``angle`` degrees apart. A fraction ``noise`` of labels (train
+    and test) is flipped, so the best accuracy on either task is ``1 - noise``.
 
     Why they compete: with one shared output (domain-incremental), the rules disagree on a
     fraction ``angle / 180`` of all inputs, and on each such input any model is right for one task
-    only. So ``acc_A + acc_B <= 2 - angle / 180`` (1.5 at 90 degrees) for every network: learning
-    B perfectly leaves A at chance level, and a regulariser can only trade one for the other.
+    only. With noisy labels the expected accuracies of any network obey
+    ``acc_A + acc_B <= 2 * noise + (1 - 2 * noise) * (2 - angle / 180)``, and a model that
+    has learnt B scores ``noise + (1 - 2 * noise) * (1 - angle / 180)`` on A: learning B
+    erases A, and a regulariser can only trade one for the other.
+
+    The default angle, 82 degrees, puts that last figure at 54%, the level seed article 1
+    reports after task B (93.6% -> 53.6%); at 90 degrees it would be 50%. The article does
+    not give its generator, so the angle is calibrated to its reported conflict, not derived.
 
     Returns:
         ``(task_a, task_b)`` as SourceData with float inputs ``[N, dim]`` and classes ``0, 1``.

@@ -15,13 +15,14 @@ Per-task terms add up to one quadratic. For importances ``Omega_t`` and anchors 
 
 (per weight; ``m`` is the anchors' importance-weighted mean, ``C`` a constant). The penalty is
 evaluated in this merged form, built once per task, so a training step costs the same whatever
-the number of tasks, and its gradient ``lambda * Omega * (theta - m)`` is computed directly
-with ``torch._foreach`` ops instead of through an autograd graph of per-parameter operations.
+the number of tasks, and its gradient ``lambda * Omega * (theta - m)`` is computed directly in
+four passes over the weights instead of through an autograd graph of per-parameter operations.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -100,6 +101,7 @@ class QuadraticPenalty(Strategy):
         else:
             self._terms.append((omega, anchor))
         self._merged = _Merged.of(self._terms)
+        _warn_if_sgd_diverges(self, learner)
 
     def penalty(self, learner, x, y, t, logits) -> torch.Tensor | None:
         if not self._terms or self.lam == 0.0:
@@ -135,6 +137,7 @@ class _Merged:
 
     def __init__(self, omega: list[torch.Tensor], center: list[torch.Tensor], const: float):
         self.omega, self.center, self.const = omega, center, const
+        self._scratch: list[torch.Tensor] | None = None
 
     @staticmethod
     def of(terms: list[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> _Merged:
@@ -154,25 +157,72 @@ class _Merged:
             center.append(m.to(dtype))
         return _Merged(omega, center, const)
 
+    def scratch(self) -> list[torch.Tensor]:
+        """A buffer the size of the weights, reused at every step (fresh tensors of a few MB
+        cost page faults on CPUs at every step)."""
+        if self._scratch is None:
+            self._scratch = [torch.empty_like(c) for c in self.center]
+        return self._scratch
+
 
 class _HalfWeightedSquares(torch.autograd.Function):
-    """``lam/2 * (sum_i Omega_i (theta_i - m_i)^2 + C)``, with gradient
-    ``lam * Omega * (theta - m)`` returned straight from backward (no per-operation graph)."""
+    """``lam/2 * (sum_i Omega_i (theta_i - m_i)^2 + C)``, whose gradient
+    ``lam * Omega * (theta - m)`` is computed in the forward pass and handed to autograd as is.
+
+    Per step: four passes over the weights (difference, weighted difference, dot product, and
+    autograd adding the gradient to the task loss's), no autograd graph of per-parameter ops.
+    """
 
     @staticmethod
     def forward(ctx, lam: float, merged: _Merged, *params: torch.Tensor) -> torch.Tensor:
-        diff = torch._foreach_sub(params, merged.center)
-        weighted = torch._foreach_mul(diff, merged.omega)  # Omega (theta - m)
-        dots = [
-            torch.dot(w.reshape(-1), d.reshape(-1)) for w, d in zip(weighted, diff, strict=True)
+        diff = merged.scratch()
+        for d, p, m in zip(diff, params, merged.center, strict=True):
+            torch.sub(p, m, out=d)
+        zero = params[0].new_zeros(())
+        grads = [
+            torch.addcmul(zero, d, o, value=lam) for d, o in zip(diff, merged.omega, strict=True)
         ]
-        ctx.weighted, ctx.lam = weighted, lam
-        return (torch.stack(dots).sum() + merged.const) * (0.5 * lam)
+        dots = [torch.dot(g.reshape(-1), d.reshape(-1)) for g, d in zip(grads, diff, strict=True)]
+        ctx.grads = grads
+        return 0.5 * (torch.stack(dots).sum() + lam * merged.const)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        return None, None, *torch._foreach_mul(ctx.weighted, grad * ctx.lam)
+        grads = ctx.__dict__.pop("grads", None)  # no owner left: autograd may add in place
+        if grads is None:
+            raise RuntimeError(
+                "the quadratic penalty takes one backward pass per forward pass; "
+                "call the strategy's penalty again instead of retaining the graph"
+            )
+        # The engine's loss is a plain sum, so grad is 1: skip a pass. Off the CPU the check
+        # would cost a device sync, so multiply.
+        if grad.device.type != "cpu" or grad.item() != 1.0:
+            torch._foreach_mul_(grads, grad)
+        return None, None, *grads
+
+
+def _warn_if_sgd_diverges(strategy: QuadraticPenalty, learner: Learner) -> None:
+    """Warn where plain SGD cannot follow the penalty: on ``lam/2 * Omega_i * (theta_i - m_i)^2``
+    (heavy-ball) SGD converges only while ``lr * lam * Omega_i < 2 * (1 + momentum)``; beyond
+    that the weight oscillates with growing amplitude."""
+    optimizer = getattr(learner, "optimizer", None)
+    if type(optimizer) is not torch.optim.SGD or strategy.lam == 0.0:
+        return
+    curvature = strategy.lam * max(
+        (float(o.max()) for o in strategy._merged.omega if o.numel()), default=0.0
+    )
+    for group in optimizer.param_groups:
+        limit = 2.0 * (1.0 + group["momentum"]) / group["lr"]
+        if curvature >= limit:
+            warnings.warn(
+                f"{strategy.name}: lam * max(importance) = {curvature:.3g} is above "
+                f"2 * (1 + momentum) / lr = {limit:.3g}, where SGD diverges on the penalty; "
+                f"lower lam or lr, or use Adam",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
 
 
 def _trainable(learner: Learner) -> list[torch.Tensor]:
