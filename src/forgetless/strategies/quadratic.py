@@ -120,7 +120,7 @@ class QuadraticPenalty(Strategy):
     def params(self) -> dict[str, object]:
         """The constructor arguments (``online`` and ``gamma`` only where the class takes them)."""
         accepted = inspect.signature(type(self).__init__).parameters
-        return {k: v for k, v in vars(self).items() if k in accepted}
+        return {k: getattr(self, k) for k in accepted if k in vars(self)}
 
     def state_bytes(self) -> int:
         """Memory held by importances and anchors (and their merged form), in bytes."""
