@@ -14,17 +14,18 @@ B, task B 95.6%. Settings: MLP 2-32-32-2, Adam, lr 0.01, batch 32, 20 epochs per
 the noise ceiling of both tasks (A 94.3 of 94.8, B 94.6 of 94.8). A sweep of hidden sizes (16,
 64, 32-32, 100-100), SGD lr 0.1 / Adam lr 0.01 or 0.001, 5 or 20 epochs, batch 32, gave A
 92.5-94.4, A after B 49.7-51.2, B 93.1-94.6 (one under-trained exception, below). With the
-generator's defaults (``dim=2, angle=90, noise=0.05``) the article's figures are out of reach of
+rules 90 degrees apart (orthogonal) the article's figures are out of reach of
 any network, however trained. Test labels carry the same 5% noise, so a classifier ``f`` scores
 ``noise + (1 - 2 noise) P(f = clean label)`` on each task, and on the fraction ``angle / 180`` of
 inputs where the two rules disagree it is right for one task only:
-``acc_A(after B) + acc_B <= 2 noise + (1 - 2 noise)(2 - angle / 180) = 1.45`` in expectation,
+``acc_A(after B) + acc_B <= 2 noise + (1 - 2 noise)(2 - angle / 180) = 1.45`` at 90 degrees,
 against the article's 0.536 + 0.956 = 1.492. A network that has learnt B keeps
-``noise + (1 - 2 noise)(1 - angle / 180) = 50%`` on A; the only way to 53-56% at 90 degrees is to
-under-train B (Adam lr 1e-3, 5 epochs: A 56.1, B 88.0). 53.6% needs an angle near 82-83 degrees
-(``dim`` changes nothing: the rules live in a 2-D subspace). The benchmark measures the defaults,
-the per-seed noise ceilings, and, as a clearly labelled what-if, the same MLP on the generator
-with the proposed ``angle=82`` (the library's defaults are left unchanged).
+``noise + (1 - 2 noise)(1 - angle / 180) = 50%`` on A at 90 degrees; the only way to 53-56% there
+is to under-train B (Adam lr 1e-3, 5 epochs: A 56.1, B 88.0). 53.6% needs an angle near 82-83
+degrees (``dim`` changes nothing: the rules live in a 2-D subspace), so the library's default
+angle is 82 degrees, calibrated to the article's reported conflict (its generator is not
+published). The benchmark measures the defaults, the per-seed noise ceilings, and, for
+comparison, the same MLP with orthogonal rules (``angle=90``).
 
 Seed article 2 (``mnist-fashion``, the CNN, fine-tuning on one shared 10-way output): MNIST
 99.2% after task 1, Fashion-MNIST 91.1% after task 2, MNIST 33.9% after task 2 (BWT -65.3).
@@ -74,9 +75,9 @@ ARTICLE_2 = {"mnist_after_1": 99.2, "fmnist_after_2": 91.1, "mnist_after_2": 33.
 TARGETS_2 = {"mnist_after_1_min": 98.5, "fmnist_after_2_min": 89.0, "mnist_after_2_max": 60.0}
 
 #: The generator's defaults, as ``forgetless.data.two_task_binary`` documents them.
-GENERATOR_DEFAULTS = {"dim": 2, "angle": 90.0, "noise": 0.05}
-#: The angle proposed so that a network that learns B keeps ~53.6% on A (noise 0.05).
-PROPOSED_ANGLE = 82.0
+GENERATOR_DEFAULTS = {"dim": 2, "angle": 82.0, "noise": 0.05}
+#: Orthogonal rules, for comparison: a network that learns B keeps 50% on A.
+COMPARISON_ANGLE = 90.0
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def noise_ceilings(seed: int, angle: float, noise: float) -> dict[str, Any]:
 
 
 def run_two_task(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    """Seed article 1: the preset ``two-task-binary`` (generator defaults), then the what-if."""
+    """Seed article 1: the preset ``two-task-binary`` (generator defaults), then 90 degrees."""
     keys = ("a_after_a", "a_after_b", "b_after_b", "bwt", "wall_s")
     angle, noise = GENERATOR_DEFAULTS["angle"], GENERATOR_DEFAULTS["noise"]
     rows = []
@@ -190,14 +191,14 @@ def run_two_task(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     ceiling_keys = [k for k in ("a_ceiling", "b_ceiling") if all(r[k] is not None for r in rows)]
     mean = summarise(rows, [*keys, *ceiling_keys])
 
-    what_if = []
+    orthogonal = []
     for seed in args.seeds:
         start = time.perf_counter()
-        result = train_two_task(seed, settings, PROPOSED_ANGLE, noise)
-        what_if.append(two_task_row(result, time.perf_counter() - start))
+        result = train_two_task(seed, settings, COMPARISON_ANGLE, noise)
+        orthogonal.append(two_task_row(result, time.perf_counter() - start))
         log(
-            f"[two-task, angle {PROPOSED_ANGLE:g}] seed {seed}: A {what_if[-1]['a_after_a']} -> "
-            f"{what_if[-1]['a_after_b']}, B {what_if[-1]['b_after_b']}"
+            f"[two-task, angle {COMPARISON_ANGLE:g}] seed {seed}: A {orthogonal[-1]['a_after_a']} -> "
+            f"{orthogonal[-1]['a_after_b']}, B {orthogonal[-1]['b_after_b']}"
         )
 
     article_sum = (ARTICLE_1["a_after_b"] + ARTICLE_1["b_after_b"]) / 100
@@ -217,12 +218,12 @@ def run_two_task(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
             "article_a_after_b_plus_b": round(article_sum, 4),
             "angle_for_article_a_after_b": round(angle_for(ARTICLE_1["a_after_b"] / 100, noise), 1),
         },
-        "what_if_proposed_generator": {
-            "generator": {**GENERATOR_DEFAULTS, "angle": PROPOSED_ANGLE},
-            "note": "not the library default: a measurement of the proposed angle",
-            "a_after_b_if_b_learnt": pct(a_after_b_if_b_learnt(PROPOSED_ANGLE, noise)),
-            "per_seed": what_if,
-            "mean_std": summarise(what_if, keys),
+        "orthogonal_rules": {
+            "generator": {**GENERATOR_DEFAULTS, "angle": COMPARISON_ANGLE},
+            "note": "rules 90 degrees apart, for comparison with the default 82",
+            "a_after_b_if_b_learnt": pct(a_after_b_if_b_learnt(COMPARISON_ANGLE, noise)),
+            "per_seed": orthogonal,
+            "mean_std": summarise(orthogonal, keys),
         },
     }
 

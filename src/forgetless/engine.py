@@ -143,6 +143,7 @@ def train(
 
     start = time.perf_counter()
     baseline = loop.evaluate_all()
+    baseline_eval = time.perf_counter() - start
     matrix, train_times, eval_times = [], [], []
     bar = tqdm(
         total=loop.total_steps(),
@@ -176,6 +177,7 @@ def train(
         timings={
             "train": sum(train_times),
             "eval": sum(eval_times),
+            "baseline_eval": baseline_eval,
             "total": time.perf_counter() - start,
             "train_per_task": train_times,
             "eval_per_task": eval_times,

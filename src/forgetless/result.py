@@ -27,7 +27,9 @@ class Result:
         curves: evaluations during training, ``{"task", "step", "accuracy": [per task]}``, when
             ``eval_every`` was set (within-task forgetting curves).
         losses: mean training loss per pass over a task's data, ``{"task", "epoch", "step", "loss"}``.
-        timings: wall seconds per phase (``train``, ``eval``, ``total``, and per task lists).
+        timings: wall seconds per phase: ``train`` (fitting, ``after_task`` hooks included),
+            ``eval`` (the rows of the matrix), ``baseline_eval`` (the untrained model), ``total``,
+            and per-task lists ``train_per_task``, ``eval_per_task``.
         peak_memory_mb: peak resident memory of the process (or of the GPU) during the run.
         environment: versions of forgetless, torch, and the device.
     """
