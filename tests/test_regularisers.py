@@ -4,7 +4,6 @@ fine-tuning, and each importance or distillation term matches its definition."""
 import copy
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -159,8 +158,7 @@ def test_mas_samples_averages_over_a_random_subset_drawn_apart_from_the_batch_or
     state = learner.generator.get_state()
     sampled = MAS(samples=40).importance(learner, task)
     assert torch.equal(learner.generator.get_state(), state)
-    seed = np.random.SeedSequence([learner.generator.initial_seed(), 1]).generate_state(1)[0]
-    rows = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(int(seed)))
+    rows = torch.randperm(len(task.train), generator=learner.task_generator("mas"))
     subset = SimpleNamespace(train=task.train.subset(rows[:40]), units=task.units)
     for s, e in zip(sampled, MAS().importance(learner, subset), strict=True):
         torch.testing.assert_close(s, e)

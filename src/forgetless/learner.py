@@ -6,6 +6,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,6 +94,17 @@ class Learner:
     @property
     def seen_tasks(self) -> tuple[Task, ...]:
         return self.stream.tasks[: self.task_index + 1]
+
+    def task_generator(self, purpose: str) -> torch.Generator:
+        """A generator of its own for sampling done once per task (Fisher samples, MAS subsets).
+
+        Seeded from the run's seed, the task index and ``purpose``, and independent of
+        :attr:`generator`: such draws leave the run's batch order untouched, so runs that differ
+        only in a strategy's strength see the same batches (strength 0 is exactly fine-tuning).
+        """
+        words = np.frombuffer(purpose.encode().ljust(8, b"\0")[:8], dtype=np.uint32).tolist()
+        seed = np.random.SeedSequence([self.generator.initial_seed(), self.task_index, *words])
+        return torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
 
     def new_optimizer(self) -> torch.optim.Optimizer:
         """Replace the optimiser with a fresh one over the model's current parameters."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from forgetless.errors import ConfigError
@@ -63,11 +62,8 @@ class EWC(QuadraticPenalty):
         units = None
         if learner.output_mask is not None:
             units = learner.output_mask[learner.task_index]
-        # A generator of its own, from the run's seed and the task: drawing Fisher samples
-        # leaves the run's batch order as it is, so runs differing only in lam or fisher see
-        # the same batches (lam = 0 is then exactly fine-tuning, for every kind).
-        seed = np.random.SeedSequence([learner.generator.initial_seed(), learner.task_index])
-        generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
+        # Drawing Fisher samples leaves the run's batch order as it is: lam = 0 is fine-tuning.
+        generator = learner.task_generator("fisher")
         return diagonal_fisher(
             learner.model,
             task.train.inputs(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from forgetless.fisher import check_samples
@@ -50,10 +49,8 @@ class MAS(QuadraticPenalty):
         data = task.train
         n = len(data) if self.samples is None else min(self.samples, len(data))
         if n < len(data):
-            # As EWC does: a generator of its own, from the run's seed and the task, so the
-            # run's batch order is untouched and lam = 0 is exactly fine-tuning.
-            seed = np.random.SeedSequence([learner.generator.initial_seed(), learner.task_index])
-            generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
+            # The run's batch order stays untouched, so lam = 0 is exactly fine-tuning.
+            generator = learner.task_generator("mas")
             rows = torch.randperm(len(data), generator=generator)[:n]
         else:
             rows = torch.arange(n)
