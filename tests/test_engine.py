@@ -1,5 +1,7 @@
 """The loop with real training on the digits: forgetting shows, upper bounds hold, seeds repeat."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -200,3 +202,17 @@ def test_retention_policy_refuses_strategies_that_keep_raw_inputs():
         run(strategy="joint", retain_raw_data=False, **QUICK)
     kept = run(strategy="finetune", retain_raw_data=False, **{**QUICK, "epochs": 1})
     assert kept.num_tasks == 5
+
+
+def test_reusing_a_strategy_instance_warns():
+    from forgetless.strategies import L2
+
+    stream = make_stream("split-digits", seed=0)[:2]
+    strategy = L2(lam=1.0)
+    for expect_warning in (False, True):
+        model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden=[8], seed=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(stream, model, strategy, iterations=1, progress=False)
+        reused = [w for w in caught if "already used in a run" in str(w.message)]
+        assert bool(reused) is expect_warning

@@ -51,6 +51,6 @@ def run_demo(seed: int = 0, echo: Callable[[str], None] = print) -> list[Result]
         f"In one line: fine-tuning ends at {100 * finetune.metrics['acc']:.0f}% average accuracy "
         f"against {100 * joint.metrics['acc']:.0f}% for joint training: each new task overwrote "
         "what the network knew of the old ones (BWT "
-        f"{100 * finetune.metrics['bwt']:+.0f} points)."
+        f"{100 * finetune.metrics['bwt']:+.1f} points)."
     )
     return results

@@ -6,6 +6,7 @@ import platform
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -120,6 +121,17 @@ def train(
     """
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
+    for s in strategies:
+        # Importances, buffers and old models live on the instance: a second run would start
+        # from the first run's state, which is rarely what was meant.
+        if getattr(s, "_forgetless_used", False):
+            warnings.warn(
+                f"strategy instance {s!r} was already used in a run and keeps its state; "
+                "pass a new instance (or its name) for an independent run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        s._forgetless_used = True
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
             raise ConfigError(
