@@ -113,7 +113,7 @@ def train(
         strategy: a name (``"finetune"``), ``"a+b"``, an instance, or a list (a hybrid).
         fit: loop settings; or pass them as keywords (``epochs=1, lr=0.1``).
         seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
-            :func:`forgetless.run`, which does).
+            :func:`forgetless.experiment.run`, which does).
         config: recorded in the result as is.
 
     Returns:
@@ -121,17 +121,6 @@ def train(
     """
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
-    for s in strategies:
-        # Importances, buffers and old models live on the instance: a second run would start
-        # from the first run's state, which is rarely what was meant.
-        if getattr(s, "_forgetless_used", False):
-            warnings.warn(
-                f"strategy instance {s!r} was already used in a run and keeps its state; "
-                "pass a new instance (or its name) for an independent run",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        s._forgetless_used = True
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
             raise ConfigError(
@@ -151,6 +140,17 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     learner = Learner(model, stream, fit.make_optimizer, device, generator)
     _check_outputs(learner, stream)
+    for s in strategies:
+        # Importances, buffers and old models live on the instance: a second run would start
+        # from the first run's state, which is rarely what was meant.
+        if getattr(s, "_forgetless_used", False):
+            warnings.warn(
+                f"strategy instance {s!r} was already used in a run and keeps its state; "
+                "pass a new instance (or its name) for an independent run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        s._forgetless_used = True
     loop = _Loop(learner, strategies, fit)
 
     start = time.perf_counter()
