@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from forgetless.errors import ConfigError
+from forgetless.validation import check_positive_int
 
 
 class Stored(NamedTuple):
@@ -31,18 +32,6 @@ class Stored(NamedTuple):
     y: torch.Tensor
     t: torch.Tensor
     logits: torch.Tensor | None
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` as an int if it is a positive integer, else a ConfigError naming ``name``.
-
-    Integral strings are accepted, since command-line values arrive as text.
-    """
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer (>= 1), got {value!r}")
-    return value
 
 
 class MemoryBuffer:

@@ -50,7 +50,6 @@ for the rest; ``method="vmap"`` uses ``torch.func`` for every parameter (the ref
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -59,6 +58,7 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from forgetless.errors import ConfigError
+from forgetless.validation import check_samples, is_positive_int
 
 FISHER_KINDS = ("exact", "sample", "empirical", "batched")
 METHODS = ("auto", "vmap")
@@ -125,7 +125,7 @@ def diagonal_fisher(
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     n_samples = check_samples("n_samples", n_samples)
     for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
-        if value is not None and not _is_positive_int(value):
+        if value is not None and not is_positive_int(value):
             raise ConfigError(f"{name} must be an integer in [1, inf), got {value!r}")
     n = len(x)
     if n == 0:
@@ -161,28 +161,6 @@ def diagonal_fisher(
         return _mean(_Term(model, params, unit_index, kind, closed_form=False), chunks(size))
     finally:
         model.train(was_training)
-
-
-def check_samples(name: str, value: object) -> int | None:
-    """``value`` as ``None`` or a positive int, else a ConfigError naming ``name``.
-
-    Numeric strings are accepted: the strategy registry passes CLI values of ``int | None``
-    parameters through as strings.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not _is_positive_int(value):
-        raise ConfigError(
-            f"{name} must be None (all of the task's examples) or an integer in [1, inf), "
-            f"got {value!r}"
-        )
-    return int(value)
-
-
-def _is_positive_int(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
 
 
 def _unit_index(units: torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from forgetless.buffer import MemoryBuffer
 from forgetless.learner import Learner
-from forgetless.strategies.quadratic import check_range
 from forgetless.strategies.replay import Rehearsal
+from forgetless.validation import check_range
 
 
 class DER(Rehearsal):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from forgetless.errors import ConfigError
-from forgetless.fisher import FISHER_KINDS, check_samples, diagonal_fisher
+from forgetless.fisher import FISHER_KINDS, diagonal_fisher
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Task
-from forgetless.strategies.quadratic import QuadraticPenalty, check_range
+from forgetless.strategies.quadratic import QuadraticPenalty
+from forgetless.validation import check_range, check_samples
 
 
 class EWC(QuadraticPenalty):

@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetless.buffer import MemoryBuffer, check_positive_int
+from forgetless.buffer import MemoryBuffer
 from forgetless.learner import Learner
 from forgetless.per_sample import iter_per_sample_grads
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.base import Strategy
+from forgetless.validation import check_positive_int
 
 
 class GSS(Strategy):

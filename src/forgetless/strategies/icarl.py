@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetless.buffer import MemoryBuffer, check_positive_int
+from forgetless.buffer import MemoryBuffer
 from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner, TrainingData
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.base import Strategy
+from forgetless.validation import check_positive_int
 
 FeatureExtractor = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 

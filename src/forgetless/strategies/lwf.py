@@ -11,7 +11,7 @@ from torch import nn
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.base import Strategy
-from forgetless.strategies.quadratic import check_range
+from forgetless.validation import check_range
 
 
 class LwF(Strategy):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from forgetless.fisher import check_samples
 from forgetless.learner import Learner
 from forgetless.per_sample import iter_per_sample_grads
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.quadratic import QuadraticPenalty
+from forgetless.validation import check_samples
 
 # Per-sample gradients held at once (chunk x parameters floats): about 128 MiB in float32.
 _GRADIENT_FLOATS = 2**25

@@ -31,31 +31,7 @@ from forgetless.errors import ConfigError
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.base import Strategy
-
-
-def check_range(
-    name: str,
-    value: float,
-    low: float,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` as a float if it lies in the interval, else a ConfigError naming ``name``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    too_low = value <= low if low_open else value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high or value != value:  # value != value: NaN
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        upper = "inf" if high is None else f"{high:g}"
-        raise ConfigError(
-            f"{name} must be in {left}{low:g}, {upper}{right if high is not None else ')'}, got {value:g}"
-        )
-    return value
+from forgetless.validation import check_range
 
 
 class QuadraticPenalty(Strategy):

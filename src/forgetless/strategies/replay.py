@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from forgetless.buffer import MemoryBuffer, check_positive_int
+from forgetless.buffer import MemoryBuffer
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.base import Strategy
+from forgetless.validation import check_positive_int
 
 
 class Rehearsal(Strategy):

@@ -6,7 +6,8 @@ import torch
 
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Task
-from forgetless.strategies.quadratic import QuadraticPenalty, _trainable, check_range
+from forgetless.strategies.quadratic import QuadraticPenalty, _trainable
+from forgetless.validation import check_range
 
 
 class SI(QuadraticPenalty):
