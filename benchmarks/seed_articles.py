@@ -94,14 +94,8 @@ class Settings:
 
     def fit(self) -> FitConfig:
         """The loop settings for :func:`forgetless.engine.train` (no progress bar)."""
-        return FitConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            momentum=self.momentum,
-            progress=False,
-        )
+        # The scenario, seed and data folder do not enter the loop settings.
+        return self.run_config("two-task-binary", 0, None).fit_config()
 
     def run_config(self, scenario: str, seed: int, data_dir: str | None) -> RunConfig:
         """The full :class:`RunConfig` of one run of ``scenario``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -289,9 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("forgetless: interrupted", file=sys.stderr)
         return 130
-    except json.JSONDecodeError as err:  # pragma: no cover - defensive
-        print(f"forgetless: error: {err}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -247,16 +247,15 @@ class _Loop:
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
-        return sum(
-            self._steps(TrainingData.of_task(t, i)) for i, t in enumerate(self.learner.stream)
-        )
+        return sum(self._steps(len(task.train)) for task in self.learner.stream)
 
-    def _steps(self, data: TrainingData) -> int:
-        if len(data) == 0:
+    def _steps(self, examples: int, iterations_scale: int = 1) -> int:
+        """Optimiser steps to fit ``examples`` examples under the epochs or iterations budget."""
+        if examples == 0:
             return 0
         if self.fit.iterations is not None:
-            return self.fit.iterations * data.iterations_scale
-        return self.fit.epochs * -(-len(data) // self.fit.batch_size)
+            return self.fit.iterations * iterations_scale
+        return self.fit.epochs * -(-examples // self.fit.batch_size)
 
     def fit_task(self, index: int, task, bar) -> None:
         learner, fit = self.learner, self.fit
@@ -268,8 +267,8 @@ class _Loop:
             data = hook(learner, task, data)
         if fit.reset_optimizer or index == 0:
             learner.new_optimizer()
-        steps = self._steps(data)
-        planned = self._steps(TrainingData.of_task(task, index))
+        steps = self._steps(len(data), data.iterations_scale)
+        planned = self._steps(len(task.train))
         if steps != planned:  # joint/cumulative fit more (or less) than the task's own data
             bar.total += steps - planned
             bar.refresh()

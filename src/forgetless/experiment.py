@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,6 @@ def save_run(result: Result, out: str | Path) -> Path:
     """Write ``config.json`` and ``result.json`` into the folder ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    import json
-
     (out / "config.json").write_text(json.dumps(result.config, indent=1) + "\n")
     result.save(out / "result.json")
     return out

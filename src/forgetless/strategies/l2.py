@@ -25,6 +25,7 @@ class L2(QuadraticPenalty):
         super().__init__(lam=lam, online=True, gamma=1.0)
 
     def importance(self, learner: Learner, task: Task) -> list[torch.Tensor]:
-        # Ones, and online with gamma=1 would add up to t; keep them at one instead.
-        self._terms = []
-        return [torch.ones_like(p) for p in _trainable(learner)]
+        # Online with gamma = 1 adds each task's importance to the running one: ones after the
+        # first task and zeros after that keep every weight at importance one.
+        fill = torch.zeros_like if self._terms else torch.ones_like
+        return [fill(p) for p in _trainable(learner)]

@@ -82,8 +82,6 @@ class QuadraticPenalty(Strategy):
     def penalty(self, learner, x, y, t, logits) -> torch.Tensor | None:
         if not self._terms or self.lam == 0.0:
             return None
-        if self._merged is None:  # a subclass set _terms itself
-            self._merged = _Merged.of(self._terms)
         merged = self._merged
         params = _trainable(learner)
         if len(params) != len(merged.omega):
