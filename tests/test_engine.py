@@ -216,3 +216,25 @@ def test_reusing_a_strategy_instance_warns():
             train(stream, model, strategy, iterations=1, progress=False)
         reused = [w for w in caught if "already used in a run" in str(w.message)]
         assert bool(reused) is expect_warning
+
+
+def test_class_il_runs_also_report_task_aware_accuracy():
+    stream = make_stream("split-digits", seed=0, protocol="class")
+    model = build_model("mlp", stream.input_shape, stream.num_outputs, [32], seed=0)
+    result = train(stream, model, "finetune", iterations=60, lr=0.1, progress=False)
+    # Restricting the argmax to a task's classes can only turn wrong answers right.
+    for plain, aware in zip(result.accuracy_matrix, result.task_aware_matrix, strict=True):
+        assert all(a >= p for p, a in zip(plain, aware, strict=True))
+    # Fine-tuning under class-IL forgets old classes' outputs, not the features telling a
+    # task's two classes apart: with the task given, old tasks stay far above chance (50%).
+    assert result.metrics["acc"] < 0.3
+    assert result.metrics["task_aware_acc"] > 0.7
+    # By hand, for the last task: argmax over its two units of the final model's logits.
+    task = stream.tasks[-1]
+    with torch.no_grad():
+        logits = model(task.test.inputs())[:, list(task.units)]
+    by_hand = (torch.tensor(task.units)[logits.argmax(1)] == task.test.y).float().mean()
+    assert result.task_aware_matrix[-1][-1] == pytest.approx(float(by_hand))
+    task_il = make_stream("split-digits", seed=0, protocol="task")[:2]
+    model = build_model("mlp", task_il.input_shape, task_il.num_outputs, [8], seed=0)
+    assert train(task_il, model, "finetune", iterations=2, progress=False).task_aware_matrix is None

@@ -203,7 +203,7 @@ class _StateBytes(Strategy):
         self.sizes.append(self.watched.state_bytes())
 
 
-def test_online_state_is_constant_and_per_task_state_grows_linearly():
+def test_state_is_two_copies_of_the_weights_whatever_the_number_of_tasks():
     stream = make_stream("split-digits", seed=0, protocol="task")
     sizes = {}
     for strategy in (EWC(lam=1.0), OnlineEWC(lam=1.0, gamma=0.9)):
@@ -212,28 +212,39 @@ def test_online_state_is_constant_and_per_task_state_grows_linearly():
         recorder = _StateBytes(strategy)
         train(stream, model, [strategy, recorder], iterations=2, progress=False)
         sizes[strategy.name] = [s / weights for s in recorder.sizes]
-    assert sizes["online-ewc"] == [2, 2, 2, 2, 2]  # one Fisher, one anchor
-    # One (Fisher, anchor) per task, plus their merged form (one more pair) from two tasks on.
-    assert sizes["ewc"] == [2, 6, 8, 10, 12]
+    # One importance and one centre: per-task terms are folded into the merged quadratic.
+    assert sizes == {"ewc": [2] * 5, "online-ewc": [2] * 5}
+
+
+class _RecordingEWC(EWC):
+    """EWC that also keeps each task's (Fisher, anchor), for checking the merged penalty."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.terms = []
+
+    def importance(self, learner, task):
+        fisher = super().importance(learner, task)
+        anchor = [p.detach().clone() for p in learner.model.parameters()]
+        self.terms.append(([f.clone() for f in fisher], anchor))
+        return fisher
 
 
 def test_penalty_is_the_sum_of_the_per_task_penalties():
     stream = make_stream("split-digits", seed=0, protocol="task")[:3]
     model = build_model("mlp", stream.input_shape, 10, hidden=[16], seed=0)
-    ewc, online = EWC(lam=5.0), OnlineEWC(lam=5.0, gamma=0.5)
+    ewc, online = _RecordingEWC(lam=5.0), OnlineEWC(lam=5.0, gamma=0.5)
     train(stream, model, [ewc, online], iterations=3, lr=0.5, progress=False)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     params = list(model.parameters())
     learner = _learner(model, stream)
-    (f0, _), (f1, _), (f2, last_anchor) = ewc._terms
-    (running, anchor), *_ = online._terms
-    torch.testing.assert_close(last_anchor, anchor)
-    torch.testing.assert_close(
-        running, [0.25 * x + 0.5 * y + z for x, y, z in zip(f0, f1, f2, strict=True)]
-    )
-    for strategy, terms in ((ewc, ewc._terms), (online, online._terms)):
+    (f0, _), (f1, _), (f2, last_anchor) = ewc.terms
+    torch.testing.assert_close(online.center, last_anchor)
+    running = [0.25 * x + 0.5 * y + z for x, y, z in zip(f0, f1, f2, strict=True)]
+    torch.testing.assert_close(online.importance_sum, running)
+    for strategy, terms in ((ewc, ewc.terms), (online, [(running, last_anchor)])):
         expected = 2.5 * sum(
             (f * (p - a) ** 2).sum()
             for fs, anchors in terms

@@ -156,7 +156,7 @@ def train(
     start = time.perf_counter()
     baseline = loop.evaluate_all()
     baseline_eval = time.perf_counter() - start
-    matrix, train_times, eval_times = [], [], []
+    matrix, task_aware, train_times, eval_times = [], [], [], []
     bar = tqdm(
         total=loop.total_steps(),
         desc=stream.name,
@@ -171,13 +171,17 @@ def train(
             t0 = time.perf_counter()
             loop.fit_task(i, task, bar)
             t1 = time.perf_counter()
-            matrix.append(loop.evaluate_all())
+            row, aware_row = loop.evaluate_with_task_aware()
+            matrix.append(row)
+            if aware_row is not None:
+                task_aware.append(aware_row)
             train_times.append(t1 - t0)
             eval_times.append(time.perf_counter() - t1)
     strategy_name = "+".join(s.name for s in strategies)
     return Result(
         accuracy_matrix=matrix,
         baseline=baseline,
+        task_aware_matrix=task_aware or None,
         task_names=stream.task_names,
         scenario=stream.name,
         protocol=stream.protocol.value,
@@ -195,6 +199,7 @@ def train(
             "eval_per_task": eval_times,
         },
         peak_memory_mb=_peak_memory_mb(device),
+        strategy_state_bytes=sum(s.state_bytes() for s in strategies),
         environment=_environment(device),
     )
 
@@ -337,20 +342,34 @@ class _Loop:
     @torch.no_grad()
     def evaluate_all(self) -> list[float]:
         """Accuracy on every task's test set, in stream order."""
+        return self.evaluate_with_task_aware()[0]
+
+    def evaluate_with_task_aware(self) -> tuple[list[float], list[float] | None]:
+        """Accuracy on every task's test set and, for class-IL, the task-aware accuracy: the
+        same predictions restricted to the task's own units, as if its identity were given (how
+        the DER paper and Mammoth report task-IL figures of a class-IL run). ``None`` for
+        other protocols, where the first list already is that."""
         learner = self.learner
         was_training = learner.model.training
         learner.model.eval()
-        accuracies = []
+        aware = learner.stream.protocol is Protocol.CLASS
+        accuracies, task_aware = [], []
         for j, task in enumerate(learner.stream.tasks):
-            correct = 0
+            correct = correct_aware = 0
+            units = torch.tensor(task.units, device=learner.device)
             for start in range(0, len(task.test), self.fit.eval_batch_size):
                 rows = slice(start, start + self.fit.eval_batch_size)
                 x = task.test.inputs(rows).to(learner.device)
+                y = task.test.y[rows].to(learner.device)
                 scores = self._predict(x, j)
-                correct += int((scores.argmax(dim=1) == task.test.y[rows].to(learner.device)).sum())
+                correct += int((scores.argmax(dim=1) == y).sum())
+                if aware:
+                    within = units[scores.index_select(1, units).argmax(dim=1)]
+                    correct_aware += int((within == y).sum())
             accuracies.append(correct / len(task.test))
+            task_aware.append(correct_aware / len(task.test))
         learner.model.train(was_training)
-        return accuracies
+        return accuracies, (task_aware if aware else None)
 
     def _predict(self, x: torch.Tensor, j: int) -> torch.Tensor:
         for hook in self.hooks["predict"]:

@@ -20,6 +20,10 @@ class Result:
     Attributes:
         accuracy_matrix: ``R[i][j]``, accuracy on task ``j`` after training task ``i`` (fractions).
         baseline: accuracy on each task of the randomly initialised model (for FWT).
+        task_aware_matrix: class-IL runs only: like ``accuracy_matrix``, with each prediction
+            restricted to the task's own classes (task identity given at test time). This is
+            how the DER paper reports task-IL figures of class-IL-trained models; a run with
+            protocol ``task`` also trains with the restriction, so it is not the same number.
         task_names: one name per task.
         scenario, protocol, strategy: what was run.
         seed: the seed of the run.
@@ -30,7 +34,11 @@ class Result:
         timings: wall seconds per phase: ``train`` (fitting, ``after_task`` hooks included),
             ``eval`` (the rows of the matrix), ``baseline_eval`` (the untrained model), ``total``,
             and per-task lists ``train_per_task``, ``eval_per_task``.
-        peak_memory_mb: peak resident memory of the process (or of the GPU) during the run.
+        peak_memory_mb: peak resident memory of the process (or of the GPU) up to the end of
+            the run (a process that ran earlier runs reports their peak too).
+        strategy_state_bytes: bytes of tensor state the strategies hold at the end (importances,
+            anchors, buffers, old models): what the method costs in memory, apart from the data
+            and the model.
         environment: versions of forgetless, torch, and the device.
     """
 
@@ -42,10 +50,12 @@ class Result:
     strategy: str
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
+    task_aware_matrix: list[list[float]] | None = None
     curves: list[dict[str, Any]] = field(default_factory=list)
     losses: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
+    strategy_state_bytes: int = 0
     environment: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -54,8 +64,12 @@ class Result:
 
     @property
     def metrics(self) -> dict[str, float | None]:
-        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy."""
-        return metrics.summary(self.accuracy_matrix, self.baseline, self.protocol)
+        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy; for class-IL
+        runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`."""
+        summary = metrics.summary(self.accuracy_matrix, self.baseline, self.protocol)
+        if self.task_aware_matrix:
+            summary["task_aware_acc"] = metrics.average_accuracy(self.task_aware_matrix)
+        return summary
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; ``metrics`` is included for readers, and ignored when loading."""

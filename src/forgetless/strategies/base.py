@@ -105,6 +105,15 @@ class Strategy:
         """Whether this strategy's class implements ``hook`` (the engine skips the rest)."""
         return getattr(type(self), hook) is not getattr(Strategy, hook)
 
+    def state_bytes(self) -> int:
+        """Bytes of tensor state the strategy holds (importances, anchors, buffers, old models).
+
+        Counted from its attributes: tensors, modules (parameters and buffers), objects with an
+        integer ``nbytes`` (:class:`~forgetless.buffer.MemoryBuffer`), and lists, tuples and
+        dicts of these; each tensor storage once. Strategies with other containers override it.
+        """
+        return _tensor_bytes(vars(self), set())
+
     def params(self) -> dict[str, object]:
         """The constructor arguments, for configs and reports."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -112,3 +121,20 @@ class Strategy:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _tensor_bytes(value: object, seen: set[int]) -> int:
+    if isinstance(value, torch.Tensor):
+        key = value.untyped_storage().data_ptr()
+        if key in seen:
+            return 0
+        seen.add(key)
+        return value.untyped_storage().nbytes()
+    if isinstance(value, torch.nn.Module):
+        return sum(_tensor_bytes(t, seen) for t in (*value.parameters(), *value.buffers()))
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v, seen) for v in value)
+    nbytes = getattr(value, "nbytes", None)  # MemoryBuffer (a property)
+    return nbytes if isinstance(nbytes, int) else 0

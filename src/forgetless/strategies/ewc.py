@@ -21,8 +21,9 @@ class EWC(QuadraticPenalty):
 
         L_k(theta) + lam/2 * sum_{t<k} sum_i F_{t,i} (theta_i - theta*_{t,i})^2
 
-    one penalty per past task, so memory grows by two copies of the weights per task (the step
-    cost does not: the terms are merged into one quadratic, see ``quadratic.py``).
+    one penalty per past task. The terms are held merged into one quadratic (see
+    ``quadratic.py``), so neither memory (two copies of the weights) nor the cost of a step grows
+    with the number of tasks.
 
     ``F_t`` is the mean over the task's training examples (or ``fisher_samples`` of them) of
     :func:`forgetless.fisher.diagonal_fisher` of kind ``fisher``: ``exact`` (every class,

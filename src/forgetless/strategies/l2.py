@@ -27,5 +27,5 @@ class L2(QuadraticPenalty):
     def importance(self, learner: Learner, task: Task) -> list[torch.Tensor]:
         # Online with gamma = 1 adds each task's importance to the running one: ones after the
         # first task and zeros after that keep every weight at importance one.
-        fill = torch.zeros_like if self._terms else torch.ones_like
+        fill = torch.ones_like if self.importance_sum is None else torch.zeros_like
         return [fill(p) for p in _trainable(learner)]

@@ -13,10 +13,12 @@ Per-task terms add up to one quadratic. For importances ``Omega_t`` and anchors 
     sum_t Omega_t (theta - theta*_t)^2 = Omega (theta - m)^2 + C,
     Omega = sum_t Omega_t,  m = sum_t Omega_t theta*_t / Omega,  C = sum_t Omega_t (theta*_t - m)^2
 
-(per weight; ``m`` is the anchors' importance-weighted mean, ``C`` a constant). The penalty is
-evaluated in this merged form, built once per task, so a training step costs the same whatever
-the number of tasks, and its gradient ``lambda * Omega * (theta - m)`` is computed directly in
-four passes over the weights instead of through an autograd graph of per-parameter operations.
+(per weight; ``m`` is the anchors' importance-weighted mean, ``C`` a constant). Only this merged
+form is kept, updated once per task by folding the new term into it (the same identity with two
+terms), so both the memory (two copies of the weights) and the cost of a step are the same
+whatever the number of tasks. The penalty's gradient ``lambda * Omega * (theta - m)`` is
+computed directly in four passes over the weights instead of through an autograd graph of
+per-parameter operations.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ class QuadraticPenalty(Strategy):
 
     Args:
         lam: the strength ``lambda`` (>= 0). ``lam = 0`` is exactly fine-tuning.
-        online: keep one running importance ``Omega <- gamma * Omega + Omega_t`` and one anchor
-            (the latest weights), so memory is O(parameters) whatever the number of tasks
-            (Schwarz et al. 2018). If False, one (importance, anchor) pair per task is kept and
-            the penalties are summed (Kirkpatrick et al. 2017).
+        online: keep one running importance ``Omega <- gamma * Omega + Omega_t`` anchored at the
+            latest weights (Schwarz et al. 2018). If False, the penalty is the sum of one term
+            per task, each anchored at its own task's weights (Kirkpatrick et al. 2017), held in
+            merged form. Either way the state is two copies of the weights.
         gamma: decay of the running importance, in (0, 1]; only with ``online``.
     """
 
@@ -52,7 +54,6 @@ class QuadraticPenalty(Strategy):
         self.lam = check_range("lam", lam, 0.0)
         self.online = bool(online)
         self.gamma = check_range("gamma", gamma, 0.0, 1.0, low_open=True)
-        self._terms: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
         self._merged: _Merged | None = None
 
     def importance(self, learner: Learner, task: Task) -> list[torch.Tensor]:
@@ -70,17 +71,29 @@ class QuadraticPenalty(Strategy):
                 f"{self.name}: importance must match the model's trainable parameters"
             )
         anchor = [p.detach().clone() for p in params]
-        if self.online and self._terms:
-            previous, _ = self._terms[0]
-            omega = [self.gamma * old + new for old, new in zip(previous, omega, strict=True)]
-            self._terms = [(omega, anchor)]
+        merged = self._merged
+        if merged is None:
+            self._merged = _Merged(omega, anchor, const=0.0)
+        elif self.online:
+            running = [self.gamma * old + new for old, new in zip(merged.omega, omega, strict=True)]
+            self._merged = _Merged(running, anchor, const=0.0)
         else:
-            self._terms.append((omega, anchor))
-        self._merged = _Merged.of(self._terms)
+            self._merged = merged.plus(omega, anchor)
         _warn_if_sgd_diverges(self, learner)
 
+    @property
+    def importance_sum(self) -> list[torch.Tensor] | None:
+        """``Omega``: the summed (or running) importance, per trainable parameter; ``None``
+        before the first task ends."""
+        return None if self._merged is None else self._merged.omega
+
+    @property
+    def center(self) -> list[torch.Tensor] | None:
+        """``m``: where the penalty pulls the weights (the last anchor when online)."""
+        return None if self._merged is None else self._merged.center
+
     def penalty(self, learner, x, y, t, logits) -> torch.Tensor | None:
-        if not self._terms or self.lam == 0.0:
+        if self._merged is None or self.lam == 0.0:
             return None
         merged = self._merged
         params = _trainable(learner)
@@ -96,14 +109,6 @@ class QuadraticPenalty(Strategy):
         accepted = inspect.signature(type(self).__init__).parameters
         return {k: getattr(self, k) for k in accepted if k in vars(self)}
 
-    def state_bytes(self) -> int:
-        """Memory held by importances and anchors (and their merged form), in bytes."""
-        tensors = [t for pair in self._terms for part in pair for t in part]
-        if self._merged is not None:
-            tensors += [*self._merged.omega, *self._merged.center]
-        unique = {t.data_ptr(): t for t in tensors}  # the merged form of one term is that term
-        return sum(t.numel() * t.element_size() for t in unique.values())
-
 
 class _Merged:
     """The per-task terms as one quadratic: ``sum_t Omega_t (theta - theta*_t)^2 =
@@ -113,23 +118,25 @@ class _Merged:
         self.omega, self.center, self.const = omega, center, const
         self._scratch: list[torch.Tensor] | None = None
 
-    @staticmethod
-    def of(terms: list[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> _Merged:
-        if len(terms) == 1:
-            return _Merged(*terms[0], const=0.0)
-        omega, center, const = [], [], 0.0
-        for per_task in zip(*(zip(o, a, strict=True) for o, a in terms), strict=True):
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the importance and the centre (the scratch space of a step is not state)."""
+        return sum(t.numel() * t.element_size() for t in (*self.omega, *self.center))
+
+    def plus(self, omega: list[torch.Tensor], anchor: list[torch.Tensor]) -> _Merged:
+        """This quadratic plus ``omega (theta - anchor)^2``, merged (the identity above, with this
+        one as the first term and the constant carried)."""
+        merged_omega, merged_center, const = [], [], self.const
+        for old_w, old_m, new_w, new_a in zip(self.omega, self.center, omega, anchor, strict=True):
             # float64: C subtracts nearly equal sums, and m must be a weighted mean to the bit.
-            o = torch.stack([w for w, _ in per_task]).double()
-            a = torch.stack([c for _, c in per_task]).double()
-            total = o.sum(0)
-            # Where no task gives the weight importance, m is irrelevant: take the last anchor.
-            m = torch.where(total > 0, (o * a).sum(0) / total.clamp_min(1e-300), a[-1])
-            const += float((o * (a - m).pow(2)).sum())
-            dtype = per_task[0][0].dtype
-            omega.append(total.to(dtype))
-            center.append(m.to(dtype))
-        return _Merged(omega, center, const)
+            w0, m0, w1, a1 = (v.double() for v in (old_w, old_m, new_w, new_a))
+            total = w0 + w1
+            # Where no task gives the weight importance, m is irrelevant: take the new anchor.
+            m = torch.where(total > 0, (w0 * m0 + w1 * a1) / total.clamp_min(1e-300), a1)
+            const += float((w0 * (m0 - m).pow(2) + w1 * (a1 - m).pow(2)).sum())
+            merged_omega.append(total.to(old_w.dtype))
+            merged_center.append(m.to(old_m.dtype))
+        return _Merged(merged_omega, merged_center, const)
 
     def scratch(self) -> list[torch.Tensor]:
         """A buffer the size of the weights, reused at every step (fresh tensors of a few MB
