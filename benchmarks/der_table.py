@@ -26,9 +26,9 @@ is ``joint`` (the last task trains on all five tasks' data, 1 epoch, lr 0.03).
 with 10 reference samples) over buffers 100 to 2000; the buffer each needs for 85% ACC is
 interpolated on a log scale.
 
-``hybrids``: replay + online EWC against each alone, on S-MNIST class-IL (buffer 500, lr 0.1,
-online EWC lambda 180 with the empirical Fisher: the DER authors' ``e_lambda`` 90 for their
-penalty without the 1/2) and on P-MNIST (buffer 500, lr 0.1, lambda 1.4).
+``hybrids``: replay + online EWC against each alone, on S-MNIST class-IL (buffer 500, all three
+at lr 0.03, where SGD stays stable under the penalty; online EWC lambda 180 with the empirical Fisher: the DER authors' ``e_lambda`` 90 for their
+penalty without the 1/2). The P-MNIST hybrid is not run yet (about 25 CPU-minutes).
 
 Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
@@ -204,28 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         }
     if "hybrids" in args.only:
         ewc_s = {"lam": 180.0, "fisher": "empirical", "gamma": 1.0}
-        ewc_p = {"lam": 1.4, "fisher": "empirical", "gamma": 1.0}
         replay = {"buffer_size": 500, "replay_batch_size": 10}
         plans["hybrids"] = {
-            "smnist replay": [smnist(s, data, "replay", 0.1, replay) for s in seeds],
-            "smnist online-ewc": [smnist(s, data, "online-ewc", 0.1, ewc_s) for s in seeds],
+            "smnist replay": [smnist(s, data, "replay", 0.03, replay) for s in seeds],
+            "smnist online-ewc": [smnist(s, data, "online-ewc", 0.03, ewc_s) for s in seeds],
             "smnist replay+online-ewc": [
-                smnist(s, data, "replay+online-ewc", 0.1, {**replay, **ewc_s}) for s in seeds
-            ],
-            "pmnist replay": [
-                pmnist(s, data, "replay", 0.1, {"buffer_size": 500, "replay_batch_size": 128})
-                for s in seeds
-            ],
-            "pmnist online-ewc": [pmnist(s, data, "online-ewc", 0.1, ewc_p) for s in seeds],
-            "pmnist replay+online-ewc": [
-                pmnist(
-                    s,
-                    data,
-                    "replay+online-ewc",
-                    0.1,
-                    {"buffer_size": 500, "replay_batch_size": 128, **ewc_p},
-                )
-                for s in seeds
+                smnist(s, data, "replay+online-ewc", 0.03, {**replay, **ewc_s}) for s in seeds
             ],
         }
     every = [c for plan in plans.values() for cs in plan.values() for c in cs]

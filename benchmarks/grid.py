@@ -9,7 +9,6 @@ benchmark restarts where it was and a finished one reprints its tables without t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import statistics
@@ -22,16 +21,12 @@ from typing import Any
 
 import torch
 
-from forgetless.experiment import RunConfig, run
+from forgetless.experiment import RunConfig, config_hash, run
 
 
 def config_key(config: RunConfig) -> str:
     """A short hash of everything that decides a run's numbers (not threads or the bar)."""
-    data = config.to_dict()
-    for name in ("threads", "progress", "data_dir"):
-        data.pop(name, None)
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config_hash(config)
 
 
 def _one_run(config: RunConfig) -> dict[str, Any]:

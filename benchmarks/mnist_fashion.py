@@ -7,7 +7,7 @@ Usage::
         [--out benchmarks/results/mnist_fashion.json]
 
 ``mnist-fashion`` with the CNN on one shared 10-way output: fine-tuning, EWC over a decade range
-of lambda (1e1 to 1e5), and replay over buffer sizes (100 to 10,000 MNIST images kept). For each
+of lambda (1e2 to 1e4), and replay with 100 and 1,000 MNIST images kept. For each
 setting: MNIST accuracy after task 1 and after task 2 (what survives), Fashion-MNIST accuracy
 after task 2 (what the new task gets), both as mean and sample std over seeds.
 
@@ -33,8 +33,8 @@ from typing import Any
 from forgetless.experiment import RunConfig
 from grid import mean_std, record_of, run_all
 
-LAMBDAS = (1e1, 1e2, 1e3, 1e4, 1e5)
-BUFFERS = (100, 1000, 10000)
+LAMBDAS = (1e2, 1e3, 1e4)
+BUFFERS = (100, 1000)
 
 
 def config(seed: int, data: str, strategy: str, params: dict) -> RunConfig:

@@ -126,8 +126,6 @@ MEMORY_STRATEGIES = {
     "online-ewc": {"lam": 1.0, "fisher_samples": 1000},
     "si": {"c": 0.5},
     "mas": {"lam": 1.0, "samples": 1000},
-    "l2": {"lam": 1.0},
-    "lwf": {},
 }
 
 

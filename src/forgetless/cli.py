@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -136,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--eval-every", type=int, metavar="STEPS", help="evaluate all tasks every STEPS steps"
     )
+    g.add_argument(
+        "--log-every",
+        type=int,
+        default=d.log_every,
+        metavar="STEPS",
+        help=f"with --store, record the mean loss every STEPS steps (default: {d.log_every})",
+    )
     g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -147,8 +155,37 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
     g.add_argument(
+        "--store",
+        metavar="DIR",
+        help="keep the run in this run store (a folder per run: config, events, checkpoints "
+        "after each task, result; and an index for 'forgetless runs'); a config already "
+        "complete there is not trained again, an interrupted one continues",
+    )
+    g.add_argument("--rerun", action="store_true", help="with --store: train a complete run again")
+    g.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the stored run in RUN_DIR from its last completed task (its config.json "
+        "decides everything; other options are ignored)",
+    )
+    g.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
     )
+
+    runs = sub.add_parser("runs", help="list, show and compare stored runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
+    store_help = "the run store (default: $FORGETLESS_RUNS or ./runs)"
+    ls = runs_sub.add_parser("ls", help="one line per run: id, status, tasks done, ACC, BWT")
+    ls.add_argument("--store", metavar="DIR", help=store_help)
+    ls.add_argument("--status", choices=["running", "interrupted", "failed", "complete"])
+    ls.add_argument("--scenario")
+    ls.add_argument("--strategy")
+    show = runs_sub.add_parser("show", help="one run's accuracy matrix and metrics")
+    show.add_argument("run", help="run id (or a unique prefix) or folder")
+    show.add_argument("--store", metavar="DIR", help=store_help)
+    compare = runs_sub.add_parser("compare", help="metrics of several runs side by side")
+    compare.add_argument("runs", nargs="+", help="run ids (or unique prefixes) or folders")
+    compare.add_argument("--store", metavar="DIR", help=store_help)
 
     data = sub.add_parser("data", help="list, fetch or locate data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -191,8 +228,16 @@ def _strategy_params(extra: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from forgetless.experiment import RunConfig, run, save_run
+    from pathlib import Path
 
+    from forgetless.experiment import RunConfig, run, save_run
+    from forgetless.runs import RunStore
+
+    if args.resume:
+        folder = Path(args.resume)
+        result = RunStore(folder.parent).resume(folder)
+        print(result.to_json() if args.json else result)
+        return 0
     config = RunConfig(
         scenario=args.scenario,
         protocol=args.protocol,
@@ -212,13 +257,24 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         momentum=args.momentum,
         reset_optimizer=not args.keep_optimizer,
         eval_every=args.eval_every,
+        log_every=args.log_every,
         device=args.device,
         threads=args.threads,
         progress=not args.no_progress,
         retain_raw_data=not args.no_raw_data,
     )
-    result = run(config)
+    if args.store:
+        store = RunStore(args.store)
+        folder = store.folder(store.run_id(config))
+        row = store.index.get(folder.name)
+        if row is not None and row["status"] == "complete" and not args.rerun:
+            print(f"already complete in the store: {folder} (--rerun trains it again)")
+        result = store.execute(config, rerun=args.rerun)
+    else:
+        result = run(config)
     print(result.to_json() if args.json else result)
+    if args.store and not args.json:
+        print(f"stored in {folder}")
     if args.out:
         out = save_run(result, args.out)
         if not args.json:
@@ -237,6 +293,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             save_run(result, Path(args.out) / result.strategy)
     if args.out:
         print(f"saved the runs under {args.out}")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from forgetless.runs import RunStore, default_store
+
+    if args.runs_command is None:
+        parser.parse_args(["runs", "--help"])
+        return 2
+    root = Path(args.store) if args.store else default_store()
+    if not (root / "index.sqlite").is_file():
+        raise ConfigError(
+            f"no run store at {root} (create one with 'forgetless run --store {root}')"
+        )
+    store = RunStore(root)
+    if args.runs_command == "ls":
+        where = {
+            k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)
+        }
+        rows = store.index.find(**where)
+        print(f"{'id':<58} {'status':<12} {'tasks':>5} {'ACC':>6} {'BWT':>6}")
+        for row in rows:
+            tasks = f"{row['tasks_done'] or 0}/{row['n_tasks'] or '?'}"
+            acc = "" if row["acc"] is None else f"{100 * row['acc']:.1f}"
+            bwt = "" if row["bwt"] is None else f"{100 * row['bwt']:.1f}"
+            print(f"{row['id']:<58} {row['status']:<12} {tasks:>5} {acc:>6} {bwt:>6}")
+        print(f"{len(rows)} run(s) in {root}")
+        return 0
+    if args.runs_command == "show":
+        folder = store.locate(args.run)
+        print(f"{folder}")
+        print(store.result(str(folder)))
+        return 0
+    results = [store.result(str(store.locate(r))) for r in args.runs]
+    names = ["ACC", "BWT", "FWT", "forgetting", "learning acc"]
+    keys = ["acc", "bwt", "fwt", "forgetting", "learning_accuracy"]
+    print(f"{'run':<40}" + "".join(f"{n:>14}" for n in names))
+    for run_name, result in zip(args.runs, results, strict=True):
+        m = result.metrics
+        cells = ["n/a" if m[k] is None else f"{100 * m[k]:.1f}" for k in keys]
+        label = f"{result.strategy} s{result.seed} ({Path(run_name).name[:20]})"
+        print(f"{label:<40}" + "".join(f"{c:>14}" for c in cells))
     return 0
 
 
@@ -280,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, extra)
         if args.command == "data":
             return _cmd_data(args, parser)
+        if args.command == "runs":
+            return _cmd_runs(args, parser)
         parser.print_help()
         return 2
     except ForgetlessError as err:
@@ -288,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("forgetless: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`forgetless runs ls | head`): stop quietly, as Unix tools do.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stdout must stay open until exit)
+        return 0
 
 
 if __name__ == "__main__":

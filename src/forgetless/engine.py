@@ -7,8 +7,9 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,8 @@ class FitConfig:
         momentum: SGD momentum.
         reset_optimizer: build a fresh optimiser at each task (the usual protocol).
         eval_every: evaluate all tasks every this many steps (within-task curves); ``None``: off.
+        log_every: with an event sink (``on_event``), report the mean training loss every this
+            many steps.
         eval_batch_size: examples per evaluation forward pass.
         device: ``"cpu"``, ``"cuda"``, ...
         threads: CPU threads for torch (``torch.set_num_threads``, process-wide); ``None``
@@ -57,6 +60,7 @@ class FitConfig:
     momentum: float = 0.0
     reset_optimizer: bool = True
     eval_every: int | None = None
+    log_every: int = 50
     eval_batch_size: int = 1024
     device: str = "cpu"
     threads: int | None = None
@@ -68,6 +72,7 @@ class FitConfig:
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "eval_batch_size": self.eval_batch_size,
+            "log_every": self.log_every,
         }
         for key in ("iterations", "eval_every", "threads"):
             if getattr(self, key) is not None:
@@ -91,6 +96,36 @@ class FitConfig:
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
 
 
+@dataclass
+class Snapshot:
+    """A run's state after a completed task: enough to continue it and end with the same
+    numbers as a run that was never stopped.
+
+    :func:`train` passes one to ``on_task_end`` after each task, and continues from one given
+    as ``resume``. Tensors are the live ones (not copies): save it (see
+    :mod:`forgetless.runs`) before training goes on.
+
+    Attributes:
+        task: index of the last completed task.
+        step: optimiser steps taken so far.
+        model: the model's ``state_dict``.
+        optimizer: the optimiser's ``state_dict``.
+        generator: the state of the run's random generator (batch order, sampling).
+        strategies: each strategy's :meth:`~forgetless.strategies.Strategy.state_dict`.
+        progress: what the result has so far: ``baseline``, ``matrix``, ``task_aware``,
+            ``losses``, ``curves``, ``train_times``, ``eval_times``, ``baseline_eval``,
+            ``elapsed`` (wall seconds of the runs so far).
+    """
+
+    task: int
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: Any
+    generator: torch.Tensor
+    strategies: list[Any]
+    progress: dict[str, Any]
+
+
 def train(
     stream: Stream,
     model: nn.Module,
@@ -98,6 +133,9 @@ def train(
     fit: FitConfig | None = None,
     seed: int = 0,
     config: dict | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_task_end: Callable[[Snapshot], None] | None = None,
+    resume: Snapshot | None = None,
     **fit_options,
 ) -> Result:
     """Train ``model`` on ``stream`` task by task and measure the accuracy matrix.
@@ -115,6 +153,15 @@ def train(
         seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
             :func:`forgetless.experiment.run`, which does).
         config: recorded in the result as is.
+        on_event: called with plain-data records as training goes: ``{"event": "start",
+            "baseline"}``, ``"loss"`` (``task``, ``step``, mean ``loss`` over the last
+            ``log_every`` steps), ``"curve"`` (with ``eval_every``), ``"task"`` after each task
+            (``task``, ``step``, ``accuracy`` row, ``task_aware`` row or None,
+            ``train_seconds``, ``eval_seconds``).
+        on_task_end: called with a :class:`Snapshot` after each task (for checkpoints).
+        resume: continue from this snapshot, taken from a run with the same stream, model
+            initialisation, strategies, loop settings and seed; tasks up to
+            ``resume.task`` are not trained again.
 
     Returns:
         A :class:`Result` with the matrix, the baseline, curves, losses and timings.
@@ -151,14 +198,28 @@ def train(
                 stacklevel=2,
             )
         s._forgetless_used = True
-    loop = _Loop(learner, strategies, fit)
+    loop = _Loop(learner, strategies, fit, on_event)
 
     start = time.perf_counter()
-    baseline = loop.evaluate_all()
-    baseline_eval = time.perf_counter() - start
-    matrix, task_aware, train_times, eval_times = [], [], [], []
+    if resume is None:
+        progress: dict[str, Any] = {
+            "baseline": loop.evaluate_all(),
+            "matrix": [],
+            "task_aware": [],
+            "train_times": [],
+            "eval_times": [],
+            "elapsed": 0.0,
+        }
+        progress["baseline_eval"] = time.perf_counter() - start
+        first = 0
+        if on_event is not None:
+            on_event({"event": "start", "baseline": progress["baseline"]})
+    else:
+        progress = _restore(resume, learner, loop, strategies, len(stream))
+        first = resume.task + 1
     bar = tqdm(
         total=loop.total_steps(),
+        initial=loop.step,
         desc=stream.name,
         unit="step",
         disable=not fit.progress or None,
@@ -166,21 +227,37 @@ def train(
         file=sys.stderr,
     )
     with bar:
-        for i, task in enumerate(stream.tasks):
+        for i in range(first, len(stream)):
             bar.set_postfix_str(f"task {i + 1}/{len(stream)}")
             t0 = time.perf_counter()
-            loop.fit_task(i, task, bar)
+            loop.fit_task(i, stream.tasks[i], bar)
             t1 = time.perf_counter()
             row, aware_row = loop.evaluate_with_task_aware()
-            matrix.append(row)
+            progress["matrix"].append(row)
             if aware_row is not None:
-                task_aware.append(aware_row)
-            train_times.append(t1 - t0)
-            eval_times.append(time.perf_counter() - t1)
+                progress["task_aware"].append(aware_row)
+            progress["train_times"].append(t1 - t0)
+            progress["eval_times"].append(time.perf_counter() - t1)
+            if on_event is not None:
+                on_event(
+                    {
+                        "event": "task",
+                        "task": i,
+                        "step": loop.step,
+                        "accuracy": row,
+                        "task_aware": aware_row,
+                        "train_seconds": t1 - t0,
+                        "eval_seconds": progress["eval_times"][-1],
+                    }
+                )
+            if on_task_end is not None:
+                on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
+    matrix, task_aware = progress["matrix"], progress["task_aware"]
+    train_times, eval_times = progress["train_times"], progress["eval_times"]
     strategy_name = "+".join(s.name for s in strategies)
     return Result(
         accuracy_matrix=matrix,
-        baseline=baseline,
+        baseline=progress["baseline"],
         task_aware_matrix=task_aware or None,
         task_names=stream.task_names,
         scenario=stream.name,
@@ -193,8 +270,8 @@ def train(
         timings={
             "train": sum(train_times),
             "eval": sum(eval_times),
-            "baseline_eval": baseline_eval,
-            "total": time.perf_counter() - start,
+            "baseline_eval": progress["baseline_eval"],
+            "total": progress["elapsed"] + time.perf_counter() - start,
             "train_per_task": train_times,
             "eval_per_task": eval_times,
         },
@@ -202,6 +279,43 @@ def train(
         strategy_state_bytes=sum(s.state_bytes() for s in strategies),
         environment=_environment(device),
     )
+
+
+def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
+    return Snapshot(
+        task=task,
+        step=loop.step,
+        model=learner.model.state_dict(),
+        optimizer=learner.optimizer.state_dict(),
+        generator=learner.generator.get_state(),
+        strategies=[s.state_dict() for s in strategies],
+        progress={
+            **progress,
+            "losses": loop.losses,
+            "curves": loop.curves,
+            "elapsed": progress["elapsed"] + time.perf_counter() - start,
+        },
+    )
+
+
+def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dict[str, Any]:
+    """Put the learner, the loop and the strategies back as they were after ``snapshot.task``."""
+    if not 0 <= snapshot.task < n_tasks or len(snapshot.strategies) != len(strategies):
+        raise ConfigError(
+            f"the checkpoint (after task {snapshot.task + 1}, {len(snapshot.strategies)} "
+            f"strategies) does not fit this run ({n_tasks} tasks, {len(strategies)} strategies)"
+        )
+    learner.model.load_state_dict(snapshot.model)
+    learner.task_index = snapshot.task
+    learner.optimizer.load_state_dict(snapshot.optimizer)
+    learner.generator.set_state(snapshot.generator)
+    for strategy, state in zip(strategies, snapshot.strategies, strict=True):
+        strategy.load_state_dict(state, learner)
+    progress = dict(snapshot.progress)
+    loop.step = snapshot.step
+    loop.losses = list(progress.pop("losses"))
+    loop.curves = list(progress.pop("curves"))
+    return progress
 
 
 def _fit_config(fit: FitConfig | None, options: dict) -> FitConfig:
@@ -239,8 +353,18 @@ def _check_outputs(learner: Learner, stream: Stream) -> None:
 class _Loop:
     """The fit and evaluate steps, with the strategies' overridden hooks resolved once."""
 
-    def __init__(self, learner: Learner, strategies: list[Strategy], fit: FitConfig):
+    def __init__(
+        self,
+        learner: Learner,
+        strategies: list[Strategy],
+        fit: FitConfig,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.learner = learner
+        self.on_event = on_event
+        self._window: torch.Tensor | None = None  # losses since the last "loss" event
+        self._window_steps = 0
+        self._window_task = -1
         self.strategies = strategies
         self.fit = fit
         self.hooks = {
@@ -281,8 +405,11 @@ class _Loop:
         for epoch, batches in enumerate(self._epochs(len(data), steps)):
             total = torch.zeros((), device=learner.device)
             for idx in batches:
-                total += self._train_step(data, idx, index)
+                loss = self._train_step(data, idx, index)
+                total += loss
                 bar.update(1)
+                if self.on_event is not None:
+                    self._log_loss(index, loss)
             self.losses.append(
                 {
                     "task": index,
@@ -293,6 +420,19 @@ class _Loop:
             )
         for hook in self.hooks["after_task"]:
             hook(learner, task)
+
+    def _log_loss(self, index: int, loss: torch.Tensor) -> None:
+        """Add a step's loss to the window; every ``log_every`` steps, report its mean (one
+        ``.item()`` per window, so the device is not synchronised at every step)."""
+        if self._window is None or self._window_task != index:
+            self._window, self._window_steps, self._window_task = torch.zeros_like(loss), 0, index
+        self._window += loss
+        self._window_steps += 1
+        if self.step % self.fit.log_every == 0:
+            mean = self._window.item() / self._window_steps
+            self.on_event({"event": "loss", "task": index, "step": self.step, "loss": mean})
+            self._window.zero_()
+            self._window_steps = 0
 
     def _epochs(self, n: int, steps: int):
         """Batches of indices, reshuffled each pass, until ``steps`` steps are taken."""
@@ -335,7 +475,10 @@ class _Loop:
             hook(learner, x, y, t, logits)
         self.step += 1
         if self.fit.eval_every and self.step % self.fit.eval_every == 0:
-            self.curves.append({"task": index, "step": self.step, "accuracy": self.evaluate_all()})
+            curve = {"task": index, "step": self.step, "accuracy": self.evaluate_all()}
+            self.curves.append(curve)
+            if self.on_event is not None:
+                self.on_event({"event": "curve", **curve})
             learner.model.train()
         return loss.detach()
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from forgetless.engine import FitConfig, train
+from forgetless.engine import FitConfig, Snapshot, train
 from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
@@ -49,6 +51,7 @@ class RunConfig:
     momentum: float = FitConfig.momentum
     reset_optimizer: bool = FitConfig.reset_optimizer
     eval_every: int | None = FitConfig.eval_every
+    log_every: int = FitConfig.log_every
     eval_batch_size: int = FitConfig.eval_batch_size
     device: str = FitConfig.device
     threads: int | None = FitConfig.threads
@@ -79,8 +82,34 @@ class RunConfig:
         return cls(**data)
 
 
-def run(config: RunConfig | None = None, **options: Any) -> Result:
+#: Fields that do not change a run's numbers: where data is read from, what is shown, how many
+#: threads compute it, how often losses are reported.
+NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
+
+
+def config_hash(config: RunConfig) -> str:
+    """A short hash of everything that decides a run's numbers (16 hex digits): two configs
+    with the same hash give the same result on the same machine."""
+    data = config.to_dict()
+    for name in NON_RESULT_FIELDS:
+        data.pop(name, None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run(
+    config: RunConfig | None = None,
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_task_end: Callable[[Snapshot], None] | None = None,
+    resume: Snapshot | None = None,
+    **options: Any,
+) -> Result:
     """Run one experiment: ``run(RunConfig(...))`` or ``run(scenario="split-mnist", ...)``.
+
+    ``on_event``, ``on_task_end`` and ``resume`` are passed to :func:`forgetless.engine.train`
+    (events as they happen, a snapshot after each task, continuing from a snapshot); the run
+    store (:mod:`forgetless.runs`) uses them for durable runs.
 
     Returns:
         The :class:`Result`; its ``config`` holds the whole config.
@@ -100,7 +129,17 @@ def run(config: RunConfig | None = None, **options: Any) -> Result:
     )
     torch.manual_seed(config.seed)
     model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
-    return train(stream, model, strategies, config.fit_config(), config.seed, config.to_dict())
+    return train(
+        stream,
+        model,
+        strategies,
+        config.fit_config(),
+        config.seed,
+        config.to_dict(),
+        on_event=on_event,
+        on_task_end=on_task_end,
+        resume=resume,
+    )
 
 
 def save_run(result: Result, out: str | Path) -> Path:

@@ -6,11 +6,12 @@ the order the strategies were given, so a hybrid is a list: ``[Replay(500), EWC(
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from forgetless.scenarios.stream import Protocol, Task
+from forgetless.state import pack, unpack
 
 if TYPE_CHECKING:
     from forgetless.learner import Learner, TrainingData
@@ -113,6 +114,17 @@ class Strategy:
         dicts of these; each tensor storage once. Strategies with other containers override it.
         """
         return _tensor_bytes(vars(self), set())
+
+    def state_dict(self) -> Any:
+        """Everything the strategy holds, as plain nested data of tensors and scalars (see
+        :mod:`forgetless.state`), so that a checkpoint can restore it without pickling.
+        Called between tasks; per-step scratch may be included or not."""
+        return pack({k: v for k, v in vars(self).items() if k != "_forgetless_used"}, self.name)
+
+    def load_state_dict(self, state: Any, learner: Learner) -> None:
+        """Restore what :meth:`state_dict` saved; model copies are rebuilt from
+        ``learner.model``."""
+        vars(self).update(unpack(state, learner.model, learner.device))
 
     def params(self) -> dict[str, object]:
         """The constructor arguments, for configs and reports."""

@@ -83,7 +83,8 @@ class SI(QuadraticPenalty):
                 w / ((p.detach() - s).pow(2) + self.xi)
                 for w, p, s in zip(self._omega, self._params, self._start, strict=True)
             ]
-        self._omega, self._before = [], []
+        # Per-task bookkeeping ends with the task: only the merged importance is kept.
+        self._params, self._start, self._omega, self._before = [], [], [], []
         return omega
 
     @property

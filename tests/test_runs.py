@@ -1,0 +1,241 @@
+"""The run store: folders, the SQLite index, checkpoints, and resuming after a crash."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from forgetless import ConfigError
+from forgetless.buffer import MemoryBuffer
+from forgetless.cli import main
+from forgetless.experiment import RunConfig, run
+from forgetless.runs import RunIndex, RunStore, load_snapshot
+from forgetless.state import flatten, pack, unflatten, unpack
+
+
+def _config(strategy: str = "finetune", protocol: str = "class", **params) -> RunConfig:
+    return RunConfig(
+        scenario="split-digits",
+        protocol=protocol,
+        strategy=strategy,
+        strategy_params=params,
+        iterations=15,
+        optimizer="adam",
+        lr=0.01,
+        threads=1,
+        progress=False,
+    )
+
+
+def _crash_after(task: int):
+    def on_event(record):
+        if record["event"] == "task" and record["task"] == task:
+            raise KeyboardInterrupt
+
+    return on_event
+
+
+@pytest.mark.parametrize(
+    ("strategy", "protocol", "params"),
+    [
+        ("ewc", "task", {"lam": 100.0}),
+        ("si", "task", {}),
+        ("lwf", "task", {}),
+        ("replay", "class", {"buffer_size": 40}),
+        ("der", "class", {"buffer_size": 40}),
+        ("icarl", "class", {"memory_size": 40}),
+        ("replay+online-ewc", "class", {"buffer_size": 40, "lam": 10.0}),
+    ],
+)
+def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path, strategy, protocol, params):
+    warnings.simplefilter("ignore", RuntimeWarning)
+    uninterrupted = run(_config(strategy, protocol, **params))
+    store = RunStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(_config(strategy, protocol, **params), on_event=_crash_after(2))
+    (row,) = store.index.find()
+    # The crash came after task 3 was evaluated but before its checkpoint: 2 tasks are safe.
+    assert (row["status"], row["tasks_done"]) == ("interrupted", 2)
+    resumed = store.resume(store.folder(row["id"]))
+    assert resumed.accuracy_matrix == uninterrupted.accuracy_matrix
+    assert resumed.task_aware_matrix == uninterrupted.task_aware_matrix
+    assert resumed.losses == uninterrupted.losses
+    assert resumed.baseline == uninterrupted.baseline
+    assert store.index.get(row["id"])["status"] == "complete"
+    events = [json.loads(line) for line in (store.folder(row["id"]) / "events.jsonl").open()]
+    assert {"event": "resume", "after_task": 1} in events
+    assert events[-1]["event"] == "end"
+
+
+def test_a_complete_config_is_not_trained_again(tmp_path):
+    store = RunStore(tmp_path)
+    first = store.execute(_config())
+    folder = store.folder(store.run_id(_config()))
+    events = (folder / "events.jsonl").read_text()
+    again = store.execute(_config())
+    assert again.accuracy_matrix == first.accuracy_matrix
+    assert (folder / "events.jsonl").read_text() == events  # nothing ran
+    assert len(store.index.find()) == 1
+    row = store.index.get(folder.name)
+    assert row["status"] == "complete" and row["acc"] == pytest.approx(first.metrics["acc"])
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        *(f"model-task-{i}.safetensors" for i in range(1, 6)),
+        "resume.safetensors",
+    ]
+    # A different seed is a different run.
+    other = _config()
+    other.seed = 1
+    store.execute(other)
+    assert len(store.index.find(status="complete")) == 2
+
+
+def test_per_task_weights_are_plain_safetensors_of_the_model(tmp_path):
+    from safetensors.torch import load_file
+
+    store = RunStore(tmp_path)
+    store.execute(_config())
+    folder = store.folder(store.run_id(_config()))
+    weights = load_file(folder / "checkpoints" / "model-task-5.safetensors")
+    snapshot = load_snapshot(folder / "checkpoints" / "resume.safetensors")
+    assert snapshot.task == 4
+    assert weights.keys() == snapshot.model.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, snapshot.model[name], rtol=0, atol=0)
+
+
+def _write_rows(path: str, prefix: str, n: int) -> None:
+    index = RunIndex(path)
+    for i in range(n):
+        index.upsert(f"{prefix}{i}", config_hash=f"{prefix}{i}", status="running")
+        index.update(f"{prefix}{i}", status="complete", acc=i / n)
+
+
+def test_two_processes_writing_the_index_at_once_lose_nothing(tmp_path):
+    path = str(tmp_path / "index.sqlite")
+    RunIndex(path)
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_rows, args=(path, p, 150)) for p in "ab"]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    rows = RunIndex(path).find()
+    assert len(rows) == 300
+    assert {r["status"] for r in rows} == {"complete"}
+
+
+def test_kill_9_mid_run_then_resume_from_the_command_line(tmp_path):
+    args = [
+        "run", "--scenario", "split-digits", "--strategy", "replay", "--buffer-size", "40",
+        "--iterations", "400", "--threads", "1", "--no-progress", "--seed", "3",
+        "--store", str(tmp_path),
+    ]  # fmt: skip
+    code = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))"
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+
+    def tasks_done() -> int:
+        if not (tmp_path / "index.sqlite").exists():
+            return 0
+        rows = RunIndex(tmp_path / "index.sqlite").find()
+        return rows[0]["tasks_done"] if rows else 0
+
+    while tasks_done() < 2:
+        assert child.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    (row,) = RunIndex(tmp_path / "index.sqlite").find()
+    assert row["status"] == "running"  # kill -9 leaves no chance to say otherwise
+    assert 2 <= row["tasks_done"] < 5
+    folder = tmp_path / row["id"]
+    assert main(["run", "--resume", str(folder), "--json"]) == 0
+    resumed = json.loads((folder / "result.json").read_text())
+    expected = run(
+        RunConfig(
+            scenario="split-digits",
+            strategy="replay",
+            strategy_params={"buffer_size": 40},
+            iterations=400,
+            seed=3,
+            threads=1,
+            progress=False,
+        )
+    )
+    assert resumed["accuracy_matrix"] == expected.accuracy_matrix
+
+
+def test_runs_ls_show_and_compare(tmp_path, capsys):
+    store = RunStore(tmp_path)
+    store.execute(_config())
+    store.execute(_config("ewc", "task", lam=100.0))
+    assert main(["runs", "ls", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "split-digits_finetune_s0_" in out and "split-digits_ewc_s0_" in out
+    assert "2 run(s)" in out
+    assert main(["runs", "ls", "--store", str(tmp_path), "--strategy", "ewc"]) == 0
+    assert "1 run(s)" in capsys.readouterr().out
+    assert main(["runs", "show", "split-digits_ewc", "--store", str(tmp_path)]) == 0
+    assert "accuracy (%)" in capsys.readouterr().out
+    ids = [r["id"] for r in store.index.find()]
+    assert main(["runs", "compare", *ids, "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "finetune s0" in out and "ewc s0" in out
+    assert main(["runs", "show", "split-digits", "--store", str(tmp_path)]) == 2
+    assert "matches 2 runs" in capsys.readouterr().err
+    assert main(["runs", "ls", "--store", str(tmp_path / "nowhere")]) == 2
+    assert "no run store at" in capsys.readouterr().err
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+# --- state without pickles -------------------------------------------------------------------
+
+
+def test_pack_and_flatten_round_trip_the_kinds_of_state_strategies_hold():
+    model = nn.Linear(3, 2)
+    model.requires_grad_(False)
+    model.eval()
+    memory = MemoryBuffer(4, (3,), num_logits=2)
+    memory.reservoir_add(
+        torch.ones(2, 3), torch.tensor([0, 1]), torch.tensor([0, 0]), logits=torch.ones(2, 2)
+    )
+    state = {
+        "numbers": [1, 2.5, None, True, "text"],
+        "pair": (torch.arange(3), 7),
+        "by_class": {0: torch.zeros(2), 5: torch.ones(2)},
+        "old_model": model,
+        "memory": memory,
+    }
+    skeleton, tensors = flatten(pack(state))
+    json.dumps(skeleton)  # the skeleton is plain JSON
+    back = unpack(unflatten(json.loads(json.dumps(skeleton)), tensors), template=nn.Linear(3, 2))
+    assert back["numbers"] == state["numbers"]
+    assert isinstance(back["pair"], tuple) and torch.equal(back["pair"][0], torch.arange(3))
+    assert set(back["by_class"]) == {0, 5}
+    assert torch.equal(back["old_model"].weight, model.weight)
+    assert not back["old_model"].training and not back["old_model"].weight.requires_grad
+    assert isinstance(back["memory"], MemoryBuffer) and len(back["memory"]) == 2
+    assert torch.equal(back["memory"].x, memory.x) and back["memory"].seen == memory.seen
+
+
+def test_a_checkpoint_cannot_name_a_class_outside_forgetless():
+    with pytest.raises(ConfigError, match="not a forgetless class"):
+        unpack({"__object__": "os:system", "vars": {"__dict__": []}})
+    with pytest.raises(ConfigError, match="not supported"):
+        pack(object())
