@@ -71,7 +71,7 @@ def test_strategy_parameters_pass_through(capsys):
     )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["config"]["strategy_params"] == {"from_scratch": "false"}
+    assert result["config"]["strategy_params"] == {"from_scratch": False}  # typed, as trained
 
 
 @pytest.mark.parametrize(

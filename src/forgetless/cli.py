@@ -172,7 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the result as JSON instead of a table"
     )
 
-    runs = sub.add_parser("runs", help="list, show and compare stored runs")
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid or random search over configs and seeds into a run store",
+        description="Run every (config, seed) of a TOML sweep file into a run store, skipping "
+        "runs already complete there; print the summary over seeds. The file format is in "
+        "the docstring of forgetless.sweeps (python -m pydoc forgetless.sweeps).",
+    )
+    sweep.add_argument("file", help="the sweep file (TOML)")
+    sweep.add_argument(
+        "--store", metavar="DIR", help="the run store (default: $FORGETLESS_RUNS or ./runs)"
+    )
+    sweep.add_argument("--workers", type=int, default=1, help="runs at once (default: 1)")
+    sweep.add_argument("--backend", choices=["local", "ray"], default="local")
+    sweep.add_argument(
+        "--address", help="with --backend ray: an existing cluster ('auto' or host:port)"
+    )
+    sweep.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
+    sweep.add_argument("--summary-out", metavar="FILE", help="also write the summary to FILE")
+
+    runs = sub.add_parser("runs", help="list, show, compare and summarise stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     store_help = "the run store (default: $FORGETLESS_RUNS or ./runs)"
     ls = runs_sub.add_parser("ls", help="one line per run: id, status, tasks done, ACC, BWT")
@@ -186,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare = runs_sub.add_parser("compare", help="metrics of several runs side by side")
     compare.add_argument("runs", nargs="+", help="run ids (or unique prefixes) or folders")
     compare.add_argument("--store", metavar="DIR", help=store_help)
+    summary = runs_sub.add_parser(
+        "summary", help="mean, std and SEM over seeds per scenario, strategy and settings"
+    )
+    summary.add_argument("--store", metavar="DIR", help=store_help)
+    summary.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
 
     data = sub.add_parser("data", help="list, fetch or locate data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -323,6 +347,12 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"{row['id']:<58} {row['status']:<12} {tasks:>5} {acc:>6} {bwt:>6}")
         print(f"{len(rows)} run(s) in {root}")
         return 0
+    if args.runs_command == "summary":
+        from forgetless.sweeps import format_summary, summarise
+
+        complete = [store.result(r["id"]) for r in store.index.find(status="complete")]
+        print(format_summary(summarise(complete), args.format), end="")
+        return 0
     if args.runs_command == "show":
         folder = store.locate(args.run)
         print(f"{folder}")
@@ -338,6 +368,43 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         label = f"{result.strategy} s{result.seed} ({Path(run_name).name[:20]})"
         print(f"{label:<40}" + "".join(f"{c:>14}" for c in cells))
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from forgetless.runs import RunStore, default_store
+    from forgetless.sweeps import format_summary, load_sweep, run_sweep, summarise
+
+    sweep = load_sweep(args.file)
+    root = Path(args.store) if args.store else default_store()
+    runs = sweep.runs()
+    print(f"{len(runs)} runs ({len(sweep.configs)} configs x {len(sweep.seeds)} seeds) into {root}")
+    bar = tqdm(total=None, unit="run", file=sys.stderr, disable=None)
+
+    def progress(done: int, total: int, left: float) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(f"about {left / 60:.1f} min left")
+
+    with bar:
+        report = run_sweep(sweep, root, args.workers, args.backend, args.address, progress)
+    print(
+        f"done: {len(report.done)} run now, {len(report.skipped)} already complete, "
+        f"{len(report.failed)} failed, in {report.seconds:.0f} s"
+    )
+    for run_id, error in report.failed:
+        print(f"  failed {run_id}: {error}")
+    store = RunStore(root)
+    ids = {store.run_id(c) for c in runs}
+    results = [store.result(i) for i in sorted(ids) if store.index.get(i)["status"] == "complete"]
+    text = format_summary(summarise(results), args.format)
+    print(text, end="")
+    if args.summary_out:
+        Path(args.summary_out).write_text(text)
+    return 1 if report.failed else 0
 
 
 def _cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -382,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_data(args, parser)
         if args.command == "runs":
             return _cmd_runs(args, parser)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         parser.print_help()
         return 2
     except ForgetlessError as err:

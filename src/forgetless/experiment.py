@@ -17,7 +17,7 @@ from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
 from forgetless.scenarios import make_stream
-from forgetless.strategies import make_strategies
+from forgetless.strategies import coerce_params, make_strategies
 
 _FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
 
@@ -61,6 +61,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.strategy, str):
+            raise ConfigError(
+                f"strategy must be a name such as 'ewc' or 'replay+ewc', got {self.strategy!r}"
+            )
+        # Typed now, so that the same run has one hash whether its values came as text or not.
+        self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
         self.fit_config()  # validate the loop settings now, not after loading data
 
     def fit_config(self) -> FitConfig:

@@ -109,6 +109,29 @@ def make_strategies(
     return built
 
 
+def coerce_params(spec: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as the named strategies' constructors will receive them: strings converted to
+    the annotated type, ints widened to float where a float is expected, so that ``"100"``,
+    ``100`` and ``100.0`` name the same run. Unknown names or parameters are errors."""
+    classes = [_lookup(name.strip()) for name in spec.split("+")]
+    out = {}
+    for key, value in params.items():
+        owners = [cls for cls in classes if key in strategy_parameters(cls)]
+        if not owners:
+            accepted = sorted({p for cls in classes for p in strategy_parameters(cls)})
+            raise ConfigError(
+                f"parameter(s) {key} not accepted by strategy {spec}; "
+                f"accepted: {', '.join(accepted) or 'none'}"
+            )
+        annotation = typing.get_type_hints(owners[0].__init__).get(key)
+        value = _coerce(key, value, annotation, owners[0].name)
+        wants_float = annotation is float or float in typing.get_args(annotation)
+        if wants_float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out
+
+
 def _spec_name(strategies: Sequence[Strategy]) -> str:
     return "+".join(s.name for s in strategies)
 
@@ -170,6 +193,7 @@ __all__ = [
     "OnlineEWC",
     "Replay",
     "Strategy",
+    "coerce_params",
     "make_strategies",
     "register",
 ]

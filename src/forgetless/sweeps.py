@@ -1,0 +1,431 @@
+"""Sweeps: grids and random searches over configs, times seeds, run into a run store.
+
+A sweep file is TOML::
+
+    seeds = [0, 1, 2]
+    sample_seed = 0              # draws of [[random]] blocks
+
+    [base]                       # any `forgetless run` option, as RunConfig fields
+    scenario = "split-digits"
+    iterations = 200
+
+    [[grid]]                     # lists vary (their product is taken), scalars are fixed
+    strategy = "finetune"
+
+    [[grid]]
+    strategy = "ewc"
+    protocol = ["task", "class"]
+    lam = [10.0, 1000.0]         # names that are not RunConfig fields are strategy parameters
+
+    [[random]]                   # n draws, each value a distribution or a fixed value
+    n = 4
+    strategy = "si"
+    c = {log_uniform = [0.01, 10.0]}
+    lr = {uniform = [0.01, 0.1]}
+    optimizer = {choice = ["sgd", "adam"]}
+
+Every config runs once per seed. A config complete in the store is skipped, so a stopped sweep
+restarts where it was; one that was interrupted continues from its last task.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import itertools
+import math
+import multiprocessing
+import random
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from forgetless.errors import ConfigError
+from forgetless.experiment import RunConfig, config_hash
+
+_RUN_FIELDS = {f.name for f in fields(RunConfig)} - {"strategy_params", "seed"}
+_TOP_KEYS = ("seeds", "sample_seed", "base", "grid", "random")
+_DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
+
+
+@dataclass
+class Sweep:
+    """A list of configs to run, each once per seed.
+
+    Attributes:
+        configs: the configs without seeds (``seed`` is set per run).
+        seeds: the seeds.
+    """
+
+    configs: list[RunConfig]
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def runs(self) -> list[RunConfig]:
+        """Every (config, seed) as its own config, in a stable order; duplicates removed."""
+        out, seen = [], set()
+        for config in self.configs:
+            for seed in self.seeds:
+                one = RunConfig.from_dict({**config.to_dict(), "seed": seed})
+                key = config_hash(one)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(one)
+        return out
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read a sweep file (format in the module docstring); errors name the bad key."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no sweep file {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    return sweep_from_dict(spec, where=str(path))
+
+
+def sweep_from_dict(spec: dict[str, Any], where: str = "sweep") -> Sweep:
+    """A :class:`Sweep` from parsed TOML."""
+    for key in spec:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}{_hint(key, _TOP_KEYS)}")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    base = spec.get("base", {})
+    _check_keys(base, f"{where} [base]")
+    blocks = [("grid", b) for b in spec.get("grid", [])]
+    blocks += [("random", b) for b in spec.get("random", [])]
+    if not blocks:
+        blocks = [("grid", {})]
+    rng = random.Random(spec.get("sample_seed", 0))
+    configs = []
+    for n, (kind, block) in enumerate(blocks, 1):
+        label = f"{where} [[{kind}]] #{n}"
+        if kind == "grid":
+            _check_keys(block, label)
+            settings = _grid(block)
+        else:
+            settings = _random(block, rng, label)
+        for setting in settings:
+            configs.append(_config({**base, **setting}, label))
+    return Sweep(configs, seeds)
+
+
+_LIST_FIELDS = ("hidden", "class_order")
+
+
+def _grid(block: dict[str, Any]) -> list[dict[str, Any]]:
+    """The product of the block's lists. ``hidden`` and ``class_order`` take lists as values,
+    so for them only a list of lists varies."""
+    axes = []
+    for key, value in block.items():
+        if key in _LIST_FIELDS:
+            varies = (
+                isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
+            )
+        else:
+            varies = isinstance(value, list)
+        axes.append(value if varies else [value])
+    return [dict(zip(block, combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+def _random(block: dict[str, Any], rng: random.Random, label: str) -> list[dict[str, Any]]:
+    block = dict(block)
+    n = block.pop("n", None)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{label}: a [[random]] block needs n = a positive integer")
+    _check_keys(block, label)
+    draws = []
+    for _ in range(n):
+        draws.append({k: _draw(v, rng, f"{label} {k}") for k, v in block.items()})
+    return draws
+
+
+def _draw(value: Any, rng: random.Random, label: str) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if len(value) != 1 or next(iter(value)) not in _DISTRIBUTIONS:
+        raise ConfigError(
+            f"{label}: expected one of {', '.join(_DISTRIBUTIONS)} = [...], got {value!r}"
+        )
+    kind, args = next(iter(value.items()))
+    if kind == "choice":
+        return rng.choice(args)
+    low, high = args
+    if kind == "uniform":
+        return rng.uniform(low, high)
+    if kind == "int_uniform":
+        return rng.randint(low, high)
+    if low <= 0:
+        raise ConfigError(f"{label}: log_uniform needs a positive lower bound, got {low}")
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+def _check_keys(block: dict[str, Any], label: str) -> None:
+    if not isinstance(block, dict):
+        raise ConfigError(f"{label}: expected a table of settings, got {block!r}")
+    for key in block:
+        if key in ("seed", "strategy_params"):
+            raise ConfigError(
+                f"{label}: {key!r} is not set here (use seeds = [...] and plain names)"
+            )
+
+
+def _config(setting: dict[str, Any], label: str) -> RunConfig:
+    run_fields = {k: v for k, v in setting.items() if k in _RUN_FIELDS}
+    params = {k: v for k, v in setting.items() if k not in _RUN_FIELDS}
+    try:
+        return RunConfig(**run_fields, strategy_params=params)
+    except ConfigError as err:
+        unknown = [k for k in params if difflib.get_close_matches(k, _RUN_FIELDS, n=1)]
+        hint = ""
+        if unknown:
+            k = unknown[0]
+            hint = f" ({k!r} is not a run option either{_hint(k, _RUN_FIELDS)})"
+        raise ConfigError(f"{label}: {err}{hint}") from None
+
+
+def _hint(key: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did: runs ``done`` now, ``skipped`` (already complete), ``failed``
+    (``(run id, error)``), and the wall time."""
+
+    total: int
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_sweep(
+    sweep: Sweep,
+    store: str | Path,
+    workers: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> SweepReport:
+    """Run every (config, seed) of ``sweep`` not yet complete in the store at ``store``.
+
+    Args:
+        workers: processes at once (local backend); each uses one torch thread.
+        backend: ``"local"`` (a process pool) or ``"ray"`` (needs ``pip install ray``).
+        address: with Ray, an existing cluster (``"auto"`` or ``"host:port"``); ``None`` starts
+            a local Ray.
+        progress: called as ``progress(finished, total, seconds_left)`` after each run.
+    """
+    from forgetless.runs import RunStore
+
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    runs = sweep.runs()
+    run_store = RunStore(store)
+    report = SweepReport(total=len(runs))
+    pending = []
+    for config in runs:
+        row = run_store.index.get(run_store.run_id(config))
+        if row is not None and row["status"] == "complete":
+            report.skipped.append(row["id"])
+        else:
+            config.threads, config.progress = 1, False
+            pending.append(config)
+    start = time.perf_counter()
+    execute = _run_local if backend == "local" else _run_ray
+    for finished, (run_id, error) in enumerate(execute(pending, str(store), workers, address), 1):
+        if error is None:
+            report.done.append(run_id)
+        else:
+            report.failed.append((run_id, error))
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            progress(finished, len(pending), elapsed / finished * (len(pending) - finished))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def execute_one(config_data: dict[str, Any], store: str) -> tuple[str, str | None]:
+    """Run one config into the store (in a worker process); returns ``(run id, error)``."""
+    from forgetless.runs import RunStore
+
+    config = RunConfig.from_dict(config_data)
+    run_store = RunStore(store)
+    run_id = run_store.run_id(config)
+    try:
+        run_store.execute(config)
+    except Exception as err:  # one bad run must not stop the sweep; it is reported
+        return run_id, f"{type(err).__name__}: {err}"
+    return run_id, None
+
+
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, ask the kernel to kill this worker when its parent dies,
+    so that a sweep killed with -9 leaves no orphan still writing a run that a restarted sweep
+    is about to resume."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def _run_local(pending, store, workers, address):
+    if not pending:
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_die_with_parent, max_tasks_per_child=1
+    ) as pool:
+        futures = [pool.submit(execute_one, c.to_dict(), store) for c in pending]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _run_ray(pending, store, workers, address):
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "the ray backend needs Ray: pip install 'forgetless[ray]' (or pip install ray)"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False)
+    try:
+        task = ray.remote(num_cpus=1)(execute_one)
+        refs = [task.remote(c.to_dict(), store) for c in pending]
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --- summaries -------------------------------------------------------------------------------
+
+METRICS = ("acc", "bwt", "fwt", "forgetting")
+
+
+def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
+    """Mean, sample std and SEM over seeds of each metric, per group of runs that differ only
+    in their seed. Each row: ``scenario``, ``protocol``, ``strategy``, ``settings`` (the other
+    config fields that vary within the results, as text), ``n``, then ``<metric>_mean``,
+    ``<metric>_std``, ``<metric>_sem`` in percent (None where a metric is undefined)."""
+    results = list(results)
+    groups: dict[str, list[Any]] = {}
+    configs = []
+    for result in results:
+        config = {
+            k: v
+            for k, v in result.config.items()
+            if k not in ("seed", "threads", "progress", "data_dir", "log_every")
+        }
+        configs.append(config)
+    varying = _varying_keys(configs)
+    for result, config in zip(results, configs, strict=True):
+        groups.setdefault(_group_key(config), []).append((result, config))
+    rows = []
+    for members in groups.values():
+        first, config = members[0]
+        settings = _settings_text(config, varying)
+        row: dict[str, Any] = {
+            "scenario": first.scenario,
+            "protocol": first.protocol,
+            "strategy": first.strategy,
+            "settings": settings,
+            "n": len(members),
+        }
+        for metric in METRICS:
+            values = [r.metrics[metric] for r, _ in members]
+            values = [100 * v for v in values if v is not None]
+            if not values:
+                row.update({f"{metric}_mean": None, f"{metric}_std": None, f"{metric}_sem": None})
+                continue
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{metric}_mean"] = statistics.fmean(values)
+            row[f"{metric}_std"] = std
+            row[f"{metric}_sem"] = std / math.sqrt(len(values))
+        rows.append(row)
+    return rows
+
+
+def _group_key(config: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _varying_keys(configs: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for c in configs for k in c} - {"scenario", "protocol", "strategy"})
+    varying = []
+    for key in keys:
+        if key == "strategy_params":
+            continue
+        if len({repr(c.get(key)) for c in configs}) > 1:
+            varying.append(key)
+    return varying
+
+
+def _settings_text(config: dict[str, Any], varying: list[str]) -> str:
+    def text(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    parts = [f"{k}={text(v)}" for k, v in sorted(config.get("strategy_params", {}).items())]
+    parts += [f"{k}={text(config.get(k))}" for k in varying]
+    return " ".join(parts)
+
+
+def format_summary(rows: list[dict[str, Any]], fmt: str = "table") -> str:
+    """The summary as a terminal ``table``, ``csv`` or ``markdown``."""
+    if fmt not in ("table", "csv", "markdown"):
+        raise ConfigError(f"format must be table, csv or markdown, got {fmt!r}")
+    head = ["scenario", "protocol", "strategy", "settings", "n"]
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        names = head + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "sem")]
+        writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row[k] is None else row[k]) for k in names})
+        return out.getvalue()
+
+    def cell(row, metric):
+        mean = row[f"{metric}_mean"]
+        return "n/a" if mean is None else f"{mean:.1f} ± {row[f'{metric}_std']:.1f}"
+
+    labels = head + [m.upper() if m != "forgetting" else "forgetting" for m in METRICS]
+    table = [[str(row[k]) for k in head] + [cell(row, m) for m in METRICS] for row in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(labels) + " |", "|" + "---|" * len(labels)]
+        lines += ["| " + " | ".join(r) + " |" for r in table]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(labels, *table, strict=True)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(labels, widths, strict=True))]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in table]
+    lines.append("(mean ± sample std over seeds, in points; CSV and Markdown also give the SEM)")
+    return "\n".join(lines) + "\n"
