@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/mnist_fashion.py --data-dir /work/shared/data [--seeds 0 1 2] \\
-        [--workers 2] [--store benchmarks/results/mnist_fashion.jsonl] \\
+        [--workers 2] [--parts ewc replay] [--store benchmarks/results/mnist_fashion.jsonl] \\
         [--out benchmarks/results/mnist_fashion.json]
 
 ``mnist-fashion`` with the CNN on one shared 10-way output: fine-tuning, EWC over a decade range
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--parts", nargs="+", choices=("ewc", "replay"), default=["ewc", "replay"])
     parser.add_argument(
         "--store", type=Path, default=Path("benchmarks/results/mnist_fashion.jsonl")
     )
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds, data = args.seeds, args.data_dir
     plan = {"finetune": [config(s, data, "finetune", {}) for s in seeds]}
-    for lam in LAMBDAS:
+    for lam in LAMBDAS if "ewc" in args.parts else ():
         params = {"lam": lam, "fisher": "exact", "fisher_samples": 2000}
         plan[f"ewc lam {lam:g}"] = [config(s, data, "ewc", params) for s in seeds]
-    for size in BUFFERS:
+    for size in BUFFERS if "replay" in args.parts else ():
         params = {"buffer_size": size, "replay_batch_size": 128}
         plan[f"replay {size}"] = [config(s, data, "replay", params) for s in seeds]
     records = run_all([c for cs in plan.values() for c in cs], args.store, args.workers)

@@ -109,3 +109,34 @@ def test_data_list(capsys):
     out = capsys.readouterr().out
     for name in ("digits", "mnist", "fashion-mnist", "kmnist"):
         assert name in out
+
+
+def test_run_from_a_toml_config_file_with_overrides(tmp_path, capsys):
+    file = tmp_path / "run.toml"
+    file.write_text(
+        'scenario = "split-digits"\nprotocol = "task"\nstrategy = "ewc"\nlam = 50\n'
+        "iterations = 5\nseed = 4\n"
+    )
+    assert main(["run", "--config", str(file), "--seed", "7", "--no-progress", "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert (config["strategy"], config["protocol"], config["iterations"]) == ("ewc", "task", 5)
+    assert config["strategy_params"] == {"lam": 50.0}  # typed: 50 and 50.0 are one run
+    assert config["seed"] == 7  # the command line wins
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'scenario = "split-digits"\nlearning_rate = 0.1\n',
+            "parameter(s) learning_rate not accepted",
+        ),
+        ('scenaro = "split-digits"\n', "did you mean 'scenario'"),
+        ("lam = [", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files_are_clear_errors(tmp_path, capsys, text, message):
+    file = tmp_path / "run.toml"
+    file.write_text(text)
+    assert main(["run", "--config", str(file), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="data-retention policy: refuse strategies that keep raw past inputs",
     )
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of settings named like these options (lam = 100.0 for --lam 100); "
+        "options given here override it",
+    )
     g = run.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
     g.add_argument(
@@ -287,6 +293,8 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         progress=not args.no_progress,
         retain_raw_data=not args.no_raw_data,
     )
+    if args.config:
+        config = _merge_config_file(args.config, config, extra)
     if args.store:
         store = RunStore(args.store)
         folder = store.folder(store.run_id(config))
@@ -318,6 +326,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out:
         print(f"saved the runs under {args.out}")
     return 0
+
+
+def _merge_config_file(path: str, from_flags, extra: Sequence[str]):
+    """The config in ``path``, with the options given on the command line on top (an option
+    counts as given when its value differs from the default)."""
+    from dataclasses import fields
+
+    from forgetless.experiment import RunConfig, load_config
+
+    config = load_config(path)
+    defaults = RunConfig()
+    data = config.to_dict()
+    for f in fields(RunConfig):
+        value = getattr(from_flags, f.name)
+        if f.name != "strategy_params" and value != getattr(defaults, f.name):
+            data[f.name] = value
+    data["strategy_params"] = {**config.strategy_params, **_strategy_params(extra)}
+    return RunConfig.from_dict(data)
 
 
 def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

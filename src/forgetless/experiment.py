@@ -88,6 +88,40 @@ class RunConfig:
         return cls(**data)
 
 
+def config_from_flat(settings: dict[str, Any], where: str = "config") -> RunConfig:
+    """A config from flat settings, as in TOML files: :class:`RunConfig` fields by name, and any
+    other name a strategy parameter (``lam = 100.0``), as on the command line. Errors say where
+    (``where``) and suggest the option meant."""
+    run_fields = {f.name for f in fields(RunConfig)} - {"strategy_params"}
+    params = {k: v for k, v in settings.items() if k not in run_fields}
+    try:
+        return RunConfig(
+            **{k: v for k, v in settings.items() if k in run_fields}, strategy_params=params
+        )
+    except ConfigError as err:
+        hint = ""
+        for key in params:
+            match = difflib.get_close_matches(key, sorted(run_fields), n=1)
+            if match:
+                hint = f" ({key!r} is not a run option either; did you mean {match[0]!r}?)"
+                break
+        raise ConfigError(f"{where}: {err}{hint}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """A config from a TOML file of flat settings (see :func:`config_from_flat`)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        settings = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no config file {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    return config_from_flat(settings, str(path))
+
+
 #: Fields that do not change a run's numbers: where data is read from, what is shown, how many
 #: threads compute it, how often losses are reported.
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")

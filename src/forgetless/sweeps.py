@@ -49,7 +49,7 @@ from typing import Any
 import tomllib
 
 from forgetless.errors import ConfigError
-from forgetless.experiment import RunConfig, config_hash
+from forgetless.experiment import RunConfig, config_from_flat, config_hash
 
 _RUN_FIELDS = {f.name for f in fields(RunConfig)} - {"strategy_params", "seed"}
 _TOP_KEYS = ("seeds", "sample_seed", "base", "grid", "random")
@@ -182,17 +182,7 @@ def _check_keys(block: dict[str, Any], label: str) -> None:
 
 
 def _config(setting: dict[str, Any], label: str) -> RunConfig:
-    run_fields = {k: v for k, v in setting.items() if k in _RUN_FIELDS}
-    params = {k: v for k, v in setting.items() if k not in _RUN_FIELDS}
-    try:
-        return RunConfig(**run_fields, strategy_params=params)
-    except ConfigError as err:
-        unknown = [k for k in params if difflib.get_close_matches(k, _RUN_FIELDS, n=1)]
-        hint = ""
-        if unknown:
-            k = unknown[0]
-            hint = f" ({k!r} is not a run option either{_hint(k, _RUN_FIELDS)})"
-        raise ConfigError(f"{label}: {err}{hint}") from None
+    return config_from_flat(setting, label)
 
 
 def _hint(key: str, known: Iterable[str]) -> str:
