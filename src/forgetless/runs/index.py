@@ -1,0 +1,120 @@
+"""The SQLite index of a run store: one row per run, safe for several writers at once.
+
+WAL journaling lets readers work while one process writes; every write is one short
+``BEGIN IMMEDIATE`` transaction, and a writer that finds the database locked waits (up to
+``timeout`` seconds) instead of failing, so two processes updating runs at once lose nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "id",
+    "config_hash",
+    "scenario",
+    "strategy",
+    "seed",
+    "status",
+    "tasks_done",
+    "n_tasks",
+    "acc",
+    "bwt",
+    "fwt",
+    "forgetting",
+    "created",
+    "updated",
+    "path",
+)
+STATUSES = ("running", "interrupted", "failed", "complete")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    config_hash TEXT NOT NULL,
+    scenario TEXT, strategy TEXT, seed INTEGER,
+    status TEXT NOT NULL,
+    tasks_done INTEGER, n_tasks INTEGER,
+    acc REAL, bwt REAL, fwt REAL, forgetting REAL,
+    created REAL, updated REAL,
+    path TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
+"""
+
+
+class RunIndex:
+    """Rows of ``runs`` in the SQLite file ``path`` (created if missing)."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0):
+        self.path = Path(path)
+        self.timeout = timeout
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def upsert(self, run_id: str, **fields: Any) -> None:
+        """Create the row ``run_id`` with ``fields``, or update it if it exists (``updated`` is
+        set to now). A new row needs ``config_hash`` and ``status``."""
+        unknown = set(fields) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown index columns: {sorted(unknown)}")
+        fields = {**fields, "updated": time.time()}
+        names = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in fields)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                f"INSERT INTO runs (id, created, {names}) VALUES (?, ?, {marks}) "
+                f"ON CONFLICT(id) DO UPDATE SET {updates}",
+                (run_id, time.time(), *fields.values()),
+            )
+            db.execute("COMMIT")
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        """Change some columns of the existing row ``run_id`` (``updated`` is set to now)."""
+        unknown = set(fields) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown index columns: {sorted(unknown)}")
+        fields = {**fields, "updated": time.time()}
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            changed = db.execute(
+                f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), run_id)
+            ).rowcount
+            db.execute("COMMIT")
+        if changed != 1:
+            raise KeyError(f"no run {run_id!r} in the index {self.path}")
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def find(self, **where: Any) -> list[dict[str, Any]]:
+        """Rows whose columns equal ``where`` (all rows if empty), oldest first."""
+        unknown = set(where) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown index columns: {sorted(unknown)}")
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT * FROM runs WHERE {clause} ORDER BY created, id", tuple(where.values())
+            ).fetchall()
+        return [dict(r) for r in rows]
