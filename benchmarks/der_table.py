@@ -37,7 +37,6 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from itertools import pairwise
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from grid import log, mean_std, percent, record_of, run_all
+from grid import log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("smnist", "pmnist", "gss-vs-er", "hybrids")
 BUFFERS = (200, 500, 5120)
@@ -243,10 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "smnist": PUBLISHED_SMNIST_OTHER,
         "pmnist_500": PUBLISHED_PMNIST_500,
     }
-    text = json.dumps(report, indent=1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(report, args.out)
     return 0
 
 

@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/fisher_variants.py --data-dir /work/shared/data [--workers 2] \\
-        [--seeds 0 1 2] [--select-seed 100] [--store benchmarks/results/fisher_variants.jsonl] \\
+        [--seeds 0 1 2] [--select-seed 100] [--keep-optimizer-ablation] \\
+        [--store benchmarks/results/fisher_variants.jsonl] \\
         [--out benchmarks/results/fisher_variants.json]
 
 Van de Ven 2025, "On the computation of the Fisher information in continual learning" (ICLR
@@ -34,12 +35,11 @@ the lambda chosen, and ACC / BWT per reported seed with mean and sample std.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from forgetless.experiment import RunConfig
-from grid import log, mean_std, percent, record_of, run_all
+from grid import log, mean_std, percent, publish, record_of, run_all
 
 PUBLISHED = {"exact": 99.12, "sample": 99.12, "empirical": 99.12, "batched": 99.11, "none": 85.41}
 PUBLISHED_STD = {"exact": 0.16}
@@ -52,7 +52,9 @@ GRIDS = {
 }
 
 
-def config(seed: int, data_dir: str, variant: str | None, lam: float = 0.0) -> RunConfig:
+def config(
+    seed: int, data_dir: str, variant: str | None, lam: float = 0.0, reset_optimizer: bool = True
+) -> RunConfig:
     """One run of the protocol; ``variant=None`` is fine-tuning (no regularisation)."""
     strategy, params = "finetune", {}
     if variant is not None:
@@ -71,6 +73,7 @@ def config(seed: int, data_dir: str, variant: str | None, lam: float = 0.0) -> R
         batch_size=128,
         optimizer="adam",
         lr=1e-3,
+        reset_optimizer=reset_optimizer,
     )
 
 
@@ -85,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         "--store", type=Path, default=Path("benchmarks/results/fisher_variants.jsonl")
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fisher_variants.json"))
+    parser.add_argument(
+        "--keep-optimizer-ablation",
+        action="store_true",
+        help="also run none and exact with one Adam kept across tasks (not reset per task)",
+    )
     args = parser.parse_args(argv)
     if args.select_seed in args.seeds:
         parser.error("--select-seed must not be one of the reported --seeds")
@@ -128,12 +136,28 @@ def main(argv: list[str] | None = None) -> int:
                 "within_half_point": abs(mean_std(acc)["mean"] - PUBLISHED[variant]) <= 0.5,
             }
         )
+    if args.keep_optimizer_ablation:
+        log("ablation: one Adam optimiser kept across tasks (its moments carried over)")
+        ablation = {
+            "none": [config(s, args.data_dir, None, reset_optimizer=False) for s in args.seeds],
+            "exact": [
+                config(s, args.data_dir, "exact", chosen["exact"], reset_optimizer=False)
+                for s in args.seeds
+            ],
+        }
+        records = run_all([c for cs in ablation.values() for c in cs], args.store, args.workers)
+        report["keep_optimizer"] = {}
+        for variant, configs in ablation.items():
+            recs = [record_of(records, c) for c in configs]
+            acc = percent(r["metrics"]["acc"] for r in recs)
+            report["keep_optimizer"][variant] = {
+                "acc_per_seed": [round(a, 2) for a in acc],
+                "acc": mean_std(acc),
+                "bwt": mean_std(percent(r["metrics"]["bwt"] for r in recs)),
+            }
     report["seeds"] = args.seeds
     report["select_seed"] = args.select_seed
-    text = json.dumps(report, indent=1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(report, args.out)
     return 0
 
 

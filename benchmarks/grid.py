@@ -102,6 +102,14 @@ def percent(values: Iterable[float | None]) -> list[float]:
     return [100.0 * v for v in values if v is not None]
 
 
+def publish(report: dict[str, Any], out: Path) -> None:
+    """Write the report as JSON to ``out`` and print it on stdout."""
+    text = json.dumps(report, indent=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+
+
 def log(message: str) -> None:
     """A progress line on stderr."""
     print(message, file=sys.stderr, flush=True)

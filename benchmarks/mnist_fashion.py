@@ -25,13 +25,12 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from grid import mean_std, record_of, run_all
+from grid import mean_std, publish, record_of, run_all
 
 LAMBDAS = (1e2, 1e3, 1e4)
 BUFFERS = (100, 1000)
@@ -95,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, cs in plan.items()
         },
     }
-    text = json.dumps(report, indent=1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(report, args.out)
     return 0
 
 

@@ -110,16 +110,9 @@ def config_from_flat(settings: dict[str, Any], where: str = "config") -> RunConf
 
 def load_config(path: str | Path) -> RunConfig:
     """A config from a TOML file of flat settings (see :func:`config_from_flat`)."""
-    import tomllib
+    from forgetless.toml_file import read_toml
 
-    path = Path(path)
-    try:
-        settings = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no config file {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    return config_from_flat(settings, str(path))
+    return config_from_flat(read_toml(path, "config file"), str(path))
 
 
 #: Fields that do not change a run's numbers: where data is read from, what is shown, how many

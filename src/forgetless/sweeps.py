@@ -46,10 +46,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from forgetless.errors import ConfigError
 from forgetless.experiment import RunConfig, config_from_flat, config_hash
+from forgetless.toml_file import read_toml
 
 _RUN_FIELDS = {f.name for f in fields(RunConfig)} - {"strategy_params", "seed"}
 _TOP_KEYS = ("seeds", "sample_seed", "base", "grid", "random")
@@ -83,14 +82,7 @@ class Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep file (format in the module docstring); errors name the bad key."""
-    path = Path(path)
-    try:
-        spec = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no sweep file {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    return sweep_from_dict(spec, where=str(path))
+    return sweep_from_dict(read_toml(path, "sweep file"), where=str(path))
 
 
 def sweep_from_dict(spec: dict[str, Any], where: str = "sweep") -> Sweep:

@@ -4,4 +4,11 @@ from forgetless.runs.checkpoint import load_snapshot, save_snapshot, save_weight
 from forgetless.runs.index import RunIndex
 from forgetless.runs.store import RunStore, default_store
 
-__all__ = ["RunIndex", "RunStore", "default_store", "load_snapshot", "save_snapshot", "save_weights"]
+__all__ = [
+    "RunIndex",
+    "RunStore",
+    "default_store",
+    "load_snapshot",
+    "save_snapshot",
+    "save_weights",
+]

@@ -67,7 +67,9 @@ def load_snapshot(path: str | Path) -> Snapshot:
         raise ConfigError(f"{path} is not a forgetless checkpoint")
     data = unflatten(json.loads(metadata[_KEY]), tensors)
     if data.get("version") != FORMAT_VERSION:
-        raise ConfigError(f"checkpoint {path} has format {data.get('version')}, not {FORMAT_VERSION}")
+        raise ConfigError(
+            f"checkpoint {path} has format {data.get('version')}, not {FORMAT_VERSION}"
+        )
     return Snapshot(
         task=data["task"],
         step=data["step"],

@@ -184,4 +184,3 @@ class RunStore:
         if not matches:
             raise ConfigError(f"no run {run!r} in {self.root}")
         raise ConfigError(f"{run!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
-
