@@ -197,6 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     sweep.add_argument("--summary-out", metavar="FILE", help="also write the summary to FILE")
 
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page (and PNG/SVG figures) from stored runs",
+        description="Build an HTML report from runs: run folders, result.json files, run ids "
+        "(or unique prefixes) in --store, or a whole store folder. The page needs no network.",
+    )
+    report.add_argument("runs", nargs="+", help="run folders, result.json files, run ids or stores")
+    report.add_argument(
+        "-o", "--out", default="report.html", help="the HTML file (default: report.html)"
+    )
+    report.add_argument(
+        "--store",
+        metavar="DIR",
+        help="where run ids are looked up (default: $FORGETLESS_RUNS or ./runs)",
+    )
+    report.add_argument("--title", default="forgetless report")
+    report.add_argument(
+        "--figures", metavar="DIR", help="also save each figure as PNG and SVG in DIR"
+    )
+
     runs = sub.add_parser("runs", help="list, show, compare and summarise stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     store_help = "the run store (default: $FORGETLESS_RUNS or ./runs)"
@@ -433,6 +453,50 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
+    """Results from run folders, result.json files, stores (all complete runs) or run ids."""
+    from pathlib import Path
+
+    from forgetless.result import Result
+    from forgetless.runs import RunStore, default_store
+
+    results = []
+    for name in names:
+        path = Path(name)
+        if path.is_file():
+            results.append(Result.load(path))
+        elif (path / "result.json").is_file():
+            results.append(Result.load(path / "result.json"))
+        elif (path / "index.sqlite").is_file():
+            store = RunStore(path)
+            results += [store.result(r["id"]) for r in store.index.find(status="complete")]
+        else:
+            root = Path(store_dir) if store_dir else default_store()
+            if not (root / "index.sqlite").is_file():
+                raise ConfigError(f"{name!r} is not a run folder, a result file or a run store")
+            store = RunStore(root)
+            results.append(store.result(str(store.locate(name))))
+    return results
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from forgetless.report import accuracy_heatmap, forgetting_curves, save, write_report
+
+    results = _collect_results(args.runs, args.store)
+    out = write_report(results, args.out, args.title)
+    print(f"wrote {out} ({len(results)} run(s))")
+    if args.figures:
+        folder = Path(args.figures)
+        for r in results:
+            stem = f"{r.scenario}_{r.strategy}_s{r.seed}"
+            save(accuracy_heatmap(r), folder / f"{stem}_matrix")
+            save(forgetting_curves(r), folder / f"{stem}_curves")
+        print(f"figures (PNG and SVG) in {folder}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from forgetless import data
 
@@ -477,6 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_runs(args, parser)
         if args.command == "sweep":
             return _cmd_sweep(args)
+        if args.command == "report":
+            return _cmd_report(args)
         parser.print_help()
         return 2
     except ForgetlessError as err:

@@ -1,0 +1,158 @@
+"""Figures of results, drawn with matplotlib from :class:`~forgetless.result.Result` alone.
+
+Each function returns a matplotlib ``Figure``; :func:`save` writes PNG and SVG, and
+:func:`svg_text` gives the SVG markup for embedding in a page.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from forgetless.errors import ConfigError
+from forgetless.result import Result
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never needs a display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError(
+            "figures and reports need matplotlib: pip install 'forgetless[report]'"
+        ) from None
+    return plt
+
+
+def accuracy_heatmap(result: Result, title: str | None = None):
+    """The accuracy matrix ``R[i, j]`` as a heatmap: rows are "after task i", columns "task j";
+    each cell is labelled in percent. Forgetting shows as cells fading down a column."""
+    plt = _pyplot()
+    R = [[100 * v for v in row] for row in result.accuracy_matrix]
+    n = len(R)
+    fig, ax = plt.subplots(figsize=(1.1 * n + 2.2, 0.9 * n + 1.6), layout="constrained")
+    image = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{R[i][j]:.0f}", ha="center", va="center",
+                    color="white" if R[i][j] < 60 else "black", fontsize=9)  # fmt: skip
+    ax.set_xticks(range(n), [f"task {j + 1}" for j in range(n)], rotation=30, ha="right")
+    ax.set_yticks(range(n), [f"after {i + 1}" for i in range(n)])
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained up to")
+    ax.set_title(title or f"{result.strategy}: accuracy (%)", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy (%)")
+    return fig
+
+
+def forgetting_curves(result: Result, title: str | None = None):
+    """Accuracy on each task along the stream: one line per task, from the moment it is learnt.
+
+    With ``eval_every`` curves recorded, the lines follow every evaluation (the within-task
+    fall); otherwise they join the evaluations after each task. Vertical lines mark task
+    boundaries."""
+    plt = _pyplot()
+    n = result.num_tasks
+    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    if result.curves:
+        # Steps of each task end: the curve points' steps, by task.
+        ends = _task_end_steps(result)
+        for j in range(n):
+            xs, ys = [], []
+            for point in result.curves:
+                if point["task"] >= j:
+                    xs.append(point["step"])
+                    ys.append(100 * point["accuracy"][j])
+            for i in range(j, n):
+                xs.append(ends[i])
+                ys.append(100 * result.accuracy_matrix[i][j])
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            ax.plot([xs[k] for k in order], [ys[k] for k in order], label=f"task {j + 1}")
+        for end in ends[:-1]:
+            ax.axvline(end, color="0.8", linewidth=0.8, zorder=0)
+        ax.set_xlabel("training step")
+    else:
+        for j in range(n):
+            xs = list(range(j + 1, n + 1))
+            ax.plot(xs, [100 * result.accuracy_matrix[i - 1][j] for i in xs], marker="o",
+                    label=f"task {j + 1}")  # fmt: skip
+        ax.set_xticks(range(1, n + 1))
+        ax.set_xlabel("after training task")
+    ax.set_ylim(-2, 102)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or f"{result.strategy}: accuracy on each task along the stream", fontsize=10)
+    ax.legend(fontsize=8, ncol=min(n, 5), loc="lower left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _task_end_steps(result: Result) -> list[int]:
+    """The optimiser step at which each task ended, from the losses (one record per pass)."""
+    ends = {}
+    for record in result.losses:
+        ends[record["task"]] = max(ends.get(record["task"], 0), record["step"])
+    return [ends.get(i, 0) for i in range(result.num_tasks)]
+
+
+def strategy_comparison(results: Sequence[Result], title: str | None = None):
+    """Final ACC of each strategy against what it costs: the memory its state takes (MB, left)
+    and its training time relative to the fastest run of the same scenario (right). Runs that
+    differ only in seed are averaged (seed Figure 5)."""
+    plt = _pyplot()
+    if not results:
+        raise ConfigError("no results to compare")
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.scenario, r.strategy), []).append(r)
+    fastest = {}
+    for (scenario, _), members in groups.items():
+        t = min(m.timings.get("train", 0.0) for m in members) or 1e-9
+        fastest[scenario] = min(fastest.get(scenario, t), t)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained", sharey=True)
+    for (scenario, strategy), members in groups.items():
+        acc = 100 * sum(m.metrics["acc"] for m in members) / len(members)
+        memory = sum(m.strategy_state_bytes for m in members) / len(members) / 2**20
+        time = sum(m.timings.get("train", 0.0) for m in members) / len(members)
+        label = strategy if len({s for s, _ in groups}) == 1 else f"{strategy} ({scenario})"
+        left.scatter(memory, acc, s=40)
+        left.annotate(label, (memory, acc), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        right.scatter(time / fastest[scenario], acc, s=40)
+        right.annotate(label, (time / fastest[scenario], acc), fontsize=8, xytext=(4, 3),
+                       textcoords="offset points")  # fmt: skip
+    left.set_xlabel("memory held by the strategy (MB)")
+    left.set_ylabel("ACC (%)")
+    right.set_xlabel("training time / fastest run")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "accuracy against memory and compute", fontsize=10)
+    return fig
+
+
+def svg_text(fig) -> str:
+    """The figure as SVG markup (no XML header), and the figure closed."""
+    plt = _pyplot()
+    buffer = io.StringIO()
+    # Text as text (not glyph outlines): a page a tenth the size, and searchable. No date or
+    # creator metadata, so the same figure gives the same bytes.
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "forgetless"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def save(fig, path: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Write ``fig`` as ``path`` with each suffix in ``formats``; returns the files."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        out = path.with_suffix(f".{fmt}")
+        fig.savefig(out, dpi=150)
+        written.append(out)
+    plt.close(fig)
+    return written

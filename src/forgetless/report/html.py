@@ -1,0 +1,117 @@
+"""One self-contained HTML page of results: figures inline as SVG, no scripts, no network.
+
+The page opens from a file with no connection: every figure is inline SVG markup, the style is
+in the page, and nothing is fetched (no fonts, scripts or images from elsewhere).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+from forgetless.errors import ConfigError
+from forgetless.report import figures
+from forgetless.result import Result, describe
+from forgetless.sweeps import summarise
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1.05em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.text, th.text { text-align: left; }
+figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
+.run { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def build_report(results: Sequence[Result], title: str = "forgetless report") -> str:
+    """The HTML page for ``results``: a summary table over seeds, a comparison of strategies
+    by accuracy, memory and compute, then per run its accuracy-matrix heatmap, forgetting
+    curves and a one-line account of what it forgot."""
+    if not results:
+        raise ConfigError("a report needs at least one complete run")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">{len(results)} run(s). Accuracies in percent. R[i, j] is the accuracy '
+        "on task j after training task i; ACC the mean of the last row, BWT the mean change of "
+        "each old task from when it was learnt to the end.</p>",
+        "<h2>Summary over seeds</h2>",
+        _summary_table(results),
+    ]
+    if len({(r.scenario, r.strategy) for r in results}) > 1:
+        parts += [
+            "<h2>Strategies: accuracy against memory and compute</h2>",
+            _figure(figures.strategy_comparison(results), "strategy comparison"),
+        ]
+    parts.append("<h2>Runs</h2>")
+    for result in results:
+        name = f"{result.scenario} | {result.protocol}-IL | {result.strategy} | seed {result.seed}"
+        parts += [
+            f"<h3>{html.escape(name)}</h3>",
+            f"<p>{html.escape(describe(result))} {html.escape(result.metrics_line())}</p>",
+            '<div class="run">',
+            _figure(figures.accuracy_heatmap(result), f"accuracy matrix, {name}"),
+            _figure(figures.forgetting_curves(result), f"forgetting curves, {name}"),
+            "</div>",
+        ]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(
+    results: Sequence[Result], path: str | Path, title: str = "forgetless report"
+) -> Path:
+    """Write :func:`build_report` to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_report(results, title), encoding="utf-8")
+    return path
+
+
+def _figure(fig, caption: str) -> str:
+    return (
+        f'<figure aria-label="{html.escape(caption)}">{figures.svg_text(fig)}'
+        f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
+    )
+
+
+def _summary_table(results: Sequence[Result]) -> str:
+    rows = summarise(results)
+    head = [
+        "scenario",
+        "protocol",
+        "strategy",
+        "settings",
+        "seeds",
+        "ACC",
+        "BWT",
+        "FWT",
+        "forgetting",
+    ]
+    lines = ["<table><tr>" + "".join(
+        f'<th class="{"text" if i < 4 else ""}">{h}</th>' for i, h in enumerate(head)
+    ) + "</tr>"]  # fmt: skip
+    for row in rows:
+        cells = [row["scenario"], row["protocol"], row["strategy"], row["settings"], row["n"]]
+        for metric in ("acc", "bwt", "fwt", "forgetting"):
+            mean = row[f"{metric}_mean"]
+            cells.append("n/a" if mean is None else f"{mean:.1f} ± {row[f'{metric}_std']:.1f}")
+        lines.append(
+            "<tr>"
+            + "".join(
+                f'<td class="{"text" if i < 4 else ""}">{html.escape(str(c))}</td>'
+                for i, c in enumerate(cells)
+            )
+            + "</tr>"
+        )
+    lines.append("</table>")
+    return "\n".join(lines)
