@@ -33,7 +33,7 @@ def accuracy_heatmap(result: Result, title: str | None = None):
     plt = _pyplot()
     R = [[100 * v for v in row] for row in result.accuracy_matrix]
     n = len(R)
-    fig, ax = plt.subplots(figsize=(1.1 * n + 2.2, 0.9 * n + 1.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(0.8 * n + 2.2, 0.65 * n + 1.6), layout="constrained")
     image = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
     for i in range(n):
         for j in range(n):
@@ -56,7 +56,7 @@ def forgetting_curves(result: Result, title: str | None = None):
     boundaries."""
     plt = _pyplot()
     n = result.num_tasks
-    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
     if result.curves:
         # Steps of each task end: the curve points' steps, by task.
         ends = _task_end_steps(result)
