@@ -31,7 +31,7 @@ How it is computed: never with a Python loop over examples or classes. With ``J_
 Jacobian of the logits with respect to ``theta`` at ``x_n``, ``d log p(c|x_n) / d theta =
 J_n^T (e_c - p_n)``, so every kind but ``batched`` is ``(1/N) sum_n sum_k (J_n^T v_nk)^2`` for
 logit-space vectors ``v_nk``: for ``exact``, ``v_nc = sqrt(p_nc) (e_c - p_n)``, one per class;
-for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n``. Two exact ways evaluate it:
+for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n``. Three exact ways evaluate it:
 
 - closed form, for an ``nn.Linear`` layer applied once per example: the example's gradient of
   the layer's weight along ``v_nk`` is the outer product ``delta_nk a_n^T`` of the gradient at
@@ -39,13 +39,19 @@ for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n``. Two exact way
   one matrix product, ``F_W = (1/N) (sum_k delta_k^2)^T (a^2)``, ``F_b = (1/N) sum_nk
   delta_nk^2``. The ``delta_nk`` of all ``K`` vectors come from one batched backward pass
   through the activations (``is_grads_batched``); no per-example gradient is formed.
-- ``torch.func`` for every other parameter (convolutions, norms, ...): ``vmap`` over examples of
+- for an ``nn.Conv2d`` (one group, numeric zero padding) applied once per example: the
+  example's weight gradient along ``v_nk`` is ``delta_nk U_n^T``, the gradients at the
+  layer's outputs times its unfolded input patches; the positions sum inside the square, so
+  these are formed, a block of examples at a time, by batched matrix products (no autograd per
+  example), then squared and summed.
+- ``torch.func`` for every other parameter (norms, custom layers, ...): ``vmap`` over examples of
   a ``vjp`` of the example's logits, itself ``vmap``-ed over the ``K`` vectors, then squared and
   summed. It forms ``K`` per-example gradients of those parameters, a chunk of examples at a
   time.
 
-``method="auto"`` uses the closed form for every linear layer that allows it and ``torch.func``
-for the rest; ``method="vmap"`` uses ``torch.func`` for every parameter (the reference).
+``method="auto"`` uses these forms for every linear and convolutional layer that allows them and
+``torch.func`` for the rest; ``method="vmap"`` uses ``torch.func`` for every parameter (the
+reference).
 """
 
 from __future__ import annotations
@@ -108,7 +114,7 @@ def diagonal_fisher(
             ``sample``, one uniform ``u_n`` per used example, the label ``c_n`` being the first
             class whose cumulative probability reaches ``u_n`` (inverse-CDF sampling).
         batch_size: the mini-batch size of ``batched`` (its estimate depends on it).
-        method: ``"auto"`` (closed form for linear layers) or ``"vmap"`` (``torch.func`` for
+        method: ``"auto"`` (closed forms for linear and conv layers) or ``"vmap"`` (``torch.func`` for
             every parameter); both exact. ``batched`` ignores it.
 
     Returns:
@@ -253,15 +259,15 @@ class _CallPatternChanged(Exception):
 class _Term:
     """``sum_n sum_k (J_n^T v_nk)^2`` over one chunk, for every trainable parameter.
 
-    Linear layers applied once per example (found on the first chunk) take the closed form;
-    every other trainable parameter takes ``vmap``. The vectors ``v_nk`` come from one batched
-    forward pass, which also records the linear layers' inputs and outputs.
+    Linear and conv layers applied once per example (found on the first chunk) take their
+    closed forms; every other trainable parameter takes ``vmap``. The vectors ``v_nk`` come from
+    one batched forward pass, which also records those layers' inputs and outputs.
     """
 
     def __init__(self, model, params, unit_index, kind: str, closed_form: bool):
         self.model, self.params, self.unit_index, self.kind = model, params, unit_index, kind
-        self.candidates = _exclusive_linears(model) if closed_form else []
-        self.layers: list[nn.Linear] | None = None  # fixed on the first chunk
+        self.candidates = _exclusive_layers(model) if closed_form else []
+        self.layers: list[nn.Module] | None = None  # fixed on the first chunk
 
     def __call__(self, x, target, u) -> list[torch.Tensor]:
         rows = len(x)
@@ -283,7 +289,7 @@ class _Term:
             layer
             for layer, calls in seen.items()
             if len(calls) == 1
-            and calls[0][0].ndim == 2
+            and calls[0][0].ndim == (2 if isinstance(layer, nn.Linear) else 4)
             and calls[0][0].shape[0] == rows
             and calls[0][1].grad_fn is not None
         ]
@@ -303,16 +309,28 @@ class _Term:
         return [result[id(p)] for p in self.params]
 
 
-def _exclusive_linears(model: nn.Module) -> list[nn.Linear]:
-    """The plain ``nn.Linear`` layers with trainable parameters that no other module shares."""
+def _exclusive_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers with a closed form: plain ``nn.Linear``, and ``nn.Conv2d`` with one group, zero
+    padding given as numbers, with trainable parameters that no other module shares."""
     owners: dict[int, int] = {}
     for module in model.modules():
         for p in module.parameters(recurse=False):
             owners[id(p)] = owners.get(id(p), 0) + 1
+
+    def has_form(m: nn.Module) -> bool:
+        if type(m) is nn.Linear:
+            return True
+        return (
+            type(m) is nn.Conv2d
+            and m.groups == 1
+            and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str)
+        )
+
     return [
         m
         for m in model.modules()
-        if type(m) is nn.Linear
+        if has_form(m)
         and any(p.requires_grad for p in m.parameters())
         and all(owners[id(p)] == 1 for p in m.parameters())
     ]
@@ -322,20 +340,54 @@ def _closed_form(layers, calls, logits, v) -> dict[int, torch.Tensor]:
     outputs = [out for _, out in calls]
     if v.shape[1] == 1:
         deltas = torch.autograd.grad(logits, outputs, v[:, 0], allow_unused=True)
-        squares = [None if d is None else d.pow(2) for d in deltas]
+        deltas = [None if d is None else d.unsqueeze(0) for d in deltas]
     else:
         deltas = torch.autograd.grad(
             logits, outputs, v.movedim(1, 0), allow_unused=True, is_grads_batched=True
         )
-        squares = [None if d is None else d.pow(2).sum(0) for d in deltas]
     result = {}
-    for layer, (a, _), s in zip(layers, calls, squares, strict=True):
-        if s is None:  # the layer does not reach these logits
-            s = a.new_zeros(len(a), layer.out_features)
-        if layer.weight.requires_grad:
-            result[id(layer.weight)] = s.T @ a.detach().pow(2)  # sum_n (sum_k delta_nk^2) a_n^2
-        if layer.bias is not None and layer.bias.requires_grad:
-            result[id(layer.bias)] = s.sum(0)
+    for layer, (a, out), d in zip(layers, calls, deltas, strict=True):
+        if d is None:  # the layer does not reach these logits
+            d = out.new_zeros((1, *out.shape))
+        if isinstance(layer, nn.Linear):
+            result.update(_linear_form(layer, a.detach(), d.pow(2).sum(0)))
+        else:
+            result.update(_conv_form(layer, a.detach(), d))
+    return result
+
+
+def _linear_form(layer: nn.Linear, a: torch.Tensor, squares: torch.Tensor) -> dict:
+    """The example's weight gradient along a vector is ``delta a^T``: its square is
+    ``delta^2 (a^2)^T``, so the sum over examples and vectors is one matrix product."""
+    result = {}
+    if layer.weight.requires_grad:
+        result[id(layer.weight)] = squares.T @ a.pow(2)  # sum_n (sum_k delta_nk^2) a_n^2
+    if layer.bias is not None and layer.bias.requires_grad:
+        result[id(layer.bias)] = squares.sum(0)
+    return result
+
+
+def _conv_form(layer: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> dict:
+    """A convolution's per-example weight gradient is ``delta U^T``: its output gradients
+    ``delta`` [out, positions] times the unfolded input patches ``U`` [in * kh * kw,
+    positions]. It does not factor once squared (the positions sum inside), so it is formed,
+    a block of examples at a time, by batched matrix products: no autograd per example."""
+    k, rows, channels = d.shape[0], d.shape[1], d.shape[2]
+    patches = F.unfold(a, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+    d = d.reshape(k, rows, channels, -1)  # [K, B, out, positions]
+    weight = torch.zeros(channels, patches.shape[1], dtype=a.dtype, device=a.device)
+    bias = torch.zeros(channels, dtype=a.dtype, device=a.device)
+    block = max(1, _GRADIENT_FLOATS // (k * channels * patches.shape[1]))
+    for start in range(0, rows, block):
+        part = slice(start, start + block)
+        grads = d[:, part] @ patches[part].transpose(1, 2).unsqueeze(0)  # [K, b, out, in*kk]
+        weight += grads.pow_(2).sum((0, 1))
+        bias += d[:, part].sum(-1).pow(2).sum((0, 1))
+    result = {}
+    if layer.weight.requires_grad:
+        result[id(layer.weight)] = weight.reshape(layer.weight.shape)
+    if layer.bias is not None and layer.bias.requires_grad:
+        result[id(layer.bias)] = bias
     return result
 
 
