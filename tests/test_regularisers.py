@@ -243,3 +243,19 @@ def test_parameters_and_data_policy():
     assert MAS(lam="0.5", samples="200").params() == {"lam": 0.5, "samples": 200}
     assert [s.name for s in (SI(), MAS(), LwF())] == ["si", "mas", "lwf"]
     assert not any(s.stores_raw_data for s in (SI(), MAS(), LwF()))
+
+
+def test_mas_closed_forms_for_linear_and_conv_layers_equal_per_example_vmap():
+    from torch import nn
+
+    from forgetless.fisher import output_sensitivity
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(48, 10)
+    ).double()
+    x = torch.randn(37, 1, 8, 8, dtype=torch.float64)
+    for units in (None, [2, 7]):
+        fast = output_sensitivity(model, x, units=units, chunk_size=10)
+        reference = output_sensitivity(model, x, units=units, method="vmap")
+        torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-14)

@@ -169,6 +169,55 @@ def diagonal_fisher(
         model.train(was_training)
 
 
+_OUTPUT_NORM = "output-norm"
+
+
+def output_sensitivity(
+    model: nn.Module,
+    x: torch.Tensor,
+    units: torch.Tensor | Sequence[int] | None = None,
+    n_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+    method: str = "auto",
+) -> list[torch.Tensor]:
+    """MAS importance: ``(1/N) sum_n |d ||z(x_n)||_2^2 / d theta|`` per trainable weight, ``z``
+    the logits over ``units`` (Aljundi et al. 2018, Eq. 2 and 4).
+
+    Computed like the Fisher (module docstring) with the one vector ``v_n = 2 z(x_n)`` and
+    absolute values instead of squares: closed forms for linear and conv layers, ``torch.func``
+    for the rest, never a loop over examples. ``n_samples`` examples are drawn without
+    replacement with ``generator`` (a permutation, of which the first ``n_samples`` are used).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    n_samples = check_samples("n_samples", n_samples)
+    n = len(x)
+    if n == 0:
+        raise ConfigError("MAS importance needs at least one example, got none")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return []
+    count = n if n_samples is None else min(n_samples, n)
+    rows = torch.randperm(n, generator=generator)[:count] if count < n else None
+    chunks = _Chunks(x, rows, None, None, params[0].device)
+    unit_index = _unit_index(units)
+    was_training = model.training
+    model.eval()
+    try:
+        size = chunk_size or _CHUNK
+        if method == "auto":
+            try:
+                term = _Term(model, params, unit_index, _OUTPUT_NORM, closed_form=True, power=1)
+                return _mean(term, chunks(size))
+            except _CallPatternChanged:
+                pass
+        term = _Term(model, params, unit_index, _OUTPUT_NORM, closed_form=False, power=1)
+        return _mean(term, chunks(size))
+    finally:
+        model.train(was_training)
+
+
 def _unit_index(units: torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:
     if units is None:
         return None
@@ -264,8 +313,9 @@ class _Term:
     one batched forward pass, which also records those layers' inputs and outputs.
     """
 
-    def __init__(self, model, params, unit_index, kind: str, closed_form: bool):
+    def __init__(self, model, params, unit_index, kind: str, closed_form: bool, power: int = 2):
         self.model, self.params, self.unit_index, self.kind = model, params, unit_index, kind
+        self.power = power  # 2: sum of squares (Fisher); 1: sum of absolute values (MAS)
         self.candidates = _exclusive_layers(model) if closed_form else []
         self.layers: list[nn.Module] | None = None  # fixed on the first chunk
 
@@ -299,13 +349,16 @@ class _Term:
             self.others = [p for p in self.params if id(p) not in closed]
         elif any(layer not in fit for layer in self.layers):
             raise _CallPatternChanged
-        v = _cotangents(self.kind, torch.softmax(logits.detach(), -1), target, u)  # [B, K, U]
+        if self.kind == _OUTPUT_NORM:
+            v = 2 * logits.detach().unsqueeze(1)  # d ||z||^2 / dz = 2 z: [B, 1, U]
+        else:
+            v = _cotangents(self.kind, torch.softmax(logits.detach(), -1), target, u)  # [B, K, U]
         result = {}
         if self.layers:
             calls = [seen[layer][0] for layer in self.layers]
-            result.update(_closed_form(self.layers, calls, logits, v))
+            result.update(_closed_form(self.layers, calls, logits, v, self.power))
         if self.others:
-            result.update(_per_example(self.model, self.others, self.unit_index, x, v))
+            result.update(_per_example(self.model, self.others, self.unit_index, x, v, self.power))
         return [result[id(p)] for p in self.params]
 
 
@@ -336,7 +389,7 @@ def _exclusive_layers(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _closed_form(layers, calls, logits, v) -> dict[int, torch.Tensor]:
+def _closed_form(layers, calls, logits, v, power: int = 2) -> dict[int, torch.Tensor]:
     outputs = [out for _, out in calls]
     if v.shape[1] == 1:
         deltas = torch.autograd.grad(logits, outputs, v[:, 0], allow_unused=True)
@@ -350,24 +403,30 @@ def _closed_form(layers, calls, logits, v) -> dict[int, torch.Tensor]:
         if d is None:  # the layer does not reach these logits
             d = out.new_zeros((1, *out.shape))
         if isinstance(layer, nn.Linear):
-            result.update(_linear_form(layer, a.detach(), d.pow(2).sum(0)))
+            result.update(_linear_form(layer, a.detach(), _moment(d, power).sum(0), power))
         else:
-            result.update(_conv_form(layer, a.detach(), d))
+            result.update(_conv_form(layer, a.detach(), d, power))
     return result
 
 
-def _linear_form(layer: nn.Linear, a: torch.Tensor, squares: torch.Tensor) -> dict:
+def _moment(t: torch.Tensor, power: int) -> torch.Tensor:
+    return t.pow(2) if power == 2 else t.abs()
+
+
+def _linear_form(layer: nn.Linear, a: torch.Tensor, moments: torch.Tensor, power: int) -> dict:
     """The example's weight gradient along a vector is ``delta a^T``: its square is
-    ``delta^2 (a^2)^T``, so the sum over examples and vectors is one matrix product."""
+    ``delta^2 (a^2)^T`` (its absolute value ``|delta| |a|^T``), so the sum over examples and
+    vectors is one matrix product."""
     result = {}
     if layer.weight.requires_grad:
-        result[id(layer.weight)] = squares.T @ a.pow(2)  # sum_n (sum_k delta_nk^2) a_n^2
+        # sum_n (sum_k delta_nk^2) a_n^2, or with absolute values
+        result[id(layer.weight)] = moments.T @ _moment(a, power)
     if layer.bias is not None and layer.bias.requires_grad:
-        result[id(layer.bias)] = squares.sum(0)
+        result[id(layer.bias)] = moments.sum(0)
     return result
 
 
-def _conv_form(layer: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> dict:
+def _conv_form(layer: nn.Conv2d, a: torch.Tensor, d: torch.Tensor, power: int) -> dict:
     """A convolution's per-example weight gradient is ``delta U^T``: its output gradients
     ``delta`` [out, positions] times the unfolded input patches ``U`` [in * kh * kw,
     positions]. It does not factor once squared (the positions sum inside), so it is formed,
@@ -381,8 +440,8 @@ def _conv_form(layer: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> dict:
     for start in range(0, rows, block):
         part = slice(start, start + block)
         grads = d[:, part] @ patches[part].transpose(1, 2).unsqueeze(0)  # [K, b, out, in*kk]
-        weight += grads.pow_(2).sum((0, 1))
-        bias += d[:, part].sum(-1).pow(2).sum((0, 1))
+        weight += (grads.pow_(2) if power == 2 else grads.abs_()).sum((0, 1))
+        bias += _moment(d[:, part].sum(-1), power).sum((0, 1))
     result = {}
     if layer.weight.requires_grad:
         result[id(layer.weight)] = weight.reshape(layer.weight.shape)
@@ -391,7 +450,7 @@ def _conv_form(layer: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> dict:
     return result
 
 
-def _per_example(model, params, unit_index, x, v) -> dict[int, torch.Tensor]:
+def _per_example(model, params, unit_index, x, v, power: int = 2) -> dict[int, torch.Tensor]:
     names = {id(p): n for n, p in model.named_parameters()}
     wrt = {names[id(p)]: p.detach() for p in params}
     fixed = {n: p.detach() for n, p in model.named_parameters() if n not in wrt}
@@ -404,7 +463,7 @@ def _per_example(model, params, unit_index, x, v) -> dict[int, torch.Tensor]:
 
         _, pullback = vjp(logits, q)
         (grads,) = vmap(pullback)(vi)
-        return {n: (g * g).sum(0) for n, g in grads.items()}
+        return {n: _moment(g, power).sum(0) for n, g in grads.items()}
 
     per_call = max(1, _GRADIENT_FLOATS // (v.shape[1] * sum(p.numel() for p in params)))
     total = None

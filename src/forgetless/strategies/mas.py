@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from forgetless.fisher import output_sensitivity
 from forgetless.learner import Learner
-from forgetless.per_sample import iter_per_sample_grads
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.quadratic import QuadraticPenalty
 from forgetless.validation import check_samples
-
-# Per-sample gradients held at once (chunk x parameters floats): about 128 MiB in float32.
-_GRADIENT_FLOATS = 2**25
 
 
 class MAS(QuadraticPenalty):
@@ -33,6 +30,9 @@ class MAS(QuadraticPenalty):
     has for every quadratic penalty of the toolkit (L2, EWC), so the paper's ``lambda`` is
     ``lam / 2``.
 
+    The per-example absolute gradients are never formed one example at a time: linear and
+    convolutional layers have closed forms (:func:`forgetless.fisher.output_sensitivity`).
+
     Args:
         lam: the strength (>= 0); 0 is exactly fine-tuning.
         samples: inputs per task to average over: ``None`` for all of the task's training set,
@@ -46,38 +46,12 @@ class MAS(QuadraticPenalty):
         self.samples = check_samples("samples", samples)
 
     def importance(self, learner: Learner, task: Task) -> list[torch.Tensor]:
-        data = task.train
-        n = len(data) if self.samples is None else min(self.samples, len(data))
-        if n < len(data):
-            # The run's batch order stays untouched, so lam = 0 is exactly fine-tuning.
-            generator = learner.task_generator("mas")
-            rows = torch.randperm(len(data), generator=generator)[:n]
-        else:
-            rows = torch.arange(n)
-        units = None
-        if learner.stream.protocol is Protocol.TASK:
-            units = torch.tensor(task.units, device=learner.device)
-
-        def squared_norm(out: torch.Tensor) -> torch.Tensor:
-            if units is not None:
-                out = out[units]
-            return out.pow(2).sum()
-
-        model = learner.model
-        # Keyed by name, as the per-sample gradients are; in model.parameters() order.
-        omega = {
-            name: torch.zeros_like(p) for name, p in model.named_parameters() if p.requires_grad
-        }
-        size = max(1, min(256, _GRADIENT_FLOATS // max(1, sum(o.numel() for o in omega.values()))))
-        was_training = model.training
-        model.eval()
-        try:
-            # Inputs are made model-ready a chunk at a time: stored images stay compact (uint8).
-            for chunk in rows.split(size):
-                x = data.inputs(chunk).to(learner.device)
-                for grads in iter_per_sample_grads(model, squared_norm, x, chunk_size=size):
-                    for name, g in grads.items():
-                        omega[name] += g.abs().sum(dim=0)
-        finally:
-            model.train(was_training)
-        return [o / n for o in omega.values()]
+        units = task.units if learner.stream.protocol is Protocol.TASK else None
+        # Its own generator: the run's batch order stays untouched, so lam = 0 is fine-tuning.
+        return output_sensitivity(
+            learner.model,
+            task.train.inputs(),
+            units=units,
+            n_samples=self.samples,
+            generator=learner.task_generator("mas"),
+        )
