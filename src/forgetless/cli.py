@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--rerun", action="store_true", help="with --store: train a complete run again")
     g.add_argument(
+        "--log",
+        metavar="NAMES",
+        help="with --store: also send the events to tensorboard and/or mlflow "
+        "(comma-separated; each needs its package)",
+    )
+    g.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue the stored run in RUN_DIR from its last completed task (its config.json "
@@ -315,13 +321,16 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     if args.config:
         config = _merge_config_file(args.config, config, extra)
+    if args.log and not args.store:
+        raise ConfigError("--log needs --store (the loggers write next to the stored run)")
     if args.store:
         store = RunStore(args.store)
         folder = store.folder(store.run_id(config))
         row = store.index.get(folder.name)
         if row is not None and row["status"] == "complete" and not args.rerun:
             print(f"already complete in the store: {folder} (--rerun trains it again)")
-        result = store.execute(config, rerun=args.rerun)
+        loggers = [n.strip() for n in args.log.split(",") if n.strip()] if args.log else []
+        result = store.execute(config, rerun=args.rerun, loggers=loggers)
     else:
         result = run(config)
     print(result.to_json() if args.json else result)

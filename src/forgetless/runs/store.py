@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from forgetless.experiment import RunConfig, config_hash, run
 from forgetless.result import Result
 from forgetless.runs.checkpoint import load_snapshot, save_snapshot, save_weights
 from forgetless.runs.index import RunIndex
+from forgetless.runs.loggers import LOGGERS, MLflowSink, TensorBoardSink, fan_out
 
 #: Where ``forgetless runs`` looks when no ``--store`` is given.
 DEFAULT_STORE = "runs"
@@ -69,13 +70,18 @@ class RunStore:
         config: RunConfig,
         rerun: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        loggers: Sequence[str] = (),
     ) -> Result:
         """Run ``config`` into its folder, or return its stored result if it is complete.
 
         An interrupted run of the same config is continued from its last checkpoint. With
         ``rerun``, a complete run is trained again from scratch. ``on_event`` also receives
-        every event (for loggers).
+        every event. ``loggers`` names extra sinks for the events: ``"tensorboard"`` (into
+        ``RUN/tensorboard/``) and ``"mlflow"`` (a file store in ``STORE/mlruns/``).
         """
+        for name in loggers:
+            if name not in LOGGERS:
+                raise ConfigError(f"unknown logger {name!r}; known: {', '.join(LOGGERS)}")
         run_id = self.run_id(config)
         folder = self.folder(run_id)
         row = self.index.get(run_id)
@@ -85,7 +91,19 @@ class RunStore:
         resume_file = folder / "checkpoints" / "resume.safetensors"
         if row is not None and not rerun and resume_file.exists():
             snapshot = load_snapshot(resume_file)
-        return self._execute(config, run_id, snapshot, on_event)
+        sinks = []
+        try:
+            if "tensorboard" in loggers:
+                sinks.append(TensorBoardSink(folder / "tensorboard"))
+            if "mlflow" in loggers:
+                sinks.append(MLflowSink(self.root / "mlruns", run_id, config.to_dict()))
+            if on_event is not None:
+                sinks.append(on_event)
+            return self._execute(config, run_id, snapshot, fan_out(sinks) if sinks else None)
+        finally:
+            for sink in sinks:
+                if hasattr(sink, "close"):
+                    sink.close()
 
     def resume(
         self, folder: str | Path, on_event: Callable[[dict[str, Any]], None] | None = None
