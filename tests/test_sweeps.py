@@ -167,3 +167,20 @@ def test_a_sweep_killed_with_minus_9_restarts_and_runs_everything_once(tmp_path)
     for row in rows:
         events = [json.loads(x) for x in (store / row["id"] / "events.jsonl").open()]
         assert [e["event"] for e in events].count("end") == 1, row["id"]
+
+
+@pytest.mark.slow  # starting Ray takes most of a minute on two cores
+def test_the_same_sweep_on_ray_gives_the_same_results_as_locally(tmp_path):
+    pytest.importorskip("ray")
+    spec = {
+        "seeds": [0, 1],
+        "base": {"scenario": "split-digits", "iterations": 10},
+        "grid": [{"strategy": "finetune"}, {"strategy": "ewc", "lam": 10.0}],
+    }
+    local = run_sweep(sweep_from_dict(spec), tmp_path / "local", workers=2)
+    on_ray = run_sweep(sweep_from_dict(spec), tmp_path / "ray", workers=2, backend="ray")
+    assert len(local.done) == len(on_ray.done) == 4 and not on_ray.failed
+    for run_id in local.done:
+        a = RunStore(tmp_path / "local").result(run_id)
+        b = RunStore(tmp_path / "ray").result(run_id)
+        assert a.accuracy_matrix == b.accuracy_matrix
