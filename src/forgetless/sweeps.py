@@ -233,14 +233,19 @@ def run_sweep(
             pending.append(config)
     start = time.perf_counter()
     execute = _run_local if backend == "local" else _run_ray
-    for finished, (run_id, error) in enumerate(execute(pending, str(store), workers, address), 1):
-        if error is None:
-            report.done.append(run_id)
-        else:
-            report.failed.append((run_id, error))
-        if progress is not None:
-            elapsed = time.perf_counter() - start
-            progress(finished, len(pending), elapsed / finished * (len(pending) - finished))
+    outcomes = execute(pending, str(store), workers, address)
+    try:
+        for finished, (run_id, error) in enumerate(outcomes, 1):
+            if error is None:
+                report.done.append(run_id)
+            else:
+                report.failed.append((run_id, error))
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                progress(finished, len(pending), elapsed / finished * (len(pending) - finished))
+    finally:
+        # Interrupted here (Ctrl-C while drawing progress): the backend still stops its workers.
+        outcomes.close()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -276,12 +281,22 @@ def _run_local(pending, store, workers, address):
     if not pending:
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_die_with_parent, max_tasks_per_child=1
-    ) as pool:
+    )
+    try:
         futures = [pool.submit(execute_one, c.to_dict(), store) for c in pending]
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:
+        # Ctrl-C (or an error here): stop now rather than wait for the runs in flight; they
+        # are checkpointed after each task and continue when the sweep is run again.
+        processes = list((pool._processes or {}).values())  # no public way to stop workers
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    pool.shutdown()
 
 
 def _run_ray(pending, store, workers, address):
