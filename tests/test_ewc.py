@@ -296,3 +296,16 @@ def test_parameters_as_given_and_from_the_command_line():
     assert repr(online).startswith("OnlineEWC(lam=100000.0")
     with pytest.raises(ConfigError, match="fisher kind must be one of"):
         diagonal_fisher(nn.Linear(2, 2), torch.zeros(1, 2), kind="fancy")
+
+
+def test_fisher_reads_stored_images_a_chunk_at_a_time_with_the_same_result():
+    stream = make_stream("split-digits", seed=0, protocol="task")
+    task = stream.tasks[0]
+    model = build_model("mlp", stream.input_shape, 10, hidden=[16], seed=0)
+    view = task.train.lazy_inputs
+    assert len(view) == len(task.train)
+    torch.testing.assert_close(view[3:9], task.train.inputs(slice(3, 9)))
+    for kind in ("exact", "empirical"):
+        whole = diagonal_fisher(model, task.train.inputs(), task.train.y, task.units, kind=kind)
+        lazy = diagonal_fisher(model, view, task.train.y, task.units, kind=kind, chunk_size=64)
+        torch.testing.assert_close(lazy, whole)

@@ -57,6 +57,7 @@ reference).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,15 @@ from torch.func import functional_call, vjp, vmap
 
 from forgetless.errors import ConfigError
 from forgetless.validation import check_samples, is_positive_int
+
+
+class Rows(Protocol):
+    """Inputs read by rows: ``len(x)`` and ``x[index]`` (a slice or an index tensor)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor: ...
+
 
 FISHER_KINDS = ("exact", "sample", "empirical", "batched")
 METHODS = ("auto", "vmap")
@@ -78,7 +88,7 @@ _GRADIENT_FLOATS = 2**23
 
 def diagonal_fisher(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Rows,
     y: torch.Tensor | None = None,
     units: torch.Tensor | Sequence[int] | None = None,
     kind: str = "exact",
@@ -99,7 +109,8 @@ def diagonal_fisher(
     Args:
         model: a classifier mapping a batch of inputs to ``[batch, outputs]`` logits.
         x: model-ready inputs ``[N, ...]`` on any device (moved to the model's, a chunk at a
-            time).
+            time), or any object with ``len`` whose ``x[rows]`` gives them (e.g.
+            ``ArraySet.lazy_inputs``, which converts stored images a chunk at a time).
         y: labels ``[N]`` as output-unit indices; needed by ``empirical`` and ``batched``.
         units: the output units the probabilities are over: a boolean mask over the outputs (a
             row of ``learner.output_mask``) or unit indices (``task.units``); ``None``: all.
@@ -174,7 +185,7 @@ _OUTPUT_NORM = "output-norm"
 
 def output_sensitivity(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Rows,
     units: torch.Tensor | Sequence[int] | None = None,
     n_samples: int | None = None,
     generator: torch.Generator | None = None,

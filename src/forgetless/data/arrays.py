@@ -57,6 +57,12 @@ class ArraySet:
             return x
         return x.to(torch.float32).mul_(self.scale)
 
+    @property
+    def lazy_inputs(self) -> LazyInputs:
+        """The model-ready inputs as an indexable view: ``view[rows]`` is ``inputs(rows)``, so
+        a consumer that reads a chunk at a time never holds all of them as floats."""
+        return LazyInputs(self)
+
     def subset(self, index: torch.Tensor) -> ArraySet:
         """The rows in ``index`` as a new set (a copy)."""
         return ArraySet(self.x[index], self.y[index], self.scale)
@@ -109,3 +115,16 @@ class SourceData:
             f"SourceData({self.name!r}, train={len(self.train)}, test={len(self.test)}, "
             f"shape={self.train.shape}, classes={self.num_classes})"
         )
+
+
+class LazyInputs:
+    """``len(view)`` rows; ``view[rows]`` gives :meth:`ArraySet.inputs` of those rows."""
+
+    def __init__(self, data: ArraySet):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        return self.data.inputs(index)

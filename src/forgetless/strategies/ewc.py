@@ -68,7 +68,7 @@ class EWC(QuadraticPenalty):
         generator = learner.task_generator("fisher")
         return diagonal_fisher(
             learner.model,
-            task.train.inputs(),
+            task.train.lazy_inputs,  # floats a chunk at a time: MNIST's 60,000 are 188 MB
             task.train.y,
             units,
             kind=self.fisher,

@@ -50,7 +50,7 @@ class MAS(QuadraticPenalty):
         # Its own generator: the run's batch order stays untouched, so lam = 0 is fine-tuning.
         return output_sensitivity(
             learner.model,
-            task.train.inputs(),
+            task.train.lazy_inputs,  # floats a chunk at a time, not all at once
             units=units,
             n_samples=self.samples,
             generator=learner.task_generator("mas"),
