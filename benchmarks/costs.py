@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+import fisher_variants
 from forgetless import buffer as buffer_module
 from forgetless.engine import train
 from forgetless.experiment import RunConfig, run
@@ -144,22 +145,11 @@ def _cnn_fisher(x: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def ewc_config(data_dir: str, strategy: str, params: dict) -> RunConfig:
-    return RunConfig(
-        scenario="split-mnist",
-        protocol="task",
-        class_order=list(range(10)),
-        data_dir=data_dir,
-        model="mlp",
-        hidden=[400, 400],
-        strategy=strategy,
-        strategy_params=params,
-        iterations=2000,
-        batch_size=128,
-        optimizer="adam",
-        lr=1e-3,
-        progress=False,
-    )
+def ewc_config(data_dir: str, variant: str | None, lam: float = 0.0) -> RunConfig:
+    """van de Ven's protocol, as ``fisher_variants.py`` runs it (``None``: fine-tuning)."""
+    config = fisher_variants.config(0, data_dir, variant, lam)
+    config.progress = False
+    return config
 
 
 def alternate(
@@ -236,10 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         log(json.dumps(report["fisher"]))
     if "ewc-run" in args.only:
         configs = {
-            "finetune": ewc_config(args.data_dir, "finetune", {}),
-            "online-ewc exact": ewc_config(
-                args.data_dir, "online-ewc", {"lam": 1e4, "fisher": "exact"}
-            ),
+            "finetune": ewc_config(args.data_dir, None),
+            "online-ewc exact": ewc_config(args.data_dir, "exact", 1e4),
         }
         runs = alternate(configs, args.repeats)
         ratios = [

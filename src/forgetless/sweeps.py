@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import itertools
+import json
 import math
 import multiprocessing
 import random
@@ -42,15 +43,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forgetless.errors import ConfigError
-from forgetless.experiment import RunConfig, config_from_flat, config_hash
+from forgetless.experiment import NON_RESULT_FIELDS, RunConfig, config_from_flat, config_hash
 from forgetless.toml_file import read_toml
 
-_RUN_FIELDS = {f.name for f in fields(RunConfig)} - {"strategy_params", "seed"}
 _TOP_KEYS = ("seeds", "sample_seed", "base", "grid", "random")
 _DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 
@@ -109,7 +109,7 @@ def sweep_from_dict(spec: dict[str, Any], where: str = "sweep") -> Sweep:
         else:
             settings = _random(block, rng, label)
         for setting in settings:
-            configs.append(_config({**base, **setting}, label))
+            configs.append(config_from_flat({**base, **setting}, label))
     return Sweep(configs, seeds)
 
 
@@ -171,10 +171,6 @@ def _check_keys(block: dict[str, Any], label: str) -> None:
             raise ConfigError(
                 f"{label}: {key!r} is not set here (use seeds = [...] and plain names)"
             )
-
-
-def _config(setting: dict[str, Any], label: str) -> RunConfig:
-    return config_from_flat(setting, label)
 
 
 def _hint(key: str, known: Iterable[str]) -> str:
@@ -335,9 +331,7 @@ def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
     configs = []
     for result in results:
         config = {
-            k: v
-            for k, v in result.config.items()
-            if k not in ("seed", "threads", "progress", "data_dir", "log_every")
+            k: v for k, v in result.config.items() if k != "seed" and k not in NON_RESULT_FIELDS
         }
         configs.append(config)
     varying = _varying_keys(configs)
@@ -369,8 +363,6 @@ def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def _group_key(config: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(config, sort_keys=True, default=str)
 
 
