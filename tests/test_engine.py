@@ -1,5 +1,6 @@
 """The loop with real training on the digits: forgetting shows, upper bounds hold, seeds repeat."""
 
+import sys
 import warnings
 
 import pytest
@@ -238,3 +239,27 @@ def test_class_il_runs_also_report_task_aware_accuracy():
     task_il = make_stream("split-digits", seed=0, protocol="task")[:2]
     model = build_model("mlp", task_il.input_shape, task_il.num_outputs, [8], seed=0)
     assert train(task_il, model, "finetune", iterations=2, progress=False).task_aware_matrix is None
+
+
+def test_a_barely_trained_run_warns_and_a_trained_one_does_not(finetune_result):
+    # The default budget (1 epoch of batch 128) is 2 steps per digits task: nothing is learnt,
+    # and "no forgetting" would be read off an untrained model.
+    with pytest.warns(RuntimeWarning, match="barely learned its tasks") as caught:
+        run(strategy="finetune", scenario="split-digits", progress=False)
+    assert "2 optimiser steps per task" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        trained = run(strategy="finetune", **{**QUICK, "seed": 1})
+    assert trained.metrics["learning_accuracy"] > 0.9
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="resets /proc/self peak")
+def test_each_run_reports_its_own_peak_memory_in_a_reused_process():
+    big = torch.ones(100 * 2**20)  # 400 MB touched, then released
+    big.add_(1)
+    del big
+    result = run(strategy="finetune", **{**QUICK, "epochs": 1})
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 2**10
+    # The 400 MB peak before the run is not the run's: its peak is near what the process holds.
+    assert rss - 50 < result.peak_memory_mb < rss + 150

@@ -114,3 +114,14 @@ def test_presets_errors():
         make_stream("two-task-binary", n_tasks=3)
     with pytest.raises(ConfigError, match="class order"):
         make_stream("permuted-digits", class_order=[1, 0])
+
+
+def test_digits_read_directly_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    from forgetless.data.digits import _read_bundled
+
+    images, labels = _read_bundled()
+    reference = load_digits()
+    assert images.shape == (1797, 1, 8, 8)
+    assert (images[:, 0] == reference.images).all() and (labels == reference.target).all()

@@ -24,6 +24,9 @@ from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
+# Mean gain of each task's accuracy right after training it over its accuracy at random
+# initialisation below which a run is reported as barely trained.
+BARELY_LEARNED = 0.05
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ def train(
         s._forgetless_used = True
     loop = _Loop(learner, strategies, fit, on_event)
 
+    _reset_peak_memory(device)
     start = time.perf_counter()
     if resume is None:
         progress: dict[str, Any] = {
@@ -254,6 +258,7 @@ def train(
                 on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
+    _warn_if_barely_learned(matrix, progress["baseline"], loop)
     strategy_name = "+".join(s.name for s in strategies)
     return Result(
         accuracy_matrix=matrix,
@@ -278,6 +283,28 @@ def train(
         peak_memory_mb=_peak_memory_mb(device),
         strategy_state_bytes=sum(s.state_bytes() for s in strategies),
         environment=_environment(device),
+    )
+
+
+def _warn_if_barely_learned(matrix: list[list[float]], baseline: list[float], loop) -> None:
+    """Warn when tasks were barely learned: every figure of such a run (forgetting above all)
+    describes an untrained model, which looks like "no forgetting" and misleads."""
+    if len(matrix) < len(baseline):
+        return
+    gain = sum(matrix[i][i] - baseline[i] for i in range(len(baseline))) / len(baseline)
+    if gain >= BARELY_LEARNED:
+        return
+    learned = 100 * sum(matrix[i][i] for i in range(len(baseline))) / len(baseline)
+    untrained = 100 * sum(baseline) / len(baseline)
+    steps = loop.step / len(baseline)
+    warnings.warn(
+        f"the model barely learned its tasks: accuracy on each task right after training it "
+        f"averages {learned:.1f}%, against {untrained:.1f}% at random initialisation, after "
+        f"about {steps:.0f} optimiser steps per task. Forgetting measured on it means little: "
+        "train longer (--epochs, --iterations), raise the learning rate (--lr), or weaken the "
+        "strategy's regularisation",
+        RuntimeWarning,
+        stacklevel=3,
     )
 
 
@@ -522,10 +549,30 @@ class _Loop:
         return self.learner.logits(x, j)
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start the peak-memory count of this run afresh, where the platform allows, so that a
+    process running several runs (a notebook, a sweep worker) reports each run's own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: "5" resets the process's peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # in kB
+    except OSError:
+        pass
+    # Elsewhere the peak since the process started. ru_maxrss is in KiB on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 

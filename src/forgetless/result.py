@@ -34,8 +34,9 @@ class Result:
         timings: wall seconds per phase: ``train`` (fitting, ``after_task`` hooks included),
             ``eval`` (the rows of the matrix), ``baseline_eval`` (the untrained model), ``total``,
             and per-task lists ``train_per_task``, ``eval_per_task``.
-        peak_memory_mb: peak resident memory of the process (or of the GPU) up to the end of
-            the run (a process that ran earlier runs reports their peak too).
+        peak_memory_mb: peak resident memory of the process (or of the GPU) during the run. On
+            Linux and on GPUs the count restarts when the run starts, so each run of a process
+            reports its own peak; elsewhere it is the peak since the process started.
         strategy_state_bytes: bytes of tensor state the strategies hold at the end (importances,
             anchors, buffers, old models): what the method costs in memory, apart from the data
             and the model.

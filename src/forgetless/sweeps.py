@@ -277,9 +277,10 @@ def _run_local(pending, store, workers, address):
     if not pending:
         return
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_die_with_parent, max_tasks_per_child=1
-    )
+    # Workers are reused: starting a process (importing torch, loading the data) costs more than
+    # a small run. Nothing a run leaves behind changes the next one's numbers (each seeds its
+    # own generators; peak memory is counted per run).
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent)
     try:
         futures = [pool.submit(execute_one, c.to_dict(), store) for c in pending]
         for future in as_completed(futures):
