@@ -105,9 +105,12 @@ def test_empirical_and_sampled_fisher_equal_their_loops(digits, make_model):
     learner = _learner(make_model(), stream)
     units = learner.output_mask[2]
     empirical = _per_class_loop(learner, x, lambda n, p: [(1.0, y[n])])
+    weighted = _per_class_loop(learner, x, lambda n, p: [(p[y[n]], y[n])])
     for method in ("auto", "vmap"):
         got = diagonal_fisher(learner.model, x, y, units, "empirical", method=method, chunk_size=9)
         torch.testing.assert_close(got, empirical, rtol=1e-5, atol=1e-12)
+        got = diagonal_fisher(learner.model, x, y, units, "weighted-empirical", method=method)
+        torch.testing.assert_close(got, weighted, rtol=1e-5, atol=1e-12)
 
     # The documented draws: 25 of the 40 examples (a permutation), then one uniform each; the
     # label is the first of the task's units whose cumulative probability reaches it.
@@ -268,7 +271,10 @@ def test_penalty_is_the_sum_of_the_per_task_penalties():
         (lambda: EWC(lam="strong"), "lam must be a number, got 'strong'"),
         (lambda: OnlineEWC(gamma=0.0), r"gamma must be in \(0, 1\], got 0"),
         (lambda: OnlineEWC(gamma=1.5), r"gamma must be in \(0, 1\], got 1.5"),
-        (lambda: EWC(fisher="diagonal"), "fisher must be one of exact, sample, empirical, batched"),
+        (
+            lambda: EWC(fisher="diagonal"),
+            "fisher must be one of exact, sample, empirical, weighted-empirical, batched",
+        ),
         (lambda: OnlineEWC(fisher_samples=0), r"fisher_samples must be None .* \[1, inf\), got 0"),
         (lambda: EWC(fisher_samples=-5), r"fisher_samples must be None .* \[1, inf\), got -5"),
         (lambda: EWC(fisher_samples=2.5), r"fisher_samples must be None .* \[1, inf\), got 2.5"),

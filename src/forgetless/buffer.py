@@ -14,6 +14,8 @@ never grows. Three ways to fill it:
 
 from __future__ import annotations
 
+import functools
+
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -133,7 +135,10 @@ class MemoryBuffer:
         fill = max(0, min(n, capacity - start))
         slots[:fill] = np.arange(start, start + fill)
         positions = np.flatnonzero(slots < capacity)
-        slots, positions = _last_wins(slots[positions], positions)
+        if len(positions) > 1:  # a full buffer takes about n * capacity / seen: often 0 or 1
+            slots, positions = _last_wins(slots[positions], positions)
+        else:
+            slots = slots[positions]
         self.seen += n
         self._size = min(capacity, self.seen)
         return self._put(slots, positions, x, y, t, logits)
@@ -260,15 +265,16 @@ class MemoryBuffer:
     def _check_batch(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, logits: torch.Tensor | None
     ) -> int:
-        n = len(x)
-        if tuple(x.shape[1:]) != tuple(self.x.shape[1:]):
+        # Shapes rather than len(): Tensor.__len__ is a Python call, and this runs every step.
+        n = x.shape[0]
+        if x.shape[1:] != self.x.shape[1:]:
             raise ConfigError(
                 f"inputs of shape {tuple(x.shape[1:])} do not fit a buffer of inputs "
                 f"{tuple(self.x.shape[1:])}"
             )
-        if len(y) != n or len(t) != n:
+        if y.shape[0] != n or t.shape[0] != n:
             raise ConfigError(
-                f"x, y and t need one row per example, got {n}, {len(y)} and {len(t)}"
+                f"x, y and t need one row per example, got {n}, {y.shape[0]} and {t.shape[0]}"
             )
         if (logits is None) != (self.logits is None):
             have = "stores" if self.logits is not None else "does not store"
@@ -289,9 +295,10 @@ class MemoryBuffer:
         logits: torch.Tensor | None,
     ) -> torch.Tensor:
         """Copy rows ``positions`` of the batch into ``slots`` (distinct); return the slots."""
-        device, k = self.device, len(slots)
+        k = len(slots)
+        device = self.device
         if k == 0:
-            return torch.zeros(0, dtype=torch.int64, device=device)
+            return _no_slots(device)
         pairs = list(zip(self._arrays(), (x, y, t, logits), strict=False))
         # Every torch call costs a few microseconds of dispatch whatever its size, and this runs
         # each step: hence no_grad instead of detach() per tensor, and no no-op .to() calls.
@@ -318,6 +325,12 @@ class MemoryBuffer:
             f"MemoryBuffer({len(self)}/{self.capacity}, input={tuple(self.x.shape[1:])}{logits}, "
             f"seen={self.seen}, {self.nbytes / 2**20:.2f} MiB)"
         )
+
+
+@functools.cache
+def _no_slots(device: torch.device) -> torch.Tensor:
+    """An empty slot list (shared, never written): most steps of a full buffer store nothing."""
+    return torch.zeros(0, dtype=torch.int64, device=device)
 
 
 def _device_of(generator: torch.Generator | None) -> torch.device:

@@ -18,6 +18,11 @@ implementations compute it; :func:`diagonal_fisher` offers them by ``kind``:
 - ``empirical``: ``(1/N) sum_n (d log p(y_n|x_n) / d theta)^2`` with the true labels ``y_n``:
   the "empirical Fisher", which is not the Fisher (the two agree only where the model's
   predictions match the labels' distribution).
+- ``weighted-empirical``: ``(1/N) sum_n p(y_n|x_n) (d log p(y_n|x_n) / d theta)^2``: the
+  empirical Fisher with each example weighted by the probability of its true label, as the
+  online EWC of Mammoth (Buzzega et al. 2020, the DER paper's code) computes it. The weights
+  shrink the contribution of poorly fit examples, so it is several times smaller than
+  ``empirical`` (about 4x on a Permuted-MNIST task learnt to 91%).
 - ``batched``: ``(1/B) sum_b (d/d theta [(1/|b|) sum_{n in b} log p(y_n|x_n)])^2`` over ``B``
   mini-batches ``b``: squared gradients of mini-batch mean losses, as several libraries compute
   it. Cheap (one backward pass per batch) but biased: averaging ``|b|`` gradients before
@@ -31,7 +36,8 @@ How it is computed: never with a Python loop over examples or classes. With ``J_
 Jacobian of the logits with respect to ``theta`` at ``x_n``, ``d log p(c|x_n) / d theta =
 J_n^T (e_c - p_n)``, so every kind but ``batched`` is ``(1/N) sum_n sum_k (J_n^T v_nk)^2`` for
 logit-space vectors ``v_nk``: for ``exact``, ``v_nc = sqrt(p_nc) (e_c - p_n)``, one per class;
-for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n``. Three exact ways evaluate it:
+for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n`` (times ``sqrt(p_n y_n)`` for
+``weighted-empirical``). Three exact ways evaluate it:
 
 - closed form, for an ``nn.Linear`` layer applied once per example: the example's gradient of
   the layer's weight along ``v_nk`` is the outer product ``delta_nk a_n^T`` of the gradient at
@@ -76,7 +82,9 @@ class Rows(Protocol):
     def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor: ...
 
 
-FISHER_KINDS = ("exact", "sample", "empirical", "batched")
+FISHER_KINDS = ("exact", "sample", "empirical", "weighted-empirical", "batched")
+# The kinds that need the true labels.
+_LABELLED = ("empirical", "weighted-empirical", "batched")
 METHODS = ("auto", "vmap")
 
 # Examples per batched forward pass.
@@ -111,10 +119,12 @@ def diagonal_fisher(
         x: model-ready inputs ``[N, ...]`` on any device (moved to the model's, a chunk at a
             time), or any object with ``len`` whose ``x[rows]`` gives them (e.g.
             ``ArraySet.lazy_inputs``, which converts stored images a chunk at a time).
-        y: labels ``[N]`` as output-unit indices; needed by ``empirical`` and ``batched``.
+        y: labels ``[N]`` as output-unit indices; needed by every kind but ``exact`` and
+            ``sample``.
         units: the output units the probabilities are over: a boolean mask over the outputs (a
             row of ``learner.output_mask``) or unit indices (``task.units``); ``None``: all.
-        kind: ``"exact"``, ``"sample"``, ``"empirical"`` or ``"batched"``.
+        kind: ``"exact"``, ``"sample"``, ``"empirical"``, ``"weighted-empirical"`` or
+            ``"batched"``.
         n_samples: average over this many examples, drawn without replacement with
             ``generator``; ``None`` (or ``>= N``): all of them.
         chunk_size: examples per batched forward pass (``None``: 1024); a memory knob, the
@@ -147,7 +157,7 @@ def diagonal_fisher(
     n = len(x)
     if n == 0:
         raise ConfigError("the Fisher information needs at least one example, got none")
-    if kind in ("empirical", "batched") and (y is None or len(y) != n):
+    if kind in _LABELLED and (y is None or len(y) != n):
         raise ConfigError(f"the {kind} Fisher needs one label per example (y of length {n})")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -159,7 +169,7 @@ def diagonal_fisher(
         rows = torch.randperm(n, generator=generator)[:count]
     unit_index = _unit_index(units)
     targets = None
-    if kind in ("empirical", "batched"):
+    if kind in _LABELLED:
         targets = _positions(y if rows is None else y[rows], unit_index)
     uniforms = torch.rand(count, generator=generator) if kind == "sample" else None
     chunks = _Chunks(x, rows, targets, uniforms, params[0].device)
@@ -277,7 +287,11 @@ def _cotangents(
         # Inverse CDF: the first class whose cumulative probability reaches u.
         target = (p.cumsum(-1) < u.unsqueeze(-1)).sum(-1).clamp(max=units - 1)
     one_hot = F.one_hot(target, units).to(p.dtype)
-    return (one_hot - p).unsqueeze(-2)
+    v = one_hot - p
+    if kind == "weighted-empirical":
+        # p_y (J^T (e_y - p))^2 = (J^T v)^2 with v = sqrt(p_y) (e_y - p).
+        v = v * p.gather(-1, target.unsqueeze(-1)).sqrt()
+    return v.unsqueeze(-2)
 
 
 class _Chunks:

@@ -28,8 +28,9 @@ class EWC(QuadraticPenalty):
     ``F_t`` is the mean over the task's training examples (or ``fisher_samples`` of them) of
     :func:`forgetless.fisher.diagonal_fisher` of kind ``fisher``: ``exact`` (every class,
     weighted by the model's probabilities), ``sample`` (one label drawn from them),
-    ``empirical`` (the true label) or ``batched`` (squared mini-batch gradients of 128 examples;
-    biased low by about that factor), as compared by van de Ven 2025, "On the computation of
+    ``empirical`` (the true label), ``weighted-empirical`` (the true label, weighted by its
+    probability, as Mammoth's online EWC computes it) or ``batched`` (squared mini-batch
+    gradients of 128 examples; biased low by about that factor), as compared by van de Ven 2025, "On the computation of
     the Fisher information in continual learning" (ICLR blog post). Under task-incremental
     learning the probabilities are over the task's own output units.
 
@@ -46,7 +47,8 @@ class EWC(QuadraticPenalty):
 
     Args:
         lam: the strength ``lambda`` (>= 0); 0 is exactly fine-tuning.
-        fisher: the Fisher estimate, one of ``exact``, ``sample``, ``empirical``, ``batched``.
+        fisher: the Fisher estimate, one of ``exact``, ``sample``, ``empirical``,
+            ``weighted-empirical``, ``batched``.
         fisher_samples: examples per task the Fisher averages over: ``None`` for all of the
             task's training set, else a positive int (drawn without replacement).
     """
@@ -93,7 +95,8 @@ class OnlineEWC(EWC):
 
     Args:
         lam: the strength ``lambda`` (>= 0); 0 is exactly fine-tuning.
-        fisher: the Fisher estimate, one of ``exact``, ``sample``, ``empirical``, ``batched``.
+        fisher: the Fisher estimate, one of ``exact``, ``sample``, ``empirical``,
+            ``weighted-empirical``, ``batched``.
         fisher_samples: examples per task the Fisher averages over (``None``: all).
         gamma: the decay of the running Fisher, in (0, 1].
     """
