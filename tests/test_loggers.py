@@ -82,3 +82,30 @@ def test_logger_errors_are_clear(tmp_path, capsys):
         RunStore(tmp_path).execute(_config(), loggers=["wandb"])
     assert main(["run", "--log", "tensorboard", "--iterations", "2"]) == 2
     assert "--log needs --store" in capsys.readouterr().err
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+    def crash_after_task_2(record):
+        if record["event"] == "task" and record["task"] == 2:
+            raise KeyboardInterrupt
+
+    store = RunStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(_config(), loggers=["mlflow"], on_event=crash_after_task_2)
+    result = store.execute(_config(), loggers=["mlflow"])  # resumes from the checkpoint
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "forgetless"]
+    (run,) = client.search_runs([experiment.experiment_id])  # one MLflow run, not two
+    assert run.data.tags["forgetless.run"] == store.run_id(_config())
+    assert run.data.metrics["final.acc"] == pytest.approx(result.metrics["acc"])
+    # Accuracy rows of all five tasks reached it: three before the crash, the rest after.
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "accuracy.task_1")}
+    assert len(steps) >= 5
+    # A run trained again from scratch (--rerun) gets a run of its own.
+    store.execute(_config(), loggers=["mlflow"], rerun=True)
+    assert len(client.search_runs([experiment.experiment_id])) == 2

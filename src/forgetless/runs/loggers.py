@@ -40,9 +40,17 @@ class TensorBoardSink:
 
 class MLflowSink:
     """Metrics and the config in an MLflow run (needs ``pip install mlflow-skinny`` or
-    ``mlflow``); ``tracking_dir`` is a local file store, e.g. ``STORE/mlruns``."""
+    ``mlflow``); ``tracking_dir`` is a local file store, e.g. ``STORE/mlruns``. Runs are tagged
+    ``forgetless.run`` with the run id; with ``resume``, the latest MLflow run of that id is
+    continued instead of a new one opened."""
 
-    def __init__(self, tracking_dir: str | Path, run_name: str, params: dict[str, Any]):
+    def __init__(
+        self,
+        tracking_dir: str | Path,
+        run_name: str,
+        params: dict[str, Any],
+        resume: bool = False,
+    ):
         try:
             import mlflow
         except ImportError:
@@ -53,7 +61,19 @@ class MLflowSink:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(Path(tracking_dir).resolve().as_uri())
         mlflow.set_experiment("forgetless")
-        self.run = mlflow.start_run(run_name=run_name)
+        # A resumed run continues its MLflow run (found by tag) rather than opening a second.
+        earlier = []
+        if resume:
+            earlier = mlflow.search_runs(
+                experiment_names=["forgetless"],
+                filter_string=f"tags.`forgetless.run` = '{run_name}'",
+                order_by=["attributes.start_time DESC"],
+                output_format="list",
+            )
+        if earlier:
+            self.run = mlflow.start_run(run_id=earlier[0].info.run_id)
+            return
+        self.run = mlflow.start_run(run_name=run_name, tags={"forgetless.run": run_name})
         flat = {k: v for k, v in params.items() if k != "strategy_params"}
         flat.update({f"strategy.{k}": v for k, v in params.get("strategy_params", {}).items()})
         mlflow.log_params({k: str(v) for k, v in flat.items()})

@@ -96,7 +96,8 @@ class RunStore:
             if "tensorboard" in loggers:
                 sinks.append(TensorBoardSink(folder / "tensorboard"))
             if "mlflow" in loggers:
-                sinks.append(MLflowSink(self.root / "mlruns", run_id, config.to_dict()))
+                resuming = snapshot is not None
+                sinks.append(MLflowSink(self.root / "mlruns", run_id, config.to_dict(), resuming))
             if on_event is not None:
                 sinks.append(on_event)
             return self._execute(config, run_id, snapshot, fan_out(sinks) if sinks else None)
