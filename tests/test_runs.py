@@ -158,7 +158,8 @@ def test_kill_9_mid_run_then_resume_from_the_command_line(tmp_path):
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     (row,) = RunIndex(tmp_path / "index.sqlite").find()
-    assert row["status"] == "running"  # kill -9 leaves no chance to say otherwise
+    # kill -9 leaves the process no chance to say so; the index sees that it is gone.
+    assert row["status"] == "interrupted" and row["pid"] == child.pid
     assert 2 <= row["tasks_done"] < 5
     folder = tmp_path / row["id"]
     assert main(["run", "--resume", str(folder), "--json"]) == 0

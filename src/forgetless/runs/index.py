@@ -7,6 +7,8 @@ WAL journaling lets readers work while one process writes; every write is one sh
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -30,6 +32,8 @@ COLUMNS = (
     "created",
     "updated",
     "path",
+    "pid",
+    "host",
 )
 STATUSES = ("running", "interrupted", "failed", "complete")
 
@@ -42,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     tasks_done INTEGER, n_tasks INTEGER,
     acc REAL, bwt REAL, fwt REAL, forgetting REAL,
     created REAL, updated REAL,
-    path TEXT
+    path TEXT,
+    pid INTEGER, host TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
 """
@@ -57,6 +62,10 @@ class RunIndex:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            have = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            for name, kind in (("pid", "INTEGER"), ("host", "TEXT")):  # stores made before
+                if name not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -103,18 +112,36 @@ class RunIndex:
             raise KeyError(f"no run {run_id!r} in the index {self.path}")
 
     def get(self, run_id: str) -> dict[str, Any] | None:
+        """The row ``run_id`` (see :meth:`find` for its status), or ``None``."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else dict(row)
+        return None if row is None else _as_read(dict(row))
 
     def find(self, **where: Any) -> list[dict[str, Any]]:
-        """Rows whose columns equal ``where`` (all rows if empty), oldest first."""
+        """Rows whose columns equal ``where`` (all rows if empty), oldest first.
+
+        A row marked ``running`` by a process of this machine that no longer exists (killed
+        with -9, or the machine restarted) reads as ``interrupted``: nothing runs it, and
+        ``forgetless run --resume`` continues it."""
         unknown = set(where) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown index columns: {sorted(unknown)}")
+        status = where.pop("status", None)
         clause = " AND ".join(f"{k} = ?" for k in where) or "1"
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT * FROM runs WHERE {clause} ORDER BY created, id", tuple(where.values())
             ).fetchall()
-        return [dict(r) for r in rows]
+        rows = [_as_read(dict(r)) for r in rows]
+        return rows if status is None else [r for r in rows if r["status"] == status]
+
+
+def _as_read(row: dict[str, Any]) -> dict[str, Any]:
+    if row["status"] == "running" and row.get("pid") and row.get("host") == socket.gethostname():
+        try:
+            os.kill(row["pid"], 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            row["status"] = "interrupted"
+        except PermissionError:
+            pass  # it exists, under another user
+    return row

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,8 @@ class RunStore:
             status="running",
             tasks_done=0 if snapshot is None else snapshot.task + 1,
             path=str(folder),
+            pid=os.getpid(),
+            host=socket.gethostname(),
         )
         if snapshot is None:
             for stale in (folder / "events.jsonl", folder / "result.json"):
