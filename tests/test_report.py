@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from forgetless import ConfigError
 from forgetless.cli import main
 from forgetless.experiment import run
 from forgetless.report import (
@@ -92,6 +93,32 @@ def test_report_command_from_a_store_and_from_run_ids(tmp_path, capsys):
     assert out.read_text().count("<svg") == 2  # one run: no comparison figure
     assert main(["report", "nothing-here", "--store", str(tmp_path / "runs")]) == 2
     assert "no run 'nothing-here'" in capsys.readouterr().err
+
+
+def test_a_strength_sweep_gets_a_frontier_and_analysis_svgs_are_embedded(tmp_path):
+    common = dict(scenario="split-digits", protocol="task", iterations=15, threads=1)
+    sweep = [
+        run(strategy="ewc", strategy_params={"lam": lam}, seed=seed, progress=False, **common)
+        for lam in (1.0, 10.0, 100.0)
+        for seed in (0, 1)
+    ]
+    comparison = strategy_comparison(sweep)  # one point per setting, averaged over seeds
+    labels = sorted(t.get_text() for t in comparison.axes[0].texts)
+    assert labels == ["ewc lam=1", "ewc lam=10", "ewc lam=100"]
+    figure = tmp_path / "landscape_plane.svg"
+    save(comparison, figure.with_suffix(""), formats=("svg",))
+    page = build_report(sweep, extra_figures=[figure])
+    assert "Stability against plasticity" in page and "Analysis" in page
+    assert 'aria-label="landscape plane"' in page
+    # frontier + the embedded file + a heatmap and curves per run (one strategy: no comparison)
+    assert page.count("<svg") == 1 + 1 + 2 * len(sweep)
+    assert "<?xml" not in page and _external_references(page) == []
+    # Two settings are not a sweep: no frontier.
+    assert "Stability against plasticity" not in build_report(sweep[:4])
+    bad = tmp_path / "bad.svg"
+    bad.write_text("<svg><script>alert(1)</script></svg>")
+    with pytest.raises(ConfigError, match="scripts or external links"):
+        build_report(sweep, extra_figures=[bad])
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")

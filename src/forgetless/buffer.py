@@ -15,7 +15,6 @@ never grows. Three ways to fill it:
 from __future__ import annotations
 
 import functools
-
 import math
 from collections.abc import Sequence
 from typing import NamedTuple

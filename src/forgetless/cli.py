@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from forgetless.errors import ConfigError, ForgetlessError
@@ -222,6 +223,58 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--figures", metavar="DIR", help="also save each figure as PNG and SVG in DIR"
     )
+    report.add_argument(
+        "--analysis",
+        nargs="+",
+        metavar="SVG_OR_DIR",
+        help="also embed these SVG figures (or every SVG in these folders), e.g. the output "
+        "of 'forgetless landscape' or 'forgetless plasticity'",
+    )
+
+    frontier = sub.add_parser(
+        "frontier",
+        help="sweep strategies' strengths; plot stability against plasticity, Pareto fronts",
+        description="For each --strategy with its --range, run every value times --seeds into "
+        "a run store (complete runs are reused), place each setting by stability (accuracy "
+        "kept on old tasks) and plasticity (accuracy reached on new ones), and report each "
+        "strategy's Pareto front and hypervolume. Example: forgetless frontier --scenario "
+        "mnist-fashion --strategy ewc --range lambda=1e0:1e6 --strategy replay --range "
+        "buffer=50:5000 --seeds 3",
+    )
+    frontier.add_argument(
+        "--strategy", action="append", required=True, help="a strategy (repeat for several)"
+    )
+    frontier.add_argument(
+        "--range",
+        action="append",
+        required=True,
+        metavar="NAME=LOW:HIGH",
+        help="the parameter each --strategy sweeps, in the same order: LOW:HIGH on a log scale "
+        "(--points values) or V1,V2,...; lambda and buffer are accepted for lam and buffer_size",
+    )
+    frontier.add_argument("--points", type=int, default=7, help="values per range (default: 7)")
+    frontier.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    frontier.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of run settings (as for 'forgetless run --config'); the options "
+        "below override it",
+    )
+    for name, kind in FRONTIER_RUN_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        frontier.add_argument(flag, type=kind, help="as for 'forgetless run'")
+    frontier.add_argument("--workers", type=int, default=1, help="runs at once (default: 1)")
+    frontier.add_argument("--backend", choices=["local", "ray"], default="local")
+    frontier.add_argument(
+        "--store", metavar="DIR", help="the run store (default: $FORGETLESS_RUNS or ./runs)"
+    )
+    frontier.add_argument(
+        "-o", "--out", metavar="DIR", default="frontier",
+        help="where frontier.png, frontier.svg and frontier.json go (default: ./frontier)",
+    )  # fmt: skip
+
+    _add_analysis_parsers(sub)
+    _add_plasticity_parsers(sub)
 
     runs = sub.add_parser("runs", help="list, show, compare and summarise stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -462,6 +515,274 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+#: The run settings `forgetless frontier` takes as options (the rest come from --config).
+FRONTIER_RUN_OPTIONS = {
+    "scenario": str,
+    "protocol": str,
+    "n_tasks": int,
+    "data_dir": str,
+    "model": str,
+    "hidden": _ints,
+    "epochs": int,
+    "iterations": int,
+    "batch_size": int,
+    "optimizer": str,
+    "lr": float,
+}
+
+
+def _cmd_frontier(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
+    from forgetless.experiment import RunConfig, load_config
+    from forgetless.report.figures import frontier_plot, save
+    from forgetless.runs import default_store
+
+    if len(args.strategy) != len(args.range):
+        raise ConfigError(
+            f"give one --range per --strategy, in the same order: got {len(args.strategy)} "
+            f"strategies and {len(args.range)} ranges"
+        )
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    base = load_config(args.config) if args.config else RunConfig()
+    overrides = {k: v for k in FRONTIER_RUN_OPTIONS if (v := getattr(args, k)) is not None}
+    base = RunConfig.from_dict({**base.to_dict(), **overrides, "seed": 0})
+    ranges = []
+    for strategy, text in zip(args.strategy, args.range, strict=True):
+        parameter, values = parse_range(text, args.points)
+        ranges.append((strategy, parameter, values))
+    root = Path(args.store) if args.store else default_store()
+    bar = tqdm(total=None, unit="run", file=sys.stderr, disable=None)
+
+    def progress(done: int, total: int, left: float) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(f"about {left / 60:.1f} min left")
+
+    with bar:
+        frontiers = run_frontiers(
+            base, ranges, list(range(args.seeds)), root, args.workers, args.backend, progress
+        )
+    print(format_frontiers(frontiers), end="")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"base": base.to_dict(), "frontiers": [f.to_dict() for f in frontiers]}
+    (out / "frontier.json").write_text(json.dumps(data, indent=1) + "\n")
+    files = save(frontier_plot(frontiers), out / "frontier")
+    print(f"wrote {out / 'frontier.json'}, " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _add_analysis_parsers(sub) -> None:
+    """``landscape`` and ``trajectory``: train task A then task B, then look at weight space."""
+    landscape = sub.add_parser(
+        "landscape",
+        help="loss landscape around the task-A solution: 1-D, 2-D, sharpness, A-to-B line",
+        description="Train the first two tasks of a scenario, then draw the loss of task A "
+        "along filter-normalised random directions around the task-A solution (1-D curves "
+        "and a 2-D plane, Li et al. 2018), its sharpness (top Hessian eigenvalue), and the "
+        "losses of both tasks on the straight line from the A solution to the B solution. "
+        "Any other --NAME VALUE goes to the strategy (--lam 1000).",
+    )
+    trajectory = sub.add_parser(
+        "trajectory",
+        help="weight-space path of task A then task B on its PCA plane, per strategy",
+        description="Train the first two tasks of a scenario with each --strategy from the "
+        "same initial weights, record the weights every --every steps, and draw the paths on "
+        "their top two principal directions over the losses of task A and task B. Any other "
+        "--NAME VALUE goes to the strategies that accept it (--lam 1000).",
+    )
+    for p in (landscape, trajectory):
+        p.add_argument("--scenario", default="split-digits", help="(default: split-digits)")
+        p.add_argument("--protocol", help="task, domain or class (default: the scenario's)")
+        p.add_argument("--data-dir", metavar="DIR")
+        p.add_argument("--model", default="mlp", help="mlp, cnn or cnn-skip (default: mlp)")
+        p.add_argument("--hidden", type=_ints, help="hidden sizes, e.g. 400,400")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--epochs", type=int, default=1)
+        p.add_argument("--iterations", type=int)
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+        p.add_argument("--lr", type=float, default=0.01)
+        p.add_argument(
+            "--examples",
+            type=int,
+            default=2000,
+            help="test examples per task the losses are computed on (default: 2000; 0: all)",
+        )
+        p.add_argument(
+            "-o",
+            "--out",
+            metavar="DIR",
+            default=p.prog.split()[-1],
+            help="where the JSON and the PNG/SVG figures go (default: ./landscape, ./trajectory)",
+        )
+    landscape.add_argument("--strategy", default="finetune", help="(default: finetune)")
+    landscape.add_argument("--directions", type=int, default=3, help="1-D curves (default: 3)")
+    landscape.add_argument("--span", type=float, default=1.0, help="alpha in [-span, span]")
+    landscape.add_argument("--resolution", type=int, default=41, help="points per 1-D curve")
+    landscape.add_argument(
+        "--plane-resolution", type=int, default=21, help="points a side of the plane (0: none)"
+    )
+    landscape.add_argument(
+        "--hessian-examples", type=int, default=1000, help="for the sharpness (0: skip it)"
+    )
+    trajectory.add_argument(
+        "--strategy", action="append", help="repeat for several (default: finetune and ewc)"
+    )
+    trajectory.add_argument("--every", type=int, default=10, help="record every N steps")
+    trajectory.add_argument("--resolution", type=int, default=25, help="grid points a side")
+
+
+def _analysis_config(args: argparse.Namespace, strategy: str, params: dict):
+    from forgetless.experiment import RunConfig
+
+    return RunConfig(
+        scenario=args.scenario,
+        protocol=args.protocol,
+        data_dir=args.data_dir,
+        model=args.model,
+        hidden=args.hidden,
+        strategy=strategy,
+        strategy_params=params,
+        seed=args.seed,
+        epochs=args.epochs,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        progress=False,
+    )
+
+
+def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from forgetless.analysis.landscape import landscape_study
+    from forgetless.analysis.trajectory import task_subset, train_tasks
+    from forgetless.report import analysis_figures as figs
+    from forgetless.report.figures import save
+    from forgetless.scenarios.stream import Protocol
+
+    solved = train_tasks(_analysis_config(args, args.strategy, _strategy_params(extra)), 2)
+    tasks = solved.stream.tasks
+    heads = [t.units if solved.stream.protocol is Protocol.TASK else None for t in tasks]
+    n = args.examples or None
+    study = landscape_study(
+        solved.models[0],
+        task_subset(tasks[0].test, n, args.seed),
+        solved.models[1],
+        task_subset(tasks[1].test, n, args.seed),
+        directions=args.directions,
+        span=args.span,
+        resolution=args.resolution,
+        plane=args.plane_resolution > 0,
+        plane_resolution=args.plane_resolution or None,
+        hessian=args.hessian_examples > 0,
+        hessian_examples=args.hessian_examples,
+        units_a=heads[0],
+        units_b=heads[1],
+        seed=args.seed,
+    )
+    report = study.to_dict()
+    report["accuracy_matrix"] = solved.result.accuracy_matrix
+    middle = len(study.lines.alphas) // 2
+    widths = ", ".join(f"{w:.3f}" for w in study.widths)
+    print(f"{solved.stream.name}: task A {tasks[0].name!r}, task B {tasks[1].name!r}")
+    print(f"loss at the A solution: {float(study.lines.loss[0, middle]):.4f}")
+    print(f"basin widths (loss within +{study.settings['rise']:g} of the solution's): {widths}")
+    if study.sharpness is not None:
+        e = study.sharpness
+        note = "" if e.converged else " (not converged)"
+        print(f"sharpness (top Hessian eigenvalue): {e.value:.4g} after {e.iterations} HVPs{note}")
+    if study.plane is not None:
+        print(f"2-D plane: {study.plane.loss.numel()} points in {study.plane.seconds:.1f} s")
+    for label, line in study.interpolation.items():
+        i0, i1 = (int((line.alphas - v).abs().argmin()) for v in (0.0, 1.0))
+        print(
+            f"A->B line, {label}: loss {line.loss[i0]:.3f} at A, {line.loss[i1]:.3f} at B, "
+            f"max {line.loss[i0 : i1 + 1].max():.3f} between"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "landscape.json").write_text(json.dumps(report, indent=1) + "\n")
+    files = save(figs.loss_curves({"task A": study.lines}), out / "landscape_1d")
+    if study.plane is not None:
+        contour = figs.loss_contour(study.plane, "task A loss around its solution")
+        files += save(contour, out / "landscape_2d")
+    if study.interpolation:
+        files += save(figs.interpolation_plot(study.interpolation), out / "interpolation")
+    print(f"wrote {out / 'landscape.json'}, " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from forgetless.analysis.trajectory import trajectory_study
+    from forgetless.models import build_model
+    from forgetless.report.analysis_figures import trajectory_plot
+    from forgetless.report.figures import save
+    from forgetless.scenarios import make_stream
+    from forgetless.strategies import STRATEGIES, make_strategies, strategy_parameters
+
+    names = args.strategy or ["finetune", "ewc"]
+    params = _strategy_params(extra)
+    accepted = {name: strategy_parameters(STRATEGIES[name]) for name in names if name in STRATEGIES}
+    unused = set(params) - {k for keys in accepted.values() for k in keys}
+    if unused:
+        raise ConfigError(
+            f"parameter(s) {', '.join(sorted(unused))} accepted by none of {', '.join(names)}"
+        )
+    strategies = {
+        name: make_strategies(
+            name, {k: v for k, v in params.items() if k in accepted.get(name, ())}
+        )
+        for name in names
+    }
+    config = _analysis_config(args, "finetune", {})
+    stream = make_stream(
+        args.scenario, seed=args.seed, protocol=args.protocol, data_dir=args.data_dir
+    )
+    model = build_model(
+        args.model, stream.input_shape, stream.num_outputs, args.hidden, seed=args.seed
+    )
+    study = trajectory_study(
+        stream,
+        model,
+        strategies,
+        config.fit_config(),
+        every=args.every,
+        seed=args.seed,
+        resolution=args.resolution,
+        n_examples=args.examples or None,
+    )
+    explained = study.plane.explained.tolist()
+    print(f"{stream.name}: PCA plane holds {100 * sum(explained):.1f}% of the paths' variance")
+    for label, t in study.trajectories.items():
+        row = t.result.accuracy_matrix[-1]
+        print(
+            f"{label:<12} {len(t.steps)} points; after task B: task A {100 * row[0]:.1f}%, "
+            f"task B {100 * row[1]:.1f}%; distance from the A optimum "
+            f"{study.distances[label]:.3f} (on the plane {study.plane_distances[label]:.3f}, "
+            f"Fisher-weighted {study.fisher_distances[label]:.3f}); "
+            f"task-A loss at the end {study.task_a_loss[label]:.3f}"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trajectory.json").write_text(json.dumps(study.to_dict(), indent=1) + "\n")
+    files = save(trajectory_plot(study), out / "trajectory")
+    print(f"wrote {out / 'trajectory.json'}, " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
     """Results from run folders, result.json files, stores (all complete runs) or run ids."""
     from pathlib import Path
@@ -494,7 +815,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from forgetless.report import accuracy_heatmap, forgetting_curves, save, write_report
 
     results = _collect_results(args.runs, args.store)
-    out = write_report(results, args.out, args.title)
+    extra = []
+    for name in args.analysis or []:
+        path = Path(name)
+        extra += sorted(path.glob("*.svg")) if path.is_dir() else [path]
+    out = write_report(results, args.out, args.title, extra)
     print(f"wrote {out} ({len(results)} run(s))")
     if args.figures:
         folder = Path(args.figures)
@@ -537,8 +862,220 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forgetless`` command; returns the exit code."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command != "run" and extra:
+    if args.command not in ("run", "landscape", "trajectory") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _dispatch(args, extra, parser)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line a user reads, not a source location."""
+    print(f"forgetless: warning: {message}", file=file or sys.stderr)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _add_plasticity_parsers(sub) -> None:
+    """``plasticity`` and ``overlap``: hidden units along a long stream and between two tasks."""
+    p = sub.add_parser(
+        "plasticity",
+        help="loss of plasticity on a long permuted stream: new-task accuracy, dormant units",
+        description="Train an MLP on a long stream of permuted tasks (each its own pixel "
+        "permutation and its own draw of images) with each --strategy, and record after every "
+        "task the accuracy reached on it, the fraction of dormant units, the effective rank of "
+        "the hidden layers and the mean weight magnitude (Dohare et al. 2024). A --strategy is "
+        "NAME or NAME:KEY=VALUE,KEY=VALUE (continual-backprop:rho=1e-4,maturity=100).",
+    )
+    p.add_argument("--data", default="mnist", help="source data set (default: mnist)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the IDX files")
+    p.add_argument("--tasks", type=int, default=100, help="tasks in the stream (default: 100)")
+    p.add_argument("--train-per-task", type=int, default=6000, help="(default: 6000)")
+    p.add_argument("--test-per-task", type=int, default=500, help="(default: 500)")
+    p.add_argument(
+        "--strategy", action="append", help="a strategy, repeat for several (default: finetune)"
+    )
+    p.add_argument("--hidden", type=_ints, default=[100, 100, 100], help="(default: 100,100,100)")
+    p.add_argument("--lr", type=float, default=0.3, help="SGD step size (default: 0.3)")
+    p.add_argument("--batch-size", type=int, default=16, help="(default: 16)")
+    p.add_argument("--epochs", type=int, default=1, help="passes per task (default: 1)")
+    p.add_argument("--seeds", type=_ints, default=[0], help="seeds, e.g. 0,1,2 (default: 0)")
+    p.add_argument("--probe", type=int, default=2000, help="test inputs for unit measures")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--smooth", type=int, default=1, help="running mean over tasks in the figure")
+    p.add_argument(
+        "-o", "--out", metavar="DIR", default="plasticity",
+        help="where plasticity.json, .png and .svg go (default: ./plasticity)",
+    )  # fmt: skip
+    o = sub.add_parser(
+        "overlap",
+        help="representation overlap, CKA and forgetting for task pairs of graded similarity",
+        description="For each --angles value, train an MLP on the data set (task A) then on "
+        "the data set rotated by that angle (task B); per hidden layer, measure the overlap of "
+        "the units both tasks use, the CKA of A's representation before and after B, and the "
+        "forgetting of A; then test the seed article's claim that 70% overlap forgets 45% "
+        "more than 30% overlap.",
+    )
+    o.add_argument("--data", default="mnist", help="source data set (default: mnist)")
+    o.add_argument("--data-dir", metavar="DIR", help="folder with the IDX files")
+    o.add_argument(
+        "--angles", type=_floats, default=[0, 15, 30, 45, 60, 90, 120, 150, 180],
+        help="rotations of task B in degrees (default: 0,15,30,45,60,90,120,150,180)",
+    )  # fmt: skip
+    o.add_argument("--seeds", type=_ints, default=[0], help="seeds, e.g. 0,1,2 (default: 0)")
+    o.add_argument("--hidden", type=_ints, default=[256, 256], help="(default: 256,256)")
+    o.add_argument("--lr", type=float, default=0.05, help="SGD step size (default: 0.05)")
+    o.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
+    o.add_argument("--epochs", type=int, default=5, help="passes per task (default: 5)")
+    o.add_argument("--train-size", type=int, default=10000, help="training images drawn")
+    o.add_argument("--test-size", type=int, default=2000, help="test images drawn")
+    o.add_argument("--probe", type=int, default=1000, help="test inputs for unit measures")
+    o.add_argument("--rate", type=float, default=0.5, help="firing rate that makes a unit active")
+    o.add_argument("--threshold", type=float, default=0.0, help="activation that counts as firing")
+    o.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    o.add_argument(
+        "-o", "--out", metavar="DIR", default="overlap",
+        help="where overlap.json, .png and .svg go (default: ./overlap)",
+    )  # fmt: skip
+
+
+def _strategy_spec(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` as a name and its (string) parameters."""
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(
+                f"--strategy {text!r}: parameters are KEY=VALUE pairs separated by commas, "
+                "e.g. continual-backprop:rho=1e-4,maturity=100"
+            )
+        params[key.strip().replace("-", "_")] = value.strip()
+    return name.strip(), params
+
+
+def _cmd_plasticity(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from forgetless import data
+    from forgetless.analysis.plasticity import permuted_subsets, run_plasticity
+    from forgetless.engine import FitConfig
+    from forgetless.report.analysis_figures import plasticity_curves
+    from forgetless.report.figures import save
+    from forgetless.strategies import coerce_params
+
+    specs = [_strategy_spec(s) for s in (args.strategy or ["finetune"])]
+    specs = [(name, coerce_params(name, params)) for name, params in specs]
+    torch.set_num_threads(args.threads)
+    source = data.load(args.data, args.data_dir)
+    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=False)
+    runs = []
+    head = f"{'strategy':<40} {'seed':>4} {'acc first':>9} {'acc last':>8} {'dormant':>13} "
+    print(head + f"{'erank':>13} {'|w|':>13} {'seconds':>7}")
+    for seed in args.seeds:
+        stream = permuted_subsets(
+            source, args.tasks, args.train_per_task, args.test_per_task, seed=seed
+        )
+        for name, params in specs:
+            run = run_plasticity(
+                stream, name, params, tuple(args.hidden), fit, seed=seed, probe=args.probe
+            )
+            runs.append(run)
+            k = max(1, len(run.records) // 10)
+
+            def ends(key: str, scale: float = 1.0, run=run, k=k) -> tuple[float, float]:
+                values = run.series(key)
+                return scale * sum(values[:k]) / k, scale * sum(values[-k:]) / k
+
+            acc, dormant = ends("accuracy", 100), ends("dormant", 100)
+            rank, weight = ends("effective_rank"), ends("weight_magnitude")
+            label = name + (":" + ",".join(f"{a}={b}" for a, b in params.items()) if params else "")
+            print(
+                f"{label:<40} {seed:>4} {acc[0]:>9.1f} {acc[1]:>8.1f} "
+                f"{dormant[0]:>5.1f} -> {dormant[1]:>4.1f} {rank[0]:>5.1f} -> {rank[1]:>4.1f} "
+                f"{weight[0]:>5.3f} -> {weight[1]:.3f} {run.seconds:>7.0f}"
+            )
+    print(f"(first and last {max(1, args.tasks // 10)} tasks; dormant in % of hidden units)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plasticity.json").write_text(
+        json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1) + "\n"
+    )
+    files = save(plasticity_curves(runs, smooth=args.smooth), out / "plasticity")
+    print(f"wrote {out / 'plasticity.json'}, " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_overlap(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from forgetless import data
+    from forgetless.analysis.overlap_study import overlap_claim, run_overlap, subsample
+    from forgetless.engine import FitConfig
+    from forgetless.report.analysis_figures import overlap_forgetting
+    from forgetless.report.figures import save
+
+    torch.set_num_threads(args.threads)
+    source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
+    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=False)
+    records = []
+    print(f"{'angle':>5} {'seed':>4} {'overlap %':>12} {'weighted %':>12} {'CKA':>12} "
+          f"{'A':>5} {'A after B':>9} {'B':>5} {'forgetting':>10}")  # fmt: skip
+    for seed in args.seeds:
+        for record in run_overlap(
+            source, args.angles, seed, tuple(args.hidden), fit, args.probe, args.threshold,
+            args.rate,
+        ):  # fmt: skip
+            records.append(record)
+            ov = " ".join(f"{100 * v:4.0f}" for v in record.overlap)
+            weighted = " ".join(f"{100 * v:4.0f}" for v in record.overlap_weighted)
+            cka = " ".join(f"{v:.2f}" for v in record.cka)
+            print(
+                f"{record.angle:>5g} {seed:>4} {ov:>12} {weighted:>12} {cka:>12} "
+                f"{100 * record.acc_a:>5.1f} "
+                f"{100 * record.acc_a_after:>9.1f} {100 * record.acc_b:>5.1f} "
+                f"{100 * record.forgetting:>10.1f}"
+            )
+    claims = {}
+    for measure in ("overlap", "overlap_weighted"):
+        try:
+            claims[measure] = claim = overlap_claim(records, measure=measure)
+        except ConfigError as err:
+            print(f"claim not tested on {measure}: {err}")
+            continue
+        lo, hi = claim["overlap_range"]
+        print(
+            f"{measure}: forgetting = {100 * claim['intercept']:.1f} + "
+            f"{claim['slope']:.2f} x overlap(%) points (r = {claim['pearson']:.2f}, overlaps "
+            f"{100 * lo:.0f}-{100 * hi:.0f}%): at 30% {100 * claim['forgetting_at_low']:.1f}, "
+            f"at 70% {100 * claim['forgetting_at_high']:.1f}, "
+            f"{100 * claim['relative_increase']:+.0f}% (the seed article: +45%)"
+            + ("" if claim["interpolated"] else "; 30% or 70% lies outside the data")
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overlap.json").write_text(
+        json.dumps({"records": [r.to_dict() for r in records], "claims": claims}, indent=1) + "\n"
+    )
+    files = save(overlap_forgetting(records), out / "overlap")
+    print(f"wrote {out / 'overlap.json'}, " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
@@ -552,6 +1089,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sweep(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "landscape":
+            return _cmd_landscape(args, extra)
+        if args.command == "trajectory":
+            return _cmd_trajectory(args, extra)
+        if args.command == "frontier":
+            return _cmd_frontier(args)
+        if args.command == "plasticity":
+            return _cmd_plasticity(args)
+        if args.command == "overlap":
+            return _cmd_overlap(args)
         parser.print_help()
         return 2
     except ForgetlessError as err:

@@ -27,10 +27,10 @@ class RunConfig:
     """Every option of ``forgetless run``, one field per flag (``--batch-size`` is ``batch_size``).
 
     Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
-    ``class_order``, ``data_dir``. Model: ``model`` (``"mlp"``, ``"cnn"``), ``hidden``. Method:
-    ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop: the fields of
-    :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the stream, the weights,
-    the batch order.
+    ``class_order``, ``data_dir``. Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``),
+    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
+    the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
+    stream, the weights, the batch order.
     """
 
     scenario: str = "split-digits"

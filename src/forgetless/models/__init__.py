@@ -8,11 +8,12 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import ConfigError
 
-MODEL_NAMES = ("mlp", "cnn")
+MODEL_NAMES = ("mlp", "cnn", "cnn-skip")
 
 
 class MLP(nn.Sequential):
@@ -58,6 +59,33 @@ class CNN(nn.Sequential):
         )
 
 
+class ResidualCNN(nn.Module):
+    """:class:`CNN` with skip connections: the same layers and parameters, each conv block
+    computing ``pool(relu(conv(x) + pad(x)))`` instead of ``pool(relu(conv(x)))``.
+
+    ``pad(x)`` is ``x`` with zero channels appended up to the conv's output channels: the
+    parameter-free "option A" shortcut of He, Zhang, Ren and Sun 2016 ("Deep residual learning
+    for image recognition", CVPR, Sec. 3.3), so the parameter count is exactly the CNN's and
+    the two differ only by the two additions. The fully connected layers have no shortcut
+    (their widths differ). Parameter names: ``conv1``, ``conv2``, ``fc1``, ``fc2``.
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden: int = 128):
+        super().__init__()
+        plain = CNN(input_shape, num_outputs, hidden)  # same checks, same init order
+        self.conv1, self.conv2 = plain[0], plain[3]
+        self.fc1, self.fc2 = plain[7], plain[9]
+
+    @staticmethod
+    def _block(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        shortcut = F.pad(x, (0, 0, 0, 0, 0, conv.out_channels - x.shape[-3]))
+        return F.max_pool2d(F.relu(conv(x) + shortcut), 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._block(self.conv2, self._block(self.conv1, x))
+        return self.fc2(F.relu(self.fc1(x.flatten(-3))))
+
+
 def build_model(
     name: str,
     input_shape: Sequence[int],
@@ -68,7 +96,8 @@ def build_model(
     """Make a network by name.
 
     Args:
-        name: ``"mlp"`` or ``"cnn"``.
+        name: ``"mlp"``, ``"cnn"`` or ``"cnn-skip"`` (:class:`ResidualCNN`, the CNN with skip
+            connections; the same seed gives it the CNN's initial weights).
         input_shape: shape of one input, e.g. ``(1, 28, 28)``.
         num_outputs: output units (the stream's ``num_outputs``).
         hidden: hidden layer sizes for the MLP (default ``(400, 400)``), or one size for the
@@ -79,10 +108,11 @@ def build_model(
         torch.manual_seed(seed)
     if name == "mlp":
         return MLP(input_shape, num_outputs, tuple(hidden) if hidden else (400, 400))
-    if name == "cnn":
+    if name in ("cnn", "cnn-skip"):
         if hidden is not None and len(hidden) != 1:
             raise ConfigError(f"the CNN takes one hidden size, got {list(hidden)}")
-        return CNN(input_shape, num_outputs, hidden[0] if hidden else 128)
+        model = CNN if name == "cnn" else ResidualCNN
+        return model(input_shape, num_outputs, hidden[0] if hidden else 128)
     hint = difflib.get_close_matches(name, MODEL_NAMES, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise ConfigError(f"unknown model {name!r}{suggestion}; known: {', '.join(MODEL_NAMES)}")

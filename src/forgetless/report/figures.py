@@ -100,23 +100,28 @@ def _task_end_steps(result: Result) -> list[int]:
 def strategy_comparison(results: Sequence[Result], title: str | None = None):
     """Final ACC of each strategy against what it costs: the memory its state takes (MB, left)
     and its training time relative to the fastest run of the same scenario (right). Runs that
-    differ only in seed are averaged (seed Figure 5)."""
+    differ only in seed are averaged (seed Figure 5); settings of one strategy that differ
+    (``lam=10`` and ``lam=100``) are points of their own, labelled with the parameters that
+    vary."""
     plt = _pyplot()
     if not results:
         raise ConfigError("no results to compare")
-    groups: dict[tuple[str, str], list[Result]] = {}
+    groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
-        groups.setdefault((r.scenario, r.strategy), []).append(r)
+        groups.setdefault((r.scenario, r.strategy, _settings(r, results)), []).append(r)
     fastest = {}
-    for (scenario, _), members in groups.items():
+    for (scenario, _, _), members in groups.items():
         t = min(m.timings.get("train", 0.0) for m in members) or 1e-9
         fastest[scenario] = min(fastest.get(scenario, t), t)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained", sharey=True)
-    for (scenario, strategy), members in groups.items():
+    one_scenario = len({key[0] for key in groups}) == 1
+    for (scenario, strategy, settings), members in groups.items():
         acc = 100 * sum(m.metrics["acc"] for m in members) / len(members)
         memory = sum(m.strategy_state_bytes for m in members) / len(members) / 2**20
         time = sum(m.timings.get("train", 0.0) for m in members) / len(members)
-        label = strategy if len({s for s, _ in groups}) == 1 else f"{strategy} ({scenario})"
+        label = " ".join(filter(None, (strategy, settings)))
+        if not one_scenario:
+            label += f" ({scenario})"
         left.scatter(memory, acc, s=40)
         left.annotate(label, (memory, acc), fontsize=8, xytext=(4, 3), textcoords="offset points")
         right.scatter(time / fastest[scenario], acc, s=40)
@@ -129,6 +134,53 @@ def strategy_comparison(results: Sequence[Result], title: str | None = None):
         ax.grid(alpha=0.3)
     fig.suptitle(title or "accuracy against memory and compute", fontsize=10)
     return fig
+
+
+def frontier_plot(frontiers: Sequence, title: str | None = None):
+    """Stability (accuracy kept on old tasks) against plasticity (accuracy reached on new
+    tasks) for each setting of each strategy (seed Figure 4): points with one-std error bars
+    over seeds, labelled with their setting; each strategy's Pareto front joined by a line, its
+    hypervolume in the legend. Takes :class:`~forgetless.analysis.frontier.Frontier` objects."""
+    plt = _pyplot()
+    if not frontiers:
+        raise ConfigError("no frontiers to draw")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+    for frontier in frontiers:
+        pts = frontier.points
+        xs = [100 * q.plasticity for q in pts]
+        ys = [100 * q.stability for q in pts]
+        bars = ax.errorbar(
+            xs, ys, xerr=[100 * q.plasticity_std for q in pts],
+            yerr=[100 * q.stability_std for q in pts], fmt="o", capsize=2, markersize=5,
+            alpha=0.85, label=f"{frontier.strategy} (hypervolume {frontier.hypervolume:.3f})",
+        )  # fmt: skip
+        colour = bars[0].get_color()
+        front = sorted(frontier.front, key=lambda k: pts[k].plasticity)
+        ax.plot([xs[k] for k in front], [ys[k] for k in front], color=colour, linewidth=1.5)
+        for q, x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(f"{q.value:g}", (x, y), fontsize=7, color=colour, xytext=(4, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("plasticity: accuracy reached on new tasks (%)")
+    ax.set_ylabel("stability: accuracy kept on old tasks (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    parameters = ", ".join(sorted({f"{f.strategy}: {f.parameter}" for f in frontiers}))
+    ax.set_title(title or f"stability-plasticity frontier ({parameters})", fontsize=10)
+    return fig
+
+
+def _settings(result: Result, results: Sequence[Result]) -> str:
+    """The strategy parameters of ``result`` whose values differ among the runs of its
+    strategy, as ``name=value`` text (empty when they all agree)."""
+    mine = (result.config or {}).get("strategy_params", {})
+    peers = [
+        (r.config or {}).get("strategy_params", {})
+        for r in results
+        if (r.scenario, r.strategy) == (result.scenario, result.strategy)
+    ]
+    varying = sorted(k for k in mine if len({repr(p.get(k)) for p in peers}) > 1)
+    return " ".join(f"{k}={mine[k]:g}" if isinstance(mine[k], float) else f"{k}={mine[k]}"
+                    for k in varying)  # fmt: skip
 
 
 def svg_text(fig) -> str:

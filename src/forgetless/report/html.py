@@ -10,6 +10,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from forgetless.analysis.frontier import frontiers_in
 from forgetless.errors import ConfigError
 from forgetless.report import figures
 from forgetless.result import Result, describe
@@ -29,10 +30,16 @@ figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 """
 
 
-def build_report(results: Sequence[Result], title: str = "forgetless report") -> str:
+def build_report(
+    results: Sequence[Result],
+    title: str = "forgetless report",
+    extra_figures: Sequence[str | Path] = (),
+) -> str:
     """The HTML page for ``results``: a summary table over seeds, a comparison of strategies
-    by accuracy, memory and compute, then per run its accuracy-matrix heatmap, forgetting
-    curves and a one-line account of what it forgot."""
+    by accuracy, memory and compute, the stability-plasticity frontier when the runs sweep a
+    strategy's strength (:func:`~forgetless.analysis.frontier.frontiers_in`), the SVG files
+    ``extra_figures`` (e.g. from ``forgetless landscape``), then per run its accuracy-matrix
+    heatmap, forgetting curves and a one-line account of what it forgot."""
     if not results:
         raise ConfigError("a report needs at least one complete run")
     parts = [
@@ -52,6 +59,20 @@ def build_report(results: Sequence[Result], title: str = "forgetless report") ->
             "<h2>Strategies: accuracy against memory and compute</h2>",
             _figure(figures.strategy_comparison(results), "strategy comparison"),
         ]
+    frontiers = frontiers_in(results)
+    if frontiers:
+        parts += [
+            "<h2>Stability against plasticity</h2>",
+            '<p class="note">Each point is one setting of a strategy\'s strength (mean over '
+            "seeds, bars one std): stability is the accuracy kept on old tasks at the end, "
+            "plasticity the accuracy reached on each new task. Lines join each strategy's "
+            "Pareto front.</p>",
+            _figure(figures.frontier_plot(frontiers), "stability-plasticity frontier"),
+        ]
+    if extra_figures:
+        parts.append("<h2>Analysis</h2>")
+        for path in extra_figures:
+            parts.append(_svg_file(Path(path)))
     parts.append("<h2>Runs</h2>")
     for result in results:
         name = f"{result.scenario} | {result.protocol}-IL | {result.strategy} | seed {result.seed}"
@@ -68,13 +89,36 @@ def build_report(results: Sequence[Result], title: str = "forgetless report") ->
 
 
 def write_report(
-    results: Sequence[Result], path: str | Path, title: str = "forgetless report"
+    results: Sequence[Result],
+    path: str | Path,
+    title: str = "forgetless report",
+    extra_figures: Sequence[str | Path] = (),
 ) -> Path:
     """Write :func:`build_report` to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_report(results, title), encoding="utf-8")
+    path.write_text(build_report(results, title, extra_figures), encoding="utf-8")
     return path
+
+
+def _svg_file(path: Path) -> str:
+    """An SVG file as an inline figure, captioned with its name. Only SVG made by matplotlib is
+    expected; anything that could reach the network or run code is refused, so the page stays
+    self-contained."""
+    if path.suffix.lower() != ".svg" or not path.is_file():
+        raise ConfigError(f"extra figures must be SVG files, got {str(path)!r}")
+    text = path.read_text(encoding="utf-8")
+    if "<svg" not in text:
+        raise ConfigError(f"{path} holds no <svg> element")
+    text = text[text.index("<svg") :]
+    lowered = text.lower()
+    if "<script" in lowered or 'href="http' in lowered or "href='http" in lowered:
+        raise ConfigError(f"{path} has scripts or external links; a report embeds neither")
+    caption = html.escape(path.stem.replace("_", " ").replace("-", " "))
+    return (
+        f'<figure aria-label="{caption}">{text}'
+        f'<figcaption class="note">{caption}</figcaption></figure>'
+    )
 
 
 def _figure(fig, caption: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from forgetless.errors import ConfigError
 from forgetless.strategies.agem import AGEM
 from forgetless.strategies.base import HOOKS, Strategy
+from forgetless.strategies.continual_backprop import ContinualBackprop
 from forgetless.strategies.der import DER, DERPP
 from forgetless.strategies.ewc import EWC, OnlineEWC
 from forgetless.strategies.finetune import Finetune
@@ -25,6 +26,7 @@ from forgetless.strategies.l2 import L2
 from forgetless.strategies.lwf import LwF
 from forgetless.strategies.mas import MAS
 from forgetless.strategies.replay import Replay
+from forgetless.strategies.shrink_perturb import ShrinkPerturb
 from forgetless.strategies.si import SI
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -38,7 +40,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-# Baselines, regularisers, then rehearsal methods: the order `forgetless run --help` lists.
+# Baselines, regularisers, rehearsal, plasticity: the order `forgetless run --help` lists.
 for _cls in (
     Finetune,
     Joint,
@@ -55,6 +57,8 @@ for _cls in (
     ICaRL,
     DER,
     DERPP,
+    ContinualBackprop,
+    ShrinkPerturb,
 ):
     register(_cls)
 
@@ -145,15 +149,22 @@ def _lookup(name: str) -> type[Strategy]:
 
 
 def _coerce(name: str, value: Any, annotation: Any, owner: str) -> Any:
-    """A CLI string as the parameter's annotated type (``int``, ``float``, ``bool``, optional)."""
-    if not isinstance(value, str):
-        return value
+    """A CLI string as the parameter's annotated type (``int``, ``float``, ``bool``, optional);
+    a whole float for an ``int`` (a buffer size of 50.0 from a log range) and an int for a
+    ``float`` become that type, so equal values name the same run."""
     args = typing.get_args(annotation)
-    if type(None) in args:  # Optional[X]: "none" means None, else convert to X
-        if value.strip().lower() == "none":
-            return None
+    optional = type(None) in args
+    if optional:
         rest = [a for a in args if a is not type(None)]
         annotation = rest[0] if len(rest) == 1 else Any
+    if not isinstance(value, str):
+        if annotation is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    if optional and value.strip().lower() == "none":  # Optional[X]: "none" means None
+        return None
     if annotation not in (int, float, bool):
         return value
     lowered = value.strip().lower()
@@ -185,6 +196,7 @@ __all__ = [
     "MAS",
     "SI",
     "STRATEGIES",
+    "ContinualBackprop",
     "Cumulative",
     "Finetune",
     "ICaRL",
@@ -192,6 +204,7 @@ __all__ = [
     "LwF",
     "OnlineEWC",
     "Replay",
+    "ShrinkPerturb",
     "Strategy",
     "coerce_params",
     "make_strategies",

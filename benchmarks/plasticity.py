@@ -1,0 +1,201 @@
+"""Loss of plasticity on 100-task permuted MNIST: plain backprop against continual backprop and
+shrink and perturb (Dohare et al. 2024, Nature 632, Fig. 1 and 3, made small).
+
+Usage::
+
+    python benchmarks/plasticity.py --data-dir /work/shared/data [--seeds 0 1 2] [--tasks 100]
+        [--workers 2] [--only finetune continual-backprop shrink-perturb shrink-perturb-task]
+        [--store benchmarks/results/plasticity.jsonl] [--out benchmarks/results/plasticity]
+
+Setting (ours, chosen so that plain SGD loses plasticity within 100 tasks on two CPU cores):
+each task draws its own 6,000 MNIST training images and 500 test images and applies its own
+random pixel permutation (task 1 too); an MLP 784-100-100-100-10 (Dohare et al.'s small net:
+three hidden layers of 100 ReLU units, PyTorch's default initialisation) is trained with plain
+SGD, step size 0.3, batch 16, one epoch per task (375 steps), one output layer shared by all
+tasks, no reset of the weights between tasks. After each task we record the test accuracy on
+that task (the plasticity), the fraction of hidden units that are zero on all of 500 of its test
+images (dead, as Dohare et al. count them on 2,000), the effective rank of each hidden layer on
+those images, and the mean absolute weight.
+
+Dohare et al. train online (batch 1) on all 60,000 images per task, step size 0.003 (and 0.01,
+0.001 for the small net), for 800 tasks: 48 million steps, beyond this machine. A larger step
+size makes plasticity go faster (their Extended Data figure on step sizes); with batch 16, 0.3
+is about 0.02 per example. Strategies: ``finetune`` is plain backprop; ``continual-backprop``
+with their rho 1e-4 (per step here, per example there), maturity 100, eta 0.99;
+``shrink-perturb`` every step with lambda 1 - 1e-4 (weight decay 3.3e-4 at this step size;
+theirs 1e-4) and noise std 1e-3 (theirs 1e-4..1e-6 at a step size 100 times smaller);
+``shrink-perturb-task`` is Ash and Adams' form, once before each task, lambda 0.5 and noise std
+0.01 (half the standard deviation of the first layer's initial weights; not tuned).
+
+Each (strategy, seed) runs in its own process with one torch thread (``--workers`` at once);
+finished runs are appended to ``--store`` (JSON lines), so a rerun only trains what is missing.
+Prints one JSON object: per strategy, mean and std over seeds of the accuracy, dormant fraction,
+effective rank (last hidden layer) and weight magnitude over the first and the last 10 tasks,
+and the wall time of each run; writes the figure ``plasticity.png``/``.svg`` to ``--out`` and
+the summary to ``benchmarks/results/plasticity.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forgetless import data
+from forgetless.analysis.plasticity import PlasticityRun, permuted_subsets, run_plasticity
+from forgetless.engine import FitConfig
+from grid import log, mean_std, publish
+
+SETTINGS = {
+    "train_per_task": 6000,
+    "test_per_task": 500,
+    "hidden": (100, 100, 100),
+    "lr": 0.3,
+    "batch_size": 16,
+    "epochs": 1,
+    "probe": 500,
+}
+STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "finetune": ("finetune", {}),
+    "continual-backprop": ("continual-backprop", {"rho": 1e-4, "maturity": 100, "eta": 0.99}),
+    "shrink-perturb": ("shrink-perturb", {"shrink": 1 - 1e-4, "noise": 1e-3, "every": "step"}),
+    "shrink-perturb-task": ("shrink-perturb", {"shrink": 0.5, "noise": 0.01, "every": "task"}),
+}
+WINDOW = 10  # tasks averaged at the start and at the end of the stream
+
+
+def key_of(label: str, seed: int, tasks: int) -> str:
+    return f"{label}|seed{seed}|tasks{tasks}|" + json.dumps(SETTINGS, sort_keys=True)
+
+
+def one_run(label: str, seed: int, tasks: int, data_dir: str) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    source = data.load("mnist", data_dir)
+    stream = permuted_subsets(
+        source, tasks, SETTINGS["train_per_task"], SETTINGS["test_per_task"], seed=seed
+    )
+    built = time.perf_counter() - start
+    name, params = STRATEGIES[label]
+    fit = FitConfig(
+        lr=SETTINGS["lr"],
+        batch_size=SETTINGS["batch_size"],
+        epochs=SETTINGS["epochs"],
+        progress=False,
+    )
+    run = run_plasticity(
+        stream, name, params, SETTINGS["hidden"], fit, seed=seed, probe=SETTINGS["probe"]
+    )
+    return {
+        "key": key_of(label, seed, tasks),
+        "label": label,
+        "stream_seconds": built,
+        "wall_seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - start_cpu,
+        "load_average": list(os.getloadavg()),
+        "run": run.to_dict(),
+    }
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label in STRATEGIES:
+        runs = [PlasticityRun.from_dict(r["run"]) for r in records if r["label"] == label]
+        if not runs:
+            continue
+        entry: dict[str, Any] = {"seeds": [r.seed for r in runs], "params": runs[0].params}
+        for key, scale in (
+            ("accuracy", 100),
+            ("dormant", 100),
+            ("effective_rank", 1),
+            ("weight_magnitude", 1),
+        ):
+            k = min(WINDOW, len(runs[0].records))
+            first = [scale * sum(r.series(key)[:k]) / k for r in runs]
+            last = [scale * sum(r.series(key)[-k:]) / k for r in runs]
+            entry[key] = {
+                f"first_{WINDOW}": mean_std(first),
+                f"last_{WINDOW}": mean_std(last),
+                "change": mean_std([b - a for a, b in zip(first, last, strict=True)]),
+            }
+        best = [100 * max(r.series("accuracy")) for r in runs]
+        entry["accuracy"]["best_task"] = mean_std(best)
+        mine = [r for r in records if r["label"] == label]
+        entry["wall_seconds"] = [round(r["wall_seconds"], 1) for r in mine]
+        entry["cpu_seconds"] = [round(r["cpu_seconds"], 1) for r in mine if "cpu_seconds" in r]
+        entry["load_average_at_end"] = [r["load_average"][0] for r in mine if "load_average" in r]
+        entry["train_seconds"] = [round(r.seconds, 1) for r in runs]
+        out[label] = entry
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/plasticity.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/plasticity"))
+    parser.add_argument("--summary", type=Path, default=Path("benchmarks/results/plasticity.json"))
+    args = parser.parse_args()
+
+    done: dict[str, dict[str, Any]] = {}
+    if args.store.exists():
+        for line in args.store.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[record["key"]] = record
+    wanted = [(label, seed) for seed in args.seeds for label in args.only]
+    pending = [(lb, s) for lb, s in wanted if key_of(lb, s, args.tasks) not in done]
+    log(f"{len(wanted) - len(pending)} runs on record, {len(pending)} to run")
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if pending:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = {
+                pool.submit(one_run, label, seed, args.tasks, args.data_dir): (label, seed)
+                for label, seed in pending
+            }
+            for future in as_completed(futures):
+                record = future.result()
+                done[record["key"]] = record
+                with args.store.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                label, seed = futures[future]
+                log(f"{label} seed {seed}: {record['wall_seconds']:.0f} s")
+    records = [done[key_of(lb, s, args.tasks)] for lb, s in wanted]
+    from forgetless.report.analysis_figures import plasticity_curves
+    from forgetless.report.figures import save
+
+    runs = [PlasticityRun.from_dict(r["run"]) for r in records]
+    files = save(
+        plasticity_curves(
+            runs,
+            title=f"{args.tasks}-task permuted MNIST, MLP 3x100, SGD 0.3, batch 16 "
+            "(running mean over 5 tasks)",
+            smooth=5,
+        ),
+        args.out / "plasticity",
+    )
+    publish(
+        {
+            "settings": {**SETTINGS, "tasks": args.tasks, "seeds": args.seeds},
+            "strategies": {k: STRATEGIES[k] for k in args.only},
+            "summary": summarise(records),
+            "figures": [str(f) for f in files],
+            "elapsed_seconds": round(time.perf_counter() - started, 1),
+        },
+        args.summary,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,770 @@
+"""Loss-landscape geometry: losses along lines and planes in weight space, and sharpness.
+
+Li, Xu, Taylor, Studer and Goldstein 2018, "Visualizing the loss landscape of neural nets"
+(NeurIPS). Around a solution ``theta`` the loss is drawn along random directions
+``d1, d2`` scaled filter by filter to the weights (:func:`random_direction`):
+
+    f(alpha)       = L(theta + alpha d1)                 (1-D, :func:`loss_line`)
+    f(alpha, beta) = L(theta + alpha d1 + beta d2)       (2-D, :func:`loss_plane`)
+
+and along the straight line between two solutions (Goodfellow, Vinyals and Saxe 2015),
+``L((1 - alpha) theta_A + alpha theta_B)``: :func:`loss_line` with a model as the direction.
+Sharpness is the top eigenvalue of the Hessian of the loss (:func:`sharpness`), found by power
+iteration on Hessian-vector products.
+
+Evaluating a grid is batched. If the model is an ``nn.Sequential`` whose first layer with
+weights is a ``Linear`` or a convolution, that layer is linear in its parameters for fixed
+inputs, so
+
+    X (W + a D1 + b D2)^T = X W^T + a X D1^T + b X D2^T
+
+is computed as three products once per batch of examples, and every grid point only mixes them.
+The rest of the network runs for many grid points at once: ``torch.func.vmap`` over
+``torch.func.functional_call`` with a stack of weight sets (batched matrix products). Other
+models take the same path over the whole network. Where the rest holds convolutions, the
+points of a chunk are run one after the other instead: vmap makes a convolution over a stack
+of weight sets a grouped convolution, measured 1.5 times slower on CPU than a loop. Grid points and examples are chunked so that no activation tensor
+exceeds ``max_elements`` numbers.
+
+A direction is a plain ``dict`` from parameter names (``model.named_parameters()``, trainable
+ones only) to tensors of the same shapes (:data:`Direction`). Buffers (batch-norm statistics)
+are never perturbed: the model is evaluated in ``eval()`` mode with its own buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from forgetless.data.arrays import ArraySet
+from forgetless.errors import ConfigError
+from forgetless.validation import check_positive_int, check_range
+
+#: A point or a direction in weight space: trainable parameter name -> tensor.
+Direction = dict[str, torch.Tensor]
+#: Examples to evaluate on: an :class:`~forgetless.data.arrays.ArraySet` (a task's ``test``) or
+#: a pair ``(inputs, labels)``.
+Data = ArraySet | tuple[torch.Tensor, torch.Tensor]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_AFFINE = (nn.Linear, *_CONV)
+
+
+# --- directions ------------------------------------------------------------------------------
+
+
+def parameters_of(model: nn.Module) -> Direction:
+    """The model's trainable parameters as a :data:`Direction` (detached copies)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def difference(model_b: nn.Module, model_a: nn.Module) -> Direction:
+    """``theta_B - theta_A``: the direction from ``model_a``'s weights to ``model_b``'s."""
+    a, b = parameters_of(model_a), parameters_of(model_b)
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ConfigError(
+            "the two models must have the same architecture (parameter names and shapes)"
+        )
+    return {k: b[k] - a[k] for k in a}
+
+
+def filter_normalize(direction: Direction, model: nn.Module, bias: str = "zero") -> Direction:
+    """Scale each filter of ``direction`` to the norm of the same filter of the weights.
+
+    Li et al. 2018, Sec. 4: ``d_ij <- d_ij / ||d_ij|| * ||theta_ij||`` for the ``j``-th filter
+    of layer ``i``; a filter is the slice of a weight tensor along its first dimension (the
+    weights producing one feature map of a convolution, or one neuron of a ``Linear`` layer).
+    Parameters with one dimension (biases, batch-norm scales and shifts) get a zero direction
+    (``bias="zero"``, the paper's choice, ``--xignore biasbn`` in the authors' code), or the
+    weights themselves (``bias="weights"``, what the authors' code does when they are not
+    ignored).
+
+    Returns:
+        A new direction; ``direction`` is not changed.
+    """
+    if bias not in ("zero", "weights"):
+        raise ConfigError(f"bias must be 'zero' or 'weights', got {bias!r}")
+    weights = parameters_of(model)
+    _check_direction(direction, weights)
+    out = {}
+    for name, d in direction.items():
+        w = weights[name]
+        if w.ndim <= 1:
+            out[name] = torch.zeros_like(w) if bias == "zero" else w.clone()
+            continue
+        rows_d, rows_w = d.reshape(len(d), -1), w.reshape(len(w), -1)
+        scale = rows_w.norm(dim=1) / rows_d.norm(dim=1).clamp_min(1e-10)
+        out[name] = (rows_d * scale[:, None]).reshape(d.shape)
+    return out
+
+
+def random_direction(model: nn.Module, seed: int = 0, bias: str = "zero") -> Direction:
+    """A Gaussian random direction, filter-normalised (:func:`filter_normalize`), drawn from
+    ``seed`` alone: the same seed gives the same direction for the same architecture."""
+    generator = torch.Generator().manual_seed(seed)
+    raw = {
+        n: torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+        for n, p in parameters_of(model).items()
+    }
+    return filter_normalize(raw, model, bias)
+
+
+def _check_direction(direction: Direction, weights: Direction) -> None:
+    if direction.keys() != weights.keys():
+        missing = sorted(weights.keys() - direction.keys())
+        extra = sorted(direction.keys() - weights.keys())
+        raise ConfigError(
+            "a direction must name every trainable parameter of the model and nothing else; "
+            f"missing {missing}, unknown {extra}"
+        )
+    for name, d in direction.items():
+        if d.shape != weights[name].shape:
+            raise ConfigError(
+                f"direction[{name!r}] has shape {tuple(d.shape)}, the parameter has "
+                f"{tuple(weights[name].shape)}"
+            )
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossLine:
+    """Losses along one or several lines ``theta + alpha d``.
+
+    Attributes:
+        alphas: ``[A]`` the positions.
+        loss, accuracy: ``[A]`` for one direction, ``[n, A]`` for a list of ``n``; the mean
+            cross-entropy (nats) and the accuracy (0 to 1) over the examples.
+    """
+
+    alphas: torch.Tensor
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).tolist() for k in ("alphas", "loss", "accuracy")}
+
+
+@dataclass(frozen=True)
+class LossPlane:
+    """Losses on the grid ``theta + alphas[i] d1 + betas[j] d2``.
+
+    Attributes:
+        alphas: ``[A]``; betas: ``[B]``.
+        loss, accuracy: ``[A, B]``, entry ``[i, j]`` at ``(alphas[i], betas[j])`` (plot
+            ``contour(alphas, betas, loss.T)``).
+        seconds: wall time of the evaluation.
+    """
+
+    alphas: torch.Tensor
+    betas: torch.Tensor
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k).tolist() for k in ("alphas", "betas", "loss", "accuracy")}
+        out["seconds"] = self.seconds
+        return out
+
+
+# --- batched evaluation ----------------------------------------------------------------------
+
+
+def loss_line(
+    model: nn.Module,
+    data: Data,
+    direction: Direction | nn.Module | Sequence[Direction],
+    alphas: torch.Tensor | Sequence[float] | None = None,
+    *,
+    units: Sequence[int] | None = None,
+    batch_size: int = 2000,
+    max_elements: int = 2**21,
+) -> LossLine:
+    """The loss and accuracy of ``model`` along ``theta + alpha d``.
+
+    Args:
+        model: the network; ``theta`` is its trainable parameters (it is not changed).
+        data: the examples (a task's ``test`` set, or ``(inputs, labels)``).
+        direction: a :data:`Direction`; a list of them (one line each); or another model of
+            the same architecture, meaning ``d = theta_B - theta``, so that ``alpha = 0`` is
+            ``model``, ``alpha = 1`` the other model and the line runs straight between them.
+        alphas: the positions (default ``linspace(-1, 1, 41)``).
+        units: score only these output units (a task-incremental task's ``task.units``: the
+            loss is then over the task's own head, as training saw it); ``None``: all.
+        batch_size: examples per chunk.
+        max_elements: the largest activation tensor (numbers) a chunk of grid points may make.
+
+    Returns:
+        A :class:`LossLine`; ``loss`` is ``[A]`` for one direction or model, ``[n, A]`` for a
+        list.
+    """
+    alphas = _positions(alphas, "alphas")
+    if isinstance(direction, nn.Module):
+        directions, single = [difference(direction, model)], True
+    elif isinstance(direction, dict):
+        directions, single = [direction], True
+    else:
+        directions, single = list(direction), False
+        if not directions:
+            raise ConfigError("direction: give at least one direction")
+    n, a = len(directions), len(alphas)
+    coefficients = torch.zeros(n * a, n, dtype=torch.float64)
+    for k in range(n):
+        coefficients[k * a : (k + 1) * a, k] = alphas
+    loss, acc, _ = _evaluate(model, data, directions, coefficients, batch_size, max_elements, units)
+    loss, acc = loss.view(n, a), acc.view(n, a)
+    if single:
+        loss, acc = loss[0], acc[0]
+    return LossLine(alphas, loss, acc)
+
+
+def loss_plane(
+    model: nn.Module,
+    data: Data,
+    d1: Direction,
+    d2: Direction,
+    alphas: torch.Tensor | Sequence[float] | None = None,
+    betas: torch.Tensor | Sequence[float] | None = None,
+    *,
+    units: Sequence[int] | None = None,
+    batch_size: int = 2000,
+    max_elements: int = 2**21,
+) -> LossPlane:
+    """The loss and accuracy of ``model`` on the plane ``theta + alpha d1 + beta d2``.
+
+    Args:
+        model, data, units, batch_size, max_elements: as for :func:`loss_line`.
+        d1, d2: the two directions (e.g. :func:`random_direction` with two seeds, or the
+            principal directions of a training path).
+        alphas, betas: the grid's coordinates along ``d1`` and ``d2`` (default
+            ``linspace(-1, 1, 41)`` each).
+
+    Returns:
+        A :class:`LossPlane` with ``[A, B]`` losses and accuracies.
+    """
+    alphas = _positions(alphas, "alphas")
+    betas = alphas.clone() if betas is None else _positions(betas, "betas")
+    grid_a, grid_b = torch.meshgrid(alphas, betas, indexing="ij")
+    coefficients = torch.stack([grid_a.reshape(-1), grid_b.reshape(-1)], dim=1)
+    start = time.perf_counter()
+    loss, acc, _ = _evaluate(model, data, [d1, d2], coefficients, batch_size, max_elements, units)
+    seconds = time.perf_counter() - start
+    shape = (len(alphas), len(betas))
+    return LossPlane(alphas, betas, loss.view(shape), acc.view(shape), seconds)
+
+
+def evaluate_points(
+    model: nn.Module,
+    data: Data,
+    directions: Sequence[Direction],
+    coefficients: torch.Tensor,
+    *,
+    units: Sequence[int] | None = None,
+    batch_size: int = 2000,
+    max_elements: int = 2**21,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and accuracy at each point ``theta + sum_k coefficients[p, k] directions[k]``.
+
+    The engine of :func:`loss_line` and :func:`loss_plane` (see the module docstring).
+
+    Returns:
+        ``(loss, accuracy)``, each ``[P]`` float64.
+    """
+    loss, acc, _ = _evaluate(
+        model, data, list(directions), coefficients, batch_size, max_elements, units
+    )
+    return loss, acc
+
+
+def _positions(values, name: str) -> torch.Tensor:
+    if values is None:
+        return torch.linspace(-1.0, 1.0, 41, dtype=torch.float64)
+    out = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if len(out) == 0 or not torch.isfinite(out).all():
+        raise ConfigError(f"{name} must be a non-empty list of finite numbers")
+    return out
+
+
+def _examples(data: Data, units: Sequence[int] | None = None):
+    """``(inputs(rows), labels, units)``; with ``units``, labels are positions in ``units``."""
+    if isinstance(data, ArraySet):
+        inputs, labels = data.inputs, data.y
+    elif isinstance(data, tuple) and len(data) == 2:
+        x, labels = data[0], torch.as_tensor(data[1]).long()
+
+        def inputs(rows):
+            return x[rows]
+    else:
+        raise ConfigError(f"data must be an ArraySet or a pair (inputs, labels), got {type(data)}")
+    if units is None:
+        return inputs, labels, None
+    pick = torch.as_tensor(list(units), dtype=torch.long)
+    position = torch.full((int(max(pick.max(), labels.max())) + 1,), -1, dtype=torch.long)
+    position[pick] = torch.arange(len(pick))
+    local = position[labels]
+    if (local < 0).any():
+        raise ConfigError(f"units {pick.tolist()} must include every label of the data")
+    return inputs, local, pick
+
+
+def _split_affine(model: nn.Module):
+    """``(prefix, key, layer, rest)`` when ``model`` is a Sequential whose first module with
+    parameters is Linear or a convolution, preceded only by modules without parameters
+    (Flatten); else ``None``."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    items = list(model._modules.items())
+    for i, (key, module) in enumerate(items):
+        if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+            if not isinstance(module, _AFFINE) or not module.weight.requires_grad:
+                return None
+            prefix = nn.Sequential(OrderedDict(items[:i]))
+            # Keys are kept, so parameter names in the rest match the model's ("2.weight").
+            rest = nn.Sequential(OrderedDict(items[i + 1 :]))
+            return prefix, key, module, rest
+    return None
+
+
+def _largest_activation(module: nn.Module, example: torch.Tensor) -> int:
+    """The largest output (numbers per example) of any submodule, for one example."""
+    sizes = [example.numel()]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
+        for m in module.modules()
+        if len(m._modules) == 0
+    ]
+    try:
+        with torch.no_grad():
+            out = module(example.unsqueeze(0))
+        sizes.append(out[0].numel())
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(sizes)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module,
+    data: Data,
+    directions: list[Direction],
+    coefficients: torch.Tensor,
+    batch_size: int,
+    max_elements: int,
+    units: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_elements", max_elements)
+    inputs, labels, pick = _examples(data, units)
+    n = len(labels)
+    if n == 0:
+        raise ConfigError("data has no examples")
+    base = parameters_of(model)
+    for d in directions:
+        _check_direction(d, base)
+    coefficients = torch.as_tensor(coefficients, dtype=torch.float64)
+    if coefficients.ndim != 2 or coefficients.shape[1] != len(directions):
+        raise ConfigError(
+            f"coefficients must be [points, {len(directions)}], got {tuple(coefficients.shape)}"
+        )
+    device = next(iter(base.values())).device
+    dtype = next(iter(base.values())).dtype
+    coef = coefficients.to(device, dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        split = _split_affine(model)
+        if split is not None:
+            prefix, key, layer, rest = split
+            names = [n for n in base if not n.startswith(f"{key}.")]
+        else:
+            prefix = key = layer = None
+            rest = model
+            names = list(base)
+        # Each remaining parameter as [K + 1, numel]: the base row, then one row per direction.
+        stacks = {
+            name: torch.stack([base[name].reshape(-1), *(d[name].reshape(-1) for d in directions)])
+            for name in names
+        }
+        ones = torch.ones(len(coef), 1, device=device, dtype=dtype)
+        mix = torch.cat([ones, coef], dim=1)  # [P, K + 1]
+        total_loss = torch.zeros(len(coef), dtype=torch.float64, device=device)
+        total_correct = torch.zeros(len(coef), dtype=torch.float64, device=device)
+        points_per_chunk = None
+        # vmap turns a convolution with a batch of weight sets into a grouped convolution,
+        # slower on CPU than one convolution per weight set; matrix products batch well.
+        vectorise = not any(isinstance(m, _CONV) for m in rest.modules())
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            x = inputs(rows).to(device, dtype)
+            y = labels[rows].to(device)
+            if layer is not None:
+                x = prefix(x)
+                # The first layer is linear in (weight, bias): its output at every grid point
+                # is a mix of K + 1 outputs computed once (module docstring).
+                outs = [layer(x)]
+                for d in directions:
+                    params = {"weight": d[f"{key}.weight"]}
+                    if layer.bias is not None:  # a frozen bias does not move: zero direction
+                        params["bias"] = d.get(f"{key}.bias", torch.zeros_like(layer.bias))
+                    outs.append(functional_call(layer, params, (x,)))
+                feature_shape = outs[0].shape
+                first = torch.stack([o.reshape(-1) for o in outs])  # [K + 1, rows * features]
+            if points_per_chunk is None:
+                probe = outs[0][0] if layer is not None else x[0]
+                widest = _largest_activation(rest, probe)
+                points_per_chunk = max(1, max_elements // (widest * len(y)))
+            for p0 in range(0, len(coef), points_per_chunk):
+                chunk = mix[p0 : p0 + points_per_chunk]
+                params = {
+                    name: (chunk @ stack).view(len(chunk), *base[name].shape)
+                    for name, stack in stacks.items()
+                }
+                if layer is not None:
+                    h = (chunk @ first).view(len(chunk), *feature_shape)
+                else:
+                    h = x.expand(len(chunk), *x.shape)
+                if vectorise:
+                    logits = vmap(lambda p, h: functional_call(rest, p, (h,)))(params, h)
+                else:  # one weight set at a time (convolutions: see the module docstring)
+                    logits = torch.stack(
+                        [
+                            functional_call(rest, {k: v[i] for k, v in params.items()}, (h[i],))
+                            for i in range(len(chunk))
+                        ]
+                    )
+                if pick is not None:
+                    logits = logits.index_select(-1, pick.to(device))
+                logp = torch.log_softmax(logits, dim=-1)
+                picked = logp.gather(-1, y.view(1, -1, 1).expand(len(chunk), -1, 1))
+                total_loss[p0 : p0 + len(chunk)] -= picked.sum(dim=(1, 2)).double()
+                correct = (logits.argmax(dim=-1) == y.view(1, -1)).sum(dim=1)
+                total_correct[p0 : p0 + len(chunk)] += correct.double()
+    finally:
+        model.train(was_training)
+    return (total_loss / n).cpu(), (total_correct / n).cpu(), points_per_chunk or 0
+
+
+# --- sharpness -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Eigen:
+    """The result of a power iteration.
+
+    Attributes:
+        value: the eigenvalue estimate (the Rayleigh quotient ``v^T H v`` at the last vector).
+        iterations: Hessian-vector products taken.
+        converged: whether the relative change fell under the tolerance before ``max_iter``.
+        history: the estimate after each iteration.
+        vector: the last (unit) vector, one tensor per parameter.
+    """
+
+    value: float
+    iterations: int
+    converged: bool
+    history: list[float] = field(default_factory=list)
+    vector: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+
+def power_iteration(
+    hvp: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+    like: Sequence[torch.Tensor],
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> Eigen:
+    """The eigenvalue of largest magnitude of a symmetric operator given as ``v -> H v``.
+
+    Power iteration (von Mises): from a Gaussian ``v_0`` drawn from ``seed``,
+
+        w = H v_k,   lambda_k = v_k . w,   v_{k+1} = w / ||w||
+
+    stopping when ``|lambda_k - lambda_{k-1}| <= tol |lambda_k|`` or after ``max_iter``
+    products. It converges at the rate ``|lambda_2 / lambda_1|``; near a minimum the Hessian's
+    eigenvalue of largest magnitude is its top (positive) one.
+
+    Args:
+        hvp: the operator, on lists of tensors shaped like ``like``.
+        like: tensors giving the shapes, dtypes and devices of ``v``.
+    """
+    check_positive_int("max_iter", max_iter)
+    check_range("tol", tol, 0.0, low_open=True)
+    generator = torch.Generator().manual_seed(seed)
+    v = [torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) for t in like]
+    v = _unit(v)
+    history: list[float] = []
+    converged = False
+    for _ in range(max_iter):
+        w = [t.detach() for t in hvp(v)]
+        value = float(sum((a * b).sum() for a, b in zip(v, w, strict=True)))
+        history.append(value)
+        norm = math.sqrt(float(sum((t * t).sum() for t in w)))
+        if norm == 0.0:
+            converged = True
+            break
+        v = [t / norm for t in w]
+        if len(history) > 1 and abs(value - history[-2]) <= tol * abs(value):
+            converged = True
+            break
+    return Eigen(history[-1], len(history), converged, history, v)
+
+
+def _unit(v: list[torch.Tensor]) -> list[torch.Tensor]:
+    norm = math.sqrt(float(sum((t * t).sum() for t in v)))
+    return [t / norm for t in v]
+
+
+def top_hessian_eigenvalue(
+    loss: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> Eigen:
+    """The top eigenvalue of the Hessian of ``loss()`` with respect to ``params``.
+
+    Each Hessian-vector product is a double backward pass (Pearlmutter 1994):
+    ``H v = d/dtheta (grad L(theta) . v)``, never forming ``H``. See :func:`power_iteration`.
+
+    Args:
+        loss: a function of no arguments computing a scalar from ``params`` (tensors with
+            ``requires_grad=True``).
+        params: the variables.
+    """
+    params = list(params)
+
+    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        return _hvp(loss(), params, v)
+
+    return power_iteration(hvp, params, max_iter=max_iter, tol=tol, seed=seed)
+
+
+def _hvp(value: torch.Tensor, params: list[torch.Tensor], v: list[torch.Tensor]):
+    grads = torch.autograd.grad(value, params, create_graph=True)
+    dot = sum((g * u).sum() for g, u in zip(grads, v, strict=True))
+    return torch.autograd.grad(dot, params)
+
+
+def sharpness(
+    model: nn.Module,
+    data: Data,
+    *,
+    n_examples: int | None = 1000,
+    batch_size: int = 500,
+    max_iter: int = 50,
+    tol: float = 1e-3,
+    seed: int = 0,
+    units: Sequence[int] | None = None,
+) -> Eigen:
+    """The top eigenvalue of the Hessian of the mean cross-entropy of ``model`` on ``data``.
+
+    Sharpness in the sense of Keskar et al. 2017 ("On large-batch training for deep learning:
+    generalization gap and sharp minima", ICLR) measured as the largest Hessian eigenvalue
+    (as in Li et al. 2018, Sec. 6; Mirzadeh et al. 2020, "Understanding the role of training
+    regimes in continual learning", NeurIPS, relate it to forgetting: the loss rise under a
+    weight change ``delta`` is about ``1/2 lambda_max ||delta||^2`` at worst). The loss is
+    ``L = 1/N sum_i CE(f(x_i), y_i)`` over ``n_examples`` examples drawn from ``seed`` (all if
+    ``None``); ``H v`` is summed over batches of ``batch_size``, each weighted by its share of
+    the examples. The model is evaluated in ``eval()`` mode; trainable parameters only.
+    ``units``: score only these outputs (a task-incremental task's head).
+    """
+    inputs, labels, pick = _examples(data, units)
+    n = len(labels)
+    if n_examples is not None:
+        check_positive_int("n_examples", n_examples)
+    check_positive_int("batch_size", batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(n, generator=generator)[: min(n, n_examples or n)].sort().values
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    batches = [
+        (inputs(index[s : s + batch_size]).to(device), labels[index[s : s + batch_size]].to(device))
+        for s in range(0, len(index), batch_size)
+    ]
+    total = len(index)
+    was_training = model.training
+    model.eval()
+
+    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = [torch.zeros_like(p) for p in params]
+        for x, y in batches:
+            logits = model(x) if pick is None else model(x).index_select(1, pick.to(device))
+            value = F.cross_entropy(logits, y) * (len(y) / total)
+            for acc, h in zip(out, _hvp(value, params, v), strict=True):
+                acc += h
+        return out
+
+    try:
+        return power_iteration(hvp, params, max_iter=max_iter, tol=tol, seed=seed)
+    finally:
+        model.train(was_training)
+
+
+def flat_width(alphas: torch.Tensor, losses: torch.Tensor, rise: float = 0.1) -> float:
+    """The width of the basin around ``alpha = 0`` on a 1-D loss curve: the length of the
+    interval containing 0 on which ``loss <= loss(0) + rise`` (nats), with its ends found by
+    linear interpolation between grid points (an end at the grid's edge is the edge).
+
+    ``alphas`` must be increasing and contain 0.
+    """
+    alphas = torch.as_tensor(alphas, dtype=torch.float64)
+    losses = torch.as_tensor(losses, dtype=torch.float64)
+    zero = torch.nonzero(alphas == 0).flatten()
+    if len(zero) != 1 or not (alphas[1:] > alphas[:-1]).all():
+        raise ConfigError("alphas must be increasing and contain 0 exactly once")
+    i0 = int(zero[0])
+    level = float(losses[i0]) + check_range("rise", rise, 0.0, low_open=True)
+
+    def edge(step: int) -> float:
+        i = i0
+        while 0 <= i + step < len(alphas) and losses[i + step] <= level:
+            i += step
+        j = i + step
+        if not 0 <= j < len(alphas):
+            return float(alphas[i])
+        t = (level - losses[i]) / (losses[j] - losses[i])
+        return float(alphas[i] + t * (alphas[j] - alphas[i]))
+
+    return edge(1) - edge(-1)
+
+
+def set_parameters(model: nn.Module, point: Direction) -> nn.Module:
+    """Copy ``point`` into ``model``'s trainable parameters (in place); returns ``model``."""
+    weights = dict(model.named_parameters())
+    _check_direction(point, {k: v for k, v in weights.items() if v.requires_grad})
+    with torch.no_grad():
+        for name, value in point.items():
+            weights[name].copy_(value)
+    return model
+
+
+# --- one call for the usual set of pictures --------------------------------------------------
+
+
+@dataclass
+class LandscapeStudy:
+    """The geometry around a task-A solution and on the way to the task-B solution.
+
+    Attributes:
+        lines: 1-D losses of task A along ``directions`` random filter-normalised directions
+            (``loss`` is ``[directions, A]``).
+        widths: for each direction, :func:`flat_width` of its curve.
+        plane: the 2-D loss of task A on two more random directions (``None`` if skipped).
+        sharpness: the top Hessian eigenvalue of task A's loss at the A solution (``None`` if
+            skipped).
+        interpolation: by data label (``"task A"``, ``"task B"``), the loss along
+            ``(1 - alpha) theta_A + alpha theta_B``.
+        settings: what was computed.
+    """
+
+    lines: LossLine
+    widths: list[float]
+    plane: LossPlane | None
+    sharpness: Eigen | None
+    interpolation: dict[str, LossLine]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        eigen = self.sharpness
+        return {
+            "settings": self.settings,
+            "lines": self.lines.to_dict(),
+            "widths": self.widths,
+            "mean_width": sum(self.widths) / len(self.widths),
+            "plane": None if self.plane is None else self.plane.to_dict(),
+            "sharpness": None
+            if eigen is None
+            else {
+                "value": eigen.value,
+                "iterations": eigen.iterations,
+                "converged": eigen.converged,
+            },
+            "interpolation": {k: v.to_dict() for k, v in self.interpolation.items()},
+        }
+
+
+def landscape_study(
+    model_a: nn.Module,
+    data_a: Data,
+    model_b: nn.Module | None = None,
+    data_b: Data | None = None,
+    *,
+    directions: int = 3,
+    span: float = 1.0,
+    resolution: int = 41,
+    plane: bool = True,
+    plane_resolution: int | None = None,
+    hessian: bool = True,
+    hessian_examples: int = 1000,
+    rise: float = 0.1,
+    units_a: Sequence[int] | None = None,
+    units_b: Sequence[int] | None = None,
+    seed: int = 0,
+    batch_size: int = 2000,
+) -> LandscapeStudy:
+    """1-D curves, a 2-D plane and the sharpness around ``model_a`` on ``data_a`` (task A),
+    and, given ``model_b``, the straight line from A's solution to B's on both tasks' data.
+
+    Directions are :func:`random_direction` with seeds ``seed, seed + 1, ...`` (1-D) and
+    ``seed + 1000, seed + 1001`` (the plane), so the same seed gives the same directions for
+    any model of the same architecture. ``alpha`` runs over ``linspace(-span, span,
+    resolution)`` (the plane: ``plane_resolution`` points a side, default ``resolution``);
+    the interpolation over ``linspace(-0.25, 1.25, 31)``.
+    """
+    check_positive_int("directions", directions)
+    check_positive_int("resolution", resolution)
+    check_range("span", span, 0.0, low_open=True)
+    alphas = torch.linspace(-span, span, resolution, dtype=torch.float64)
+    if resolution % 2 == 0:  # keep alpha = 0 on the grid (flat_width needs it)
+        alphas = torch.linspace(-span, span, resolution + 1, dtype=torch.float64)
+    alphas[len(alphas) // 2] = 0.0
+    dirs = [random_direction(model_a, seed + k) for k in range(directions)]
+    lines = loss_line(model_a, data_a, dirs, alphas, units=units_a, batch_size=batch_size)
+    widths = [flat_width(alphas, row, rise) for row in lines.loss]
+    surface = None
+    if plane:
+        side = plane_resolution or resolution
+        grid = torch.linspace(-span, span, side, dtype=torch.float64)
+        d1, d2 = random_direction(model_a, seed + 1000), random_direction(model_a, seed + 1001)
+        surface = loss_plane(
+            model_a, data_a, d1, d2, grid, grid, units=units_a, batch_size=batch_size
+        )
+    eigen = None
+    if hessian:
+        eigen = sharpness(model_a, data_a, n_examples=hessian_examples, seed=seed, units=units_a)
+    interpolation = {}
+    if model_b is not None:
+        steps = torch.linspace(-0.25, 1.25, 31, dtype=torch.float64)
+        interpolation["task A"] = loss_line(
+            model_a, data_a, model_b, steps, units=units_a, batch_size=batch_size
+        )
+        if data_b is not None:
+            interpolation["task B"] = loss_line(
+                model_a, data_b, model_b, steps, units=units_b, batch_size=batch_size
+            )
+    settings = {
+        "directions": directions,
+        "span": span,
+        "resolution": len(alphas),
+        "plane_resolution": None if surface is None else len(surface.alphas),
+        "hessian_examples": hessian_examples if hessian else None,
+        "rise": rise,
+        "seed": seed,
+        "examples_a": len(_examples(data_a)[1]),
+        "filter_normalisation": "per filter / neuron row; biases zero (Li et al. 2018)",
+    }
+    return LandscapeStudy(lines, widths, surface, eigen, interpolation, settings)
