@@ -1,5 +1,15 @@
 """Looking inside: what training does to weights and hidden units (see each module)."""
 
+from forgetless.analysis.frontier import (
+    Frontier,
+    FrontierPoint,
+    build_frontier,
+    frontiers_in,
+    hypervolume,
+    pareto_front,
+    run_frontiers,
+    stability_plasticity,
+)
 from forgetless.analysis.landscape import (
     Direction,
     Eigen,
@@ -42,6 +52,8 @@ from forgetless.analysis.trajectory import (
 __all__ = [
     "Direction",
     "Eigen",
+    "Frontier",
+    "FrontierPoint",
     "LossLine",
     "LossPlane",
     "OverlapRecord",
@@ -52,10 +64,13 @@ __all__ = [
     "TrajectoryStudy",
     "active_fraction",
     "active_units",
+    "build_frontier",
     "dormant_fraction",
     "effective_rank",
     "filter_normalize",
     "flat_width",
+    "frontiers_in",
+    "hypervolume",
     "layer_activations",
     "linear_cka",
     "loss_line",
@@ -63,13 +78,16 @@ __all__ = [
     "mean_weight_magnitude",
     "overlap",
     "overlap_claim",
+    "pareto_front",
     "pca_plane",
     "permuted_subsets",
     "random_direction",
     "record_trajectory",
+    "run_frontiers",
     "run_overlap",
     "run_plasticity",
     "sharpness",
+    "stability_plasticity",
     "top_hessian_eigenvalue",
     "trajectory_study",
 ]
