@@ -1076,29 +1076,22 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
+    commands = {
+        "demo": lambda: _cmd_demo(args),
+        "run": lambda: _cmd_run(args, extra),
+        "data": lambda: _cmd_data(args, parser),
+        "runs": lambda: _cmd_runs(args, parser),
+        "sweep": lambda: _cmd_sweep(args),
+        "report": lambda: _cmd_report(args),
+        "frontier": lambda: _cmd_frontier(args),
+        "landscape": lambda: _cmd_landscape(args, extra),
+        "trajectory": lambda: _cmd_trajectory(args, extra),
+        "plasticity": lambda: _cmd_plasticity(args),
+        "overlap": lambda: _cmd_overlap(args),
+    }
     try:
-        if args.command == "demo":
-            return _cmd_demo(args)
-        if args.command == "run":
-            return _cmd_run(args, extra)
-        if args.command == "data":
-            return _cmd_data(args, parser)
-        if args.command == "runs":
-            return _cmd_runs(args, parser)
-        if args.command == "sweep":
-            return _cmd_sweep(args)
-        if args.command == "report":
-            return _cmd_report(args)
-        if args.command == "landscape":
-            return _cmd_landscape(args, extra)
-        if args.command == "trajectory":
-            return _cmd_trajectory(args, extra)
-        if args.command == "frontier":
-            return _cmd_frontier(args)
-        if args.command == "plasticity":
-            return _cmd_plasticity(args)
-        if args.command == "overlap":
-            return _cmd_overlap(args)
+        if args.command in commands:
+            return commands[args.command]()
         parser.print_help()
         return 2
     except ForgetlessError as err:

@@ -16,7 +16,7 @@ from forgetless.engine import FitConfig, Snapshot, train
 from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
-from forgetless.scenarios import make_stream
+from forgetless.scenarios import Stream, make_stream
 from forgetless.strategies import coerce_params, make_strategies
 
 _FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
@@ -130,6 +130,18 @@ def config_hash(config: RunConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def config_stream(config: RunConfig) -> Stream:
+    """The stream ``config`` names: the one :func:`run` trains on."""
+    return make_stream(
+        config.scenario,
+        seed=config.seed,
+        protocol=config.protocol,
+        data_dir=config.data_dir,
+        n_tasks=config.n_tasks,
+        class_order=config.class_order,
+    )
+
+
 def run(
     config: RunConfig | None = None,
     *,
@@ -152,14 +164,7 @@ def run(
     elif options:
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
     strategies = make_strategies(config.strategy, config.strategy_params)
-    stream = make_stream(
-        config.scenario,
-        seed=config.seed,
-        protocol=config.protocol,
-        data_dir=config.data_dir,
-        n_tasks=config.n_tasks,
-        class_order=config.class_order,
-    )
+    stream = config_stream(config)
     torch.manual_seed(config.seed)
     model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
     return train(

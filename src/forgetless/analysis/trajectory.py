@@ -29,12 +29,11 @@ from forgetless.analysis.landscape import (
 from forgetless.data.arrays import ArraySet
 from forgetless.engine import FitConfig, train
 from forgetless.errors import ConfigError
-from forgetless.experiment import RunConfig
+from forgetless.experiment import RunConfig, config_stream
 from forgetless.fisher import diagonal_fisher
 from forgetless.learner import Learner
 from forgetless.models import build_model
 from forgetless.result import Result
-from forgetless.scenarios import make_stream
 from forgetless.scenarios.stream import Protocol, Stream, Task
 from forgetless.strategies import make_strategies
 from forgetless.strategies.base import Strategy
@@ -387,14 +386,7 @@ def train_tasks(config: RunConfig, tasks: int | None = 2) -> TaskSolutions:
     """Run ``config`` on the first ``tasks`` tasks of its scenario (all if ``None``) as
     :func:`forgetless.experiment.run` would (same stream, initial weights and batches), keeping
     a copy of the model after each task: the solutions whose landscapes are compared."""
-    stream = make_stream(
-        config.scenario,
-        seed=config.seed,
-        protocol=config.protocol,
-        data_dir=config.data_dir,
-        n_tasks=config.n_tasks,
-        class_order=config.class_order,
-    )
+    stream = config_stream(config)
     if tasks is not None:
         check_positive_int("tasks", tasks)
         stream = stream[:tasks]
