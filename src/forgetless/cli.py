@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from forgetless.errors import ConfigError, ForgetlessError
 
@@ -478,10 +479,24 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _runs_bar() -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar of runs on stderr; yields the ``progress(done, total, seconds_left)``
+    callback that sweeps call after each run."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=None, unit="run", file=sys.stderr, disable=None) as bar:
+
+        def progress(done: int, total: int, left: float) -> None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(f"about {left / 60:.1f} min left")
+
+        yield progress
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from tqdm.auto import tqdm
 
     from forgetless.runs import RunStore, default_store
     from forgetless.sweeps import format_summary, load_sweep, run_sweep, summarise
@@ -490,14 +505,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     root = Path(args.store) if args.store else default_store()
     runs = sweep.runs()
     print(f"{len(runs)} runs ({len(sweep.configs)} configs x {len(sweep.seeds)} seeds) into {root}")
-    bar = tqdm(total=None, unit="run", file=sys.stderr, disable=None)
-
-    def progress(done: int, total: int, left: float) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(f"about {left / 60:.1f} min left")
-
-    with bar:
+    with _runs_bar() as progress:
         report = run_sweep(sweep, root, args.workers, args.backend, args.address, progress)
     print(
         f"done: {len(report.done)} run now, {len(report.skipped)} already complete, "
@@ -506,8 +514,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for run_id, error in report.failed:
         print(f"  failed {run_id}: {error}")
     store = RunStore(root)
-    ids = {store.run_id(c) for c in runs}
-    results = [store.result(i) for i in sorted(ids) if store.index.get(i)["status"] == "complete"]
+    results = [store.result(i) for i in sorted(report.done + report.skipped)]
     text = format_summary(summarise(results), args.format)
     print(text, end="")
     if args.summary_out:
@@ -535,8 +542,6 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
     from forgetless.experiment import RunConfig, load_config
     from forgetless.report.figures import frontier_plot, save
@@ -557,14 +562,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         parameter, values = parse_range(text, args.points)
         ranges.append((strategy, parameter, values))
     root = Path(args.store) if args.store else default_store()
-    bar = tqdm(total=None, unit="run", file=sys.stderr, disable=None)
-
-    def progress(done: int, total: int, left: float) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(f"about {left / 60:.1f} min left")
-
-    with bar:
+    with _runs_bar() as progress:
         frontiers = run_frontiers(
             base, ranges, list(range(args.seeds)), root, args.workers, args.backend, progress
         )

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from forgetless.engine import FitConfig, Snapshot, train
 from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
 from forgetless.scenarios import Stream, make_stream
-from forgetless.strategies import coerce_params, make_strategies
+from forgetless.strategies import Strategy, coerce_params, make_strategies
 
 _FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
 
@@ -130,9 +131,11 @@ def config_hash(config: RunConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def config_stream(config: RunConfig) -> Stream:
-    """The stream ``config`` names: the one :func:`run` trains on."""
-    return make_stream(
+def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
+    """The stream, the initialised model and the strategies ``config`` names: what
+    :func:`run` trains (the model's weights are drawn from ``config.seed``)."""
+    strategies = make_strategies(config.strategy, config.strategy_params)
+    stream = make_stream(
         config.scenario,
         seed=config.seed,
         protocol=config.protocol,
@@ -140,6 +143,9 @@ def config_stream(config: RunConfig) -> Stream:
         n_tasks=config.n_tasks,
         class_order=config.class_order,
     )
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
+    return stream, model, strategies
 
 
 def run(
@@ -163,10 +169,7 @@ def run(
         config = RunConfig.from_dict(options)
     elif options:
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
-    strategies = make_strategies(config.strategy, config.strategy_params)
-    stream = config_stream(config)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
+    stream, model, strategies = prepare(config)
     return train(
         stream,
         model,

@@ -186,8 +186,7 @@ def run_frontiers(
         details = "; ".join(f"{run_id}: {error}" for run_id, error in report.failed[:3])
         raise ConfigError(f"{len(report.failed)} frontier runs failed ({details})")
     runs = RunStore(store)
-    wanted = {runs.run_id(c) for c in Sweep(configs, list(seeds)).runs()}
-    results = [runs.result(run_id) for run_id in sorted(wanted)]
+    results = [runs.result(run_id) for run_id in sorted(report.done + report.skipped)]
     return [build_frontier(results, s, p) for s, p, _ in ranges]
 
 

@@ -24,21 +24,8 @@ from torch import nn
 
 from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
+from forgetless.models import ACTIVATIONS
 from forgetless.validation import check_range
-
-#: Module types whose outputs are "units" by default (elementwise activations).
-ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.ReLU6,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Softplus,
-)
 
 Activations = Mapping[str, torch.Tensor]
 
@@ -71,7 +58,7 @@ def layer_activations(
         x: model-ready inputs ``[N, ...]``, or an :class:`~forgetless.data.arrays.ArraySet`
             (its inputs are scaled a batch at a time).
         layers: module names from ``model.named_modules()``; default: every activation module
-            (:data:`ACTIVATIONS`), i.e. the hidden units after their non-linearity.
+            (:data:`forgetless.models.ACTIVATIONS`), i.e. the hidden units after their non-linearity.
         batch_size: inputs per forward pass.
 
     Returns:

@@ -29,10 +29,9 @@ from forgetless.analysis.landscape import (
 from forgetless.data.arrays import ArraySet
 from forgetless.engine import FitConfig, train
 from forgetless.errors import ConfigError
-from forgetless.experiment import RunConfig, config_stream
+from forgetless.experiment import RunConfig, prepare
 from forgetless.fisher import diagonal_fisher
 from forgetless.learner import Learner
-from forgetless.models import build_model
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream, Task
 from forgetless.strategies import make_strategies
@@ -386,13 +385,10 @@ def train_tasks(config: RunConfig, tasks: int | None = 2) -> TaskSolutions:
     """Run ``config`` on the first ``tasks`` tasks of its scenario (all if ``None``) as
     :func:`forgetless.experiment.run` would (same stream, initial weights and batches), keeping
     a copy of the model after each task: the solutions whose landscapes are compared."""
-    stream = config_stream(config)
+    stream, model, strategies = prepare(config)
     if tasks is not None:
         check_positive_int("tasks", tasks)
         stream = stream[:tasks]
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
-    strategies = make_strategies(config.strategy, config.strategy_params)
     states: list[dict[str, torch.Tensor]] = []
 
     def keep(snapshot) -> None:

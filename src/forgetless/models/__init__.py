@@ -15,6 +15,21 @@ from forgetless.errors import ConfigError
 
 MODEL_NAMES = ("mlp", "cnn", "cnn-skip")
 
+#: Elementwise activation modules: their outputs are a network's hidden units (for the
+#: representation measures of ``forgetless.analysis`` and for continual backprop).
+ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ReLU6,
+    nn.ELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+)
+
 
 class MLP(nn.Sequential):
     """Flatten, then ``Linear -> ReLU`` per hidden layer, then a linear output layer."""

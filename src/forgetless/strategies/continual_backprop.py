@@ -11,25 +11,12 @@ from torch import nn
 
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner
+from forgetless.models import ACTIVATIONS
 from forgetless.scenarios.stream import Task
 from forgetless.state import pack, unpack
 from forgetless.strategies.base import Strategy
 from forgetless.validation import check_range
 
-# Elementwise activations (as forgetless.analysis.representation.ACTIVATIONS; not imported from
-# there, so that strategies never import the analysis package, which imports the engine).
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.ReLU6,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Softplus,
-)
 # Modules that may sit between the layers without changing which column is which unit.
 _PASS_THROUGH = (nn.Flatten, nn.Identity, nn.Dropout)
 
@@ -58,7 +45,7 @@ def hidden_layers(model: nn.Module) -> list[_Hidden]:
     for name, module in leaves:
         if isinstance(module, nn.Linear):
             kinds.append(("linear", name, module))
-        elif isinstance(module, _ACTIVATIONS):
+        elif isinstance(module, ACTIVATIONS):
             kinds.append(("act", name, module))
         elif not isinstance(module, _PASS_THROUGH):
             raise ConfigError(
