@@ -654,7 +654,7 @@ def _analysis_config(args: argparse.Namespace, strategy: str, params: dict):
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         lr=args.lr,
-        progress=False,
+        progress=True,  # the engine draws a bar on a terminal only
     )
 
 
@@ -976,7 +976,7 @@ def _cmd_plasticity(args: argparse.Namespace) -> int:
     specs = [(name, coerce_params(name, params)) for name, params in specs]
     torch.set_num_threads(args.threads)
     source = data.load(args.data, args.data_dir)
-    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=False)
+    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
     runs = []
     head = f"{'strategy':<40} {'seed':>4} {'acc first':>9} {'acc last':>8} {'dormant':>13} "
     print(head + f"{'erank':>13} {'|w|':>13} {'seconds':>7}")
@@ -1028,7 +1028,7 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
-    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=False)
+    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
     records = []
     print(f"{'angle':>5} {'seed':>4} {'overlap %':>12} {'weighted %':>12} {'CKA':>12} "
           f"{'A':>5} {'A after B':>9} {'B':>5} {'forgetting':>10}")  # fmt: skip
