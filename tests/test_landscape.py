@@ -36,10 +36,16 @@ def digits():
 
 
 def _models():
-    # The MLP and the CNN take the fast path (first layer mixed from three products); the
-    # residual CNN, not a Sequential, the plain vmap path.
+    # The MLP and the CNN take the fast path (first layer mixed from three products), the MLP
+    # with its Linear and ReLU layers run in place; the tanh MLP runs its rest through
+    # functional_call; the residual CNN, not a Sequential, the plain path.
+    torch.manual_seed(0)
+    tanh_mlp = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10)
+    )
     return {
         "mlp": build_model("mlp", (1, 8, 8), 10, hidden=[16, 12], seed=0).double(),
+        "mlp-tanh": tanh_mlp.double(),
         "cnn": CNN((1, 8, 8), 10, hidden=12).double(),
         "cnn-skip": ResidualCNN((1, 8, 8), 10, hidden=12).double(),
     }
@@ -52,13 +58,14 @@ def _loss_at(model, point, x, y):
     return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).double().mean())
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn-skip"])
+@pytest.mark.parametrize("name", ["mlp", "mlp-tanh", "cnn", "cnn-skip"])
 def test_plane_equals_point_by_point_evaluation(digits, name):
     _, x, y = digits
     model = _models()[name]
     d1, d2 = random_direction(model, 1), random_direction(model, 2)
     alphas, betas = torch.tensor([-1.0, 0.0, 0.4]), torch.tensor([-0.5, 0.0, 0.25, 1.0])
-    # Small chunks of examples and of grid points: the chunking is exercised too.
+    # Small batches of examples (23, and fewer where max_elements says so), and the point
+    # (0, 0), whose first-layer output is the shared product itself.
     plane = loss_plane(model, (x, y), d1, d2, alphas, betas, batch_size=23, max_elements=3000)
     base = parameters_of(model)
     for i, a in enumerate(alphas):

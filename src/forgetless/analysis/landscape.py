@@ -19,12 +19,13 @@ inputs, so
     X (W + a D1 + b D2)^T = X W^T + a X D1^T + b X D2^T
 
 is computed as three products once per batch of examples, and every grid point only mixes them.
-The rest of the network runs for many grid points at once: ``torch.func.vmap`` over
-``torch.func.functional_call`` with a stack of weight sets (batched matrix products). Other
-models take the same path over the whole network. Where the rest holds convolutions, the
-points of a chunk are run one after the other instead: vmap makes a convolution over a stack
-of weight sets a grouped convolution, measured 1.5 times slower on CPU than a loop. Grid points and examples are chunked so that no activation tensor
-exceeds ``max_elements`` numbers.
+The rest of the network runs once per grid point with ``torch.func.functional_call``, on
+weights mixed in place into buffers allocated once (an MLP's rest, Linear and ReLU only, runs
+with its outputs in buffers as well). One matrix product per point is the
+fastest form on CPU: ``vmap`` over a stack of weight sets makes batched products (``bmm``),
+measured at half the speed of ``mm`` for the 400-unit layer (62 against 133 GFLOP/s), and
+grouped convolutions, 1.5 times slower than a loop. Examples go in batches of
+``batch_size``, smaller where an activation tensor would exceed ``max_elements`` numbers.
 
 A direction is a plain ``dict`` from parameter names (``model.named_parameters()``, trainable
 ones only) to tensors of the same shapes (:data:`Direction`). Buffers (batch-norm statistics)
@@ -43,7 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
@@ -189,7 +190,7 @@ def loss_line(
     *,
     units: Sequence[int] | None = None,
     batch_size: int = 2000,
-    max_elements: int = 2**21,
+    max_elements: int = 2**26,
 ) -> LossLine:
     """The loss and accuracy of ``model`` along ``theta + alpha d``.
 
@@ -202,8 +203,10 @@ def loss_line(
         alphas: the positions (default ``linspace(-1, 1, 41)``).
         units: score only these output units (a task-incremental task's ``task.units``: the
             loss is then over the task's own head, as training saw it); ``None``: all.
-        batch_size: examples per chunk.
-        max_elements: the largest activation tensor (numbers) a chunk of grid points may make.
+        batch_size: examples evaluated at once. 2000 keeps the 400-unit MLP's activations
+            in cache; larger batches were slower.
+        max_elements: the largest activation tensor (numbers) a batch may make: wide
+            networks get smaller batches.
 
     Returns:
         A :class:`LossLine`; ``loss`` is ``[A]`` for one direction or model, ``[n, A]`` for a
@@ -239,7 +242,7 @@ def loss_plane(
     *,
     units: Sequence[int] | None = None,
     batch_size: int = 2000,
-    max_elements: int = 2**21,
+    max_elements: int = 2**26,
 ) -> LossPlane:
     """The loss and accuracy of ``model`` on the plane ``theta + alpha d1 + beta d2``.
 
@@ -272,7 +275,7 @@ def evaluate_points(
     *,
     units: Sequence[int] | None = None,
     batch_size: int = 2000,
-    max_elements: int = 2**21,
+    max_elements: int = 2**26,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy at each point ``theta + sum_k coefficients[p, k] directions[k]``.
 
@@ -354,6 +357,60 @@ def _largest_activation(module: nn.Module, example: torch.Tensor) -> int:
     return max(sizes)
 
 
+def _mix(
+    out: torch.Tensor,
+    base: torch.Tensor,
+    terms: list[tuple[float, torch.Tensor]],
+    share: bool = True,
+) -> torch.Tensor:
+    """``base + sum(c * t for c, t in terms)`` written into ``out``; with no terms, ``base``
+    itself if ``share`` (the caller only reads it), else a copy in ``out``."""
+    if not terms:
+        return base if share else out.copy_(base)
+    (c, t), *others = terms
+    torch.add(base, t, alpha=c, out=out)
+    for c, t in others:
+        out.add_(t, alpha=c)
+    return out
+
+
+def _linear_chain(rest: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """``rest``'s modules when it is a Sequential of only ``Linear``, ``ReLU`` and ``Identity``
+    (an MLP after its first layer), which :func:`_run_chain` runs in place; else ``None``."""
+    if not isinstance(rest, nn.Sequential):
+        return None
+    steps = list(rest._modules.items())
+    kinds = (nn.Linear, nn.ReLU, nn.Identity)
+    if not steps or not all(isinstance(m, kinds) for _, m in steps):
+        return None
+    return steps
+
+
+def _run_chain(
+    steps: list[tuple[str, nn.Module]],
+    params: dict[str, torch.Tensor],
+    h: torch.Tensor,
+    outputs: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """What ``functional_call(rest, params, (h,))`` returns, for a :func:`_linear_chain`, with
+    each layer's output written into ``outputs`` (reused across points) and ReLU in place:
+    ``h`` is overwritten. 12% faster than allocating, for the 400-unit MLP."""
+    for name, module in steps:
+        if isinstance(module, nn.Linear):
+            weight = params.get(f"{name}.weight", module.weight)
+            bias = params.get(f"{name}.bias", module.bias)
+            out = outputs.get(name)
+            if out is None or out.shape != (len(h), len(weight)):
+                out = outputs[name] = h.new_empty(len(h), len(weight))
+            if bias is None:
+                h = torch.mm(h, weight.t(), out=out)
+            else:
+                h = torch.addmm(bias, h, weight.t(), out=out)
+        elif isinstance(module, nn.ReLU):
+            h = h.relu_()
+    return h
+
+
 @torch.no_grad()
 def _evaluate(
     model: nn.Module,
@@ -380,7 +437,9 @@ def _evaluate(
         )
     device = next(iter(base.values())).device
     dtype = next(iter(base.values())).dtype
-    coef = coefficients.to(device, dtype)
+    # Python floats: each point's nonzero coefficients, so that a point on one of several
+    # lines mixes only its own direction.
+    points = [[(c, k) for k, c in enumerate(row) if c != 0.0] for row in coefficients.tolist()]
     was_training = model.training
     model.eval()
     try:
@@ -392,19 +451,14 @@ def _evaluate(
             prefix = key = layer = None
             rest = model
             names = list(base)
-        # Each remaining parameter as [K + 1, numel]: the base row, then one row per direction.
-        stacks = {
-            name: torch.stack([base[name].reshape(-1), *(d[name].reshape(-1) for d in directions)])
-            for name in names
-        }
-        ones = torch.ones(len(coef), 1, device=device, dtype=dtype)
-        mix = torch.cat([ones, coef], dim=1)  # [P, K + 1]
-        total_loss = torch.zeros(len(coef), dtype=torch.float64, device=device)
-        total_correct = torch.zeros(len(coef), dtype=torch.float64, device=device)
-        points_per_chunk = None
-        # vmap turns a convolution with a batch of weight sets into a grouped convolution,
-        # slower on CPU than one convolution per weight set; matrix products batch well.
-        vectorise = not any(isinstance(m, _CONV) for m in rest.modules())
+        chain = _linear_chain(rest) if layer is not None else None
+        chain_outputs: dict[str, torch.Tensor] = {}
+        widest = _largest_activation(model, inputs(slice(0, 1))[0].to(device, dtype))
+        batch_size = max(1, min(batch_size, max_elements // widest))
+        # One buffer per parameter, refilled for every point: no allocation in the loop.
+        buffers = {name: torch.empty_like(base[name]) for name in names}
+        total_loss = torch.zeros(len(points), dtype=torch.float64, device=device)
+        total_correct = torch.zeros(len(points), dtype=torch.float64, device=device)
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
             x = inputs(rows).to(device, dtype)
@@ -413,47 +467,39 @@ def _evaluate(
                 x = prefix(x)
                 # The first layer is linear in (weight, bias): its output at every grid point
                 # is a mix of K + 1 outputs computed once (module docstring).
-                outs = [layer(x)]
+                firsts = [layer(x)]
                 for d in directions:
                     params = {"weight": d[f"{key}.weight"]}
                     if layer.bias is not None:  # a frozen bias does not move: zero direction
                         params["bias"] = d.get(f"{key}.bias", torch.zeros_like(layer.bias))
-                    outs.append(functional_call(layer, params, (x,)))
-                feature_shape = outs[0].shape
-                first = torch.stack([o.reshape(-1) for o in outs])  # [K + 1, rows * features]
-            if points_per_chunk is None:
-                probe = outs[0][0] if layer is not None else x[0]
-                widest = _largest_activation(rest, probe)
-                points_per_chunk = max(1, max_elements // (widest * len(y)))
-            for p0 in range(0, len(coef), points_per_chunk):
-                chunk = mix[p0 : p0 + points_per_chunk]
+                    firsts.append(functional_call(layer, params, (x,)))
+                mixed_first = torch.empty_like(firsts[0])
+            losses, corrects = [], []
+            for terms in points:
                 params = {
-                    name: (chunk @ stack).view(len(chunk), *base[name].shape)
-                    for name, stack in stacks.items()
+                    name: _mix(
+                        buffers[name], base[name], [(c, directions[k][name]) for c, k in terms]
+                    )
+                    for name in names
                 }
                 if layer is not None:
-                    h = (chunk @ first).view(len(chunk), *feature_shape)
+                    first_terms = [(c, firsts[k + 1]) for c, k in terms]
+                    h = _mix(mixed_first, firsts[0], first_terms, share=chain is None)
                 else:
-                    h = x.expand(len(chunk), *x.shape)
-                if vectorise:
-                    logits = vmap(lambda p, h: functional_call(rest, p, (h,)))(params, h)
-                else:  # one weight set at a time (convolutions: see the module docstring)
-                    logits = torch.stack(
-                        [
-                            functional_call(rest, {k: v[i] for k, v in params.items()}, (h[i],))
-                            for i in range(len(chunk))
-                        ]
-                    )
+                    h = x
+                if chain is not None and h.dim() == 2:
+                    logits = _run_chain(chain, params, h, chain_outputs)
+                else:
+                    logits = functional_call(rest, params, (h,))
                 if pick is not None:
                     logits = logits.index_select(-1, pick.to(device))
-                logp = torch.log_softmax(logits, dim=-1)
-                picked = logp.gather(-1, y.view(1, -1, 1).expand(len(chunk), -1, 1))
-                total_loss[p0 : p0 + len(chunk)] -= picked.sum(dim=(1, 2)).double()
-                correct = (logits.argmax(dim=-1) == y.view(1, -1)).sum(dim=1)
-                total_correct[p0 : p0 + len(chunk)] += correct.double()
+                losses.append(F.cross_entropy(logits, y, reduction="sum"))
+                corrects.append((logits.argmax(dim=-1) == y).sum())
+            total_loss += torch.stack(losses).double()
+            total_correct += torch.stack(corrects).double()
     finally:
         model.train(was_training)
-    return (total_loss / n).cpu(), (total_correct / n).cpu(), points_per_chunk or 0
+    return (total_loss / n).cpu(), (total_correct / n).cpu(), batch_size
 
 
 # --- sharpness -------------------------------------------------------------------------------
