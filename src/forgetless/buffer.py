@@ -125,9 +125,22 @@ class MemoryBuffer:
         n = self._check_batch(x, y, t, logits)
         start, capacity = self.seen, self.capacity
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=_device_of(generator))
-        # The index arithmetic runs in NumPy: on a batch of numbers each torch call costs more in
-        # dispatch than in work, and this runs every step. floor(u * (i + 1)) is uniform on
-        # 0..i: with u < 1 the exactly rounded float64 product stays below i + 1 (i < 2**52).
+        # floor(u * (i + 1)) is uniform on 0..i: with u < 1 the exactly rounded float64 product
+        # stays below i + 1 (i < 2**52).
+        if start >= capacity:
+            # A full buffer keeps about n * capacity / seen of the batch, often 0 or 1. The test
+            # runs in plain Python: every library call here pays for caches that the forward and
+            # backward passes evicted, and Python's float product and int() are NumPy's float64
+            # product and truncation, so the draws decide exactly as below.
+            kept: dict[int, int] = {}
+            for j, draw in enumerate(u.tolist()):
+                if (product := draw * (start + 1 + j)) < capacity:
+                    kept[int(product)] = j  # a later example overwrites an earlier one
+            self.seen += n
+            order = sorted(kept)
+            slots = np.array(order, dtype=np.int64)
+            return self._put(slots, np.array([kept[s] for s in order]), x, y, t, logits)
+        # Filling: the index arithmetic in NumPy (a batch may be much larger than the buffer).
         slots = (u.cpu().numpy() * np.arange(start + 1, start + n + 1, dtype=np.float64)).astype(
             np.int64
         )
@@ -302,7 +315,7 @@ class MemoryBuffer:
         # Every torch call costs a few microseconds of dispatch whatever its size, and this runs
         # each step: hence no_grad instead of detach() per tensor, and no no-op .to() calls.
         with torch.no_grad():
-            if (np.diff(slots) == 1).all() and (np.diff(positions) == 1).all():
+            if k == 1 or ((np.diff(slots) == 1).all() and (np.diff(positions) == 1).all()):
                 # Both runs (the buffer filling): one slice copy per tensor.
                 first, start = int(slots[0]), int(positions[0])
                 for store, batch in pairs:
