@@ -62,12 +62,12 @@ import torch
 import torch.nn.functional as F
 
 from forgetless.analysis.landscape import (
-    landscape_study,
     loss_plane,
     parameters_of,
     random_direction,
     set_parameters,
 )
+from forgetless.analysis.landscape_study import landscape_study
 from forgetless.analysis.trajectory import task_subset, train_tasks
 from forgetless.data.arrays import ArraySet
 from forgetless.experiment import RunConfig

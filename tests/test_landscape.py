@@ -14,16 +14,14 @@ from forgetless.analysis.landscape import (
     difference,
     filter_normalize,
     flat_width,
-    landscape_study,
     loss_line,
     loss_plane,
     parameters_of,
-    power_iteration,
     random_direction,
     set_parameters,
-    sharpness,
-    top_hessian_eigenvalue,
 )
+from forgetless.analysis.landscape_study import landscape_study
+from forgetless.analysis.sharpness import power_iteration, sharpness, top_hessian_eigenvalue
 from forgetless.models import CNN, ResidualCNN, build_model
 from forgetless.scenarios import make_stream
 

@@ -662,7 +662,7 @@ def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
     import json
     from pathlib import Path
 
-    from forgetless.analysis.landscape import landscape_study
+    from forgetless.analysis.landscape_study import landscape_study
     from forgetless.analysis.trajectory import task_subset, train_tasks
     from forgetless.report import analysis_figures as figs
     from forgetless.report.figures import save

@@ -12,7 +12,6 @@ from forgetless.analysis.frontier import (
 )
 from forgetless.analysis.landscape import (
     Direction,
-    Eigen,
     LossLine,
     LossPlane,
     filter_normalize,
@@ -20,9 +19,8 @@ from forgetless.analysis.landscape import (
     loss_line,
     loss_plane,
     random_direction,
-    sharpness,
-    top_hessian_eigenvalue,
 )
+from forgetless.analysis.landscape_study import LandscapeStudy, landscape_study
 from forgetless.analysis.overlap_study import OverlapRecord, overlap_claim, run_overlap
 from forgetless.analysis.plasticity import (
     PlasticityRecord,
@@ -40,6 +38,7 @@ from forgetless.analysis.representation import (
     mean_weight_magnitude,
     overlap,
 )
+from forgetless.analysis.sharpness import Eigen, sharpness, top_hessian_eigenvalue
 from forgetless.analysis.trajectory import (
     ParameterRecorder,
     Trajectory,
@@ -54,6 +53,7 @@ __all__ = [
     "Eigen",
     "Frontier",
     "FrontierPoint",
+    "LandscapeStudy",
     "LossLine",
     "LossPlane",
     "OverlapRecord",
@@ -71,6 +71,7 @@ __all__ = [
     "flat_width",
     "frontiers_in",
     "hypervolume",
+    "landscape_study",
     "layer_activations",
     "linear_cka",
     "loss_line",

@@ -9,8 +9,8 @@ Li, Xu, Taylor, Studer and Goldstein 2018, "Visualizing the loss landscape of ne
 
 and along the straight line between two solutions (Goodfellow, Vinyals and Saxe 2015),
 ``L((1 - alpha) theta_A + alpha theta_B)``: :func:`loss_line` with a model as the direction.
-Sharpness is the top eigenvalue of the Hessian of the loss (:func:`sharpness`), found by power
-iteration on Hessian-vector products.
+Sharpness (the top Hessian eigenvalue) is in :mod:`forgetless.analysis.sharpness`; the usual set
+of pictures in one call in :mod:`forgetless.analysis.landscape_study`.
 
 Evaluating a grid is batched. If the model is an ``nn.Sequential`` whose first layer with
 weights is a ``Linear`` or a convolution, that layer is linear in its parameters for fixed
@@ -34,11 +34,10 @@ are never perturbed: the model is evaluated in ``eval()`` mode with its own buff
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -299,8 +298,9 @@ def _positions(values, name: str) -> torch.Tensor:
     return out
 
 
-def _examples(data: Data, units: Sequence[int] | None = None):
-    """``(inputs(rows), labels, units)``; with ``units``, labels are positions in ``units``."""
+def examples(data: Data, units: Sequence[int] | None = None):
+    """``(inputs, labels, units)`` of ``data``: ``inputs(rows)`` gives model inputs for a slice
+    or index of rows; with ``units``, labels are positions in ``units`` (a ``[U]`` tensor)."""
     if isinstance(data, ArraySet):
         inputs, labels = data.inputs, data.y
     elif isinstance(data, tuple) and len(data) == 2:
@@ -423,7 +423,7 @@ def _evaluate(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     check_positive_int("batch_size", batch_size)
     check_positive_int("max_elements", max_elements)
-    inputs, labels, pick = _examples(data, units)
+    inputs, labels, pick = examples(data, units)
     n = len(labels)
     if n == 0:
         raise ConfigError("data has no examples")
@@ -502,164 +502,6 @@ def _evaluate(
     return (total_loss / n).cpu(), (total_correct / n).cpu(), batch_size
 
 
-# --- sharpness -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Eigen:
-    """The result of a power iteration.
-
-    Attributes:
-        value: the eigenvalue estimate (the Rayleigh quotient ``v^T H v`` at the last vector).
-        iterations: Hessian-vector products taken.
-        converged: whether the relative change fell under the tolerance before ``max_iter``.
-        history: the estimate after each iteration.
-        vector: the last (unit) vector, one tensor per parameter.
-    """
-
-    value: float
-    iterations: int
-    converged: bool
-    history: list[float] = field(default_factory=list)
-    vector: list[torch.Tensor] = field(default_factory=list, repr=False)
-
-
-def power_iteration(
-    hvp: Callable[[list[torch.Tensor]], list[torch.Tensor]],
-    like: Sequence[torch.Tensor],
-    *,
-    max_iter: int = 100,
-    tol: float = 1e-4,
-    seed: int = 0,
-) -> Eigen:
-    """The eigenvalue of largest magnitude of a symmetric operator given as ``v -> H v``.
-
-    Power iteration (von Mises): from a Gaussian ``v_0`` drawn from ``seed``,
-
-        w = H v_k,   lambda_k = v_k . w,   v_{k+1} = w / ||w||
-
-    stopping when ``|lambda_k - lambda_{k-1}| <= tol |lambda_k|`` or after ``max_iter``
-    products. It converges at the rate ``|lambda_2 / lambda_1|``; near a minimum the Hessian's
-    eigenvalue of largest magnitude is its top (positive) one.
-
-    Args:
-        hvp: the operator, on lists of tensors shaped like ``like``.
-        like: tensors giving the shapes, dtypes and devices of ``v``.
-    """
-    check_positive_int("max_iter", max_iter)
-    check_range("tol", tol, 0.0, low_open=True)
-    generator = torch.Generator().manual_seed(seed)
-    v = [torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) for t in like]
-    v = _unit(v)
-    history: list[float] = []
-    converged = False
-    for _ in range(max_iter):
-        w = [t.detach() for t in hvp(v)]
-        value = float(sum((a * b).sum() for a, b in zip(v, w, strict=True)))
-        history.append(value)
-        norm = math.sqrt(float(sum((t * t).sum() for t in w)))
-        if norm == 0.0:
-            converged = True
-            break
-        v = [t / norm for t in w]
-        if len(history) > 1 and abs(value - history[-2]) <= tol * abs(value):
-            converged = True
-            break
-    return Eigen(history[-1], len(history), converged, history, v)
-
-
-def _unit(v: list[torch.Tensor]) -> list[torch.Tensor]:
-    norm = math.sqrt(float(sum((t * t).sum() for t in v)))
-    return [t / norm for t in v]
-
-
-def top_hessian_eigenvalue(
-    loss: Callable[[], torch.Tensor],
-    params: Sequence[torch.Tensor],
-    *,
-    max_iter: int = 100,
-    tol: float = 1e-4,
-    seed: int = 0,
-) -> Eigen:
-    """The top eigenvalue of the Hessian of ``loss()`` with respect to ``params``.
-
-    Each Hessian-vector product is a double backward pass (Pearlmutter 1994):
-    ``H v = d/dtheta (grad L(theta) . v)``, never forming ``H``. See :func:`power_iteration`.
-
-    Args:
-        loss: a function of no arguments computing a scalar from ``params`` (tensors with
-            ``requires_grad=True``).
-        params: the variables.
-    """
-    params = list(params)
-
-    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
-        return _hvp(loss(), params, v)
-
-    return power_iteration(hvp, params, max_iter=max_iter, tol=tol, seed=seed)
-
-
-def _hvp(value: torch.Tensor, params: list[torch.Tensor], v: list[torch.Tensor]):
-    grads = torch.autograd.grad(value, params, create_graph=True)
-    dot = sum((g * u).sum() for g, u in zip(grads, v, strict=True))
-    return torch.autograd.grad(dot, params)
-
-
-def sharpness(
-    model: nn.Module,
-    data: Data,
-    *,
-    n_examples: int | None = 1000,
-    batch_size: int = 500,
-    max_iter: int = 50,
-    tol: float = 1e-3,
-    seed: int = 0,
-    units: Sequence[int] | None = None,
-) -> Eigen:
-    """The top eigenvalue of the Hessian of the mean cross-entropy of ``model`` on ``data``.
-
-    Sharpness in the sense of Keskar et al. 2017 ("On large-batch training for deep learning:
-    generalization gap and sharp minima", ICLR) measured as the largest Hessian eigenvalue
-    (as in Li et al. 2018, Sec. 6; Mirzadeh et al. 2020, "Understanding the role of training
-    regimes in continual learning", NeurIPS, relate it to forgetting: the loss rise under a
-    weight change ``delta`` is about ``1/2 lambda_max ||delta||^2`` at worst). The loss is
-    ``L = 1/N sum_i CE(f(x_i), y_i)`` over ``n_examples`` examples drawn from ``seed`` (all if
-    ``None``); ``H v`` is summed over batches of ``batch_size``, each weighted by its share of
-    the examples. The model is evaluated in ``eval()`` mode; trainable parameters only.
-    ``units``: score only these outputs (a task-incremental task's head).
-    """
-    inputs, labels, pick = _examples(data, units)
-    n = len(labels)
-    if n_examples is not None:
-        check_positive_int("n_examples", n_examples)
-    check_positive_int("batch_size", batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(n, generator=generator)[: min(n, n_examples or n)].sort().values
-    params = [p for p in model.parameters() if p.requires_grad]
-    device = params[0].device
-    batches = [
-        (inputs(index[s : s + batch_size]).to(device), labels[index[s : s + batch_size]].to(device))
-        for s in range(0, len(index), batch_size)
-    ]
-    total = len(index)
-    was_training = model.training
-    model.eval()
-
-    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = [torch.zeros_like(p) for p in params]
-        for x, y in batches:
-            logits = model(x) if pick is None else model(x).index_select(1, pick.to(device))
-            value = F.cross_entropy(logits, y) * (len(y) / total)
-            for acc, h in zip(out, _hvp(value, params, v), strict=True):
-                acc += h
-        return out
-
-    try:
-        return power_iteration(hvp, params, max_iter=max_iter, tol=tol, seed=seed)
-    finally:
-        model.train(was_training)
-
-
 def flat_width(alphas: torch.Tensor, losses: torch.Tensor, rise: float = 0.1) -> float:
     """The width of the basin around ``alpha = 0`` on a 1-D loss curve: the length of the
     interval containing 0 on which ``loss <= loss(0) + rise`` (nats), with its ends found by
@@ -696,121 +538,3 @@ def set_parameters(model: nn.Module, point: Direction) -> nn.Module:
         for name, value in point.items():
             weights[name].copy_(value)
     return model
-
-
-# --- one call for the usual set of pictures --------------------------------------------------
-
-
-@dataclass
-class LandscapeStudy:
-    """The geometry around a task-A solution and on the way to the task-B solution.
-
-    Attributes:
-        lines: 1-D losses of task A along ``directions`` random filter-normalised directions
-            (``loss`` is ``[directions, A]``).
-        widths: for each direction, :func:`flat_width` of its curve.
-        plane: the 2-D loss of task A on two more random directions (``None`` if skipped).
-        sharpness: the top Hessian eigenvalue of task A's loss at the A solution (``None`` if
-            skipped).
-        interpolation: by data label (``"task A"``, ``"task B"``), the loss along
-            ``(1 - alpha) theta_A + alpha theta_B``.
-        settings: what was computed.
-    """
-
-    lines: LossLine
-    widths: list[float]
-    plane: LossPlane | None
-    sharpness: Eigen | None
-    interpolation: dict[str, LossLine]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        eigen = self.sharpness
-        return {
-            "settings": self.settings,
-            "lines": self.lines.to_dict(),
-            "widths": self.widths,
-            "mean_width": sum(self.widths) / len(self.widths),
-            "plane": None if self.plane is None else self.plane.to_dict(),
-            "sharpness": None
-            if eigen is None
-            else {
-                "value": eigen.value,
-                "iterations": eigen.iterations,
-                "converged": eigen.converged,
-            },
-            "interpolation": {k: v.to_dict() for k, v in self.interpolation.items()},
-        }
-
-
-def landscape_study(
-    model_a: nn.Module,
-    data_a: Data,
-    model_b: nn.Module | None = None,
-    data_b: Data | None = None,
-    *,
-    directions: int = 3,
-    span: float = 1.0,
-    resolution: int = 41,
-    plane: bool = True,
-    plane_resolution: int | None = None,
-    hessian: bool = True,
-    hessian_examples: int = 1000,
-    rise: float = 0.1,
-    units_a: Sequence[int] | None = None,
-    units_b: Sequence[int] | None = None,
-    seed: int = 0,
-    batch_size: int = 2000,
-) -> LandscapeStudy:
-    """1-D curves, a 2-D plane and the sharpness around ``model_a`` on ``data_a`` (task A),
-    and, given ``model_b``, the straight line from A's solution to B's on both tasks' data.
-
-    Directions are :func:`random_direction` with seeds ``seed, seed + 1, ...`` (1-D) and
-    ``seed + 1000, seed + 1001`` (the plane), so the same seed gives the same directions for
-    any model of the same architecture. ``alpha`` runs over ``linspace(-span, span,
-    resolution)`` (the plane: ``plane_resolution`` points a side, default ``resolution``);
-    the interpolation over ``linspace(-0.25, 1.25, 31)``.
-    """
-    check_positive_int("directions", directions)
-    check_positive_int("resolution", resolution)
-    check_range("span", span, 0.0, low_open=True)
-    alphas = torch.linspace(-span, span, resolution, dtype=torch.float64)
-    if resolution % 2 == 0:  # keep alpha = 0 on the grid (flat_width needs it)
-        alphas = torch.linspace(-span, span, resolution + 1, dtype=torch.float64)
-    alphas[len(alphas) // 2] = 0.0
-    dirs = [random_direction(model_a, seed + k) for k in range(directions)]
-    lines = loss_line(model_a, data_a, dirs, alphas, units=units_a, batch_size=batch_size)
-    widths = [flat_width(alphas, row, rise) for row in lines.loss]
-    surface = None
-    if plane:
-        side = plane_resolution or resolution
-        grid = torch.linspace(-span, span, side, dtype=torch.float64)
-        d1, d2 = random_direction(model_a, seed + 1000), random_direction(model_a, seed + 1001)
-        surface = loss_plane(
-            model_a, data_a, d1, d2, grid, grid, units=units_a, batch_size=batch_size
-        )
-    eigen = None
-    if hessian:
-        eigen = sharpness(model_a, data_a, n_examples=hessian_examples, seed=seed, units=units_a)
-    interpolation = {}
-    if model_b is not None:
-        steps = torch.linspace(-0.25, 1.25, 31, dtype=torch.float64)
-        interpolation["task A"] = loss_line(
-            model_a, data_a, model_b, steps, units=units_a, batch_size=batch_size
-        )
-        if data_b is not None:
-            interpolation["task B"] = loss_line(
-                model_a, data_b, model_b, steps, units=units_b, batch_size=batch_size
-            )
-    settings = {
-        "directions": directions,
-        "span": span,
-        "resolution": len(alphas),
-        "plane_resolution": None if surface is None else len(surface.alphas),
-        "hessian_examples": hessian_examples if hessian else None,
-        "rise": rise,
-        "seed": seed,
-        "examples_a": len(_examples(data_a)[1]),
-        "filter_normalisation": "per filter / neuron row; biases zero (Li et al. 2018)",
-    }
-    return LandscapeStudy(lines, widths, surface, eigen, interpolation, settings)
