@@ -321,15 +321,15 @@ class MemoryBuffer:
                 for store, batch in pairs:
                     store[first : first + k] = batch[start : start + k]
                 return torch.arange(first, first + k, device=device)
+            # index_copy_, not NumPy's fancy assignment: inside a training run, where the forward
+            # and backward passes evict the caches between calls, it took 105 us a call against
+            # 156 (five rows), although NumPy wins in a tight loop.
+            slot_index = torch.as_tensor(slots, dtype=torch.int64, device=device)
+            rows = torch.as_tensor(positions, dtype=torch.int64)
             for store, batch in pairs:
-                if device.type == batch.device.type == "cpu":
-                    # On the CPU NumPy's fancy assignment is about 3x faster than index_copy_.
-                    store.numpy()[slots] = batch.detach().numpy()[positions]
-                else:
-                    index = torch.from_numpy(positions).to(batch.device)
-                    rows = batch.index_select(0, index).to(device, store.dtype)
-                    store.index_copy_(0, torch.from_numpy(slots).to(device), rows)
-        return torch.from_numpy(slots).to(device)
+                picked = batch.index_select(0, rows.to(batch.device))
+                store.index_copy_(0, slot_index, picked.to(device, store.dtype))
+        return slot_index
 
     def __repr__(self) -> str:
         logits = "" if self.logits is None else f", logits={self.logits.shape[1]}"
