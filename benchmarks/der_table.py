@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/der_table.py --data-dir /work/shared/data \\
-        [--only smnist pmnist gss-vs-er hybrids] [--seeds 0 1 2] [--workers 2] \\
+        [--only smnist pmnist gss-vs-er hybrids authors] [--seeds 0 1 2] [--workers 2] \\
         [--store benchmarks/results/der_table.jsonl] [--out benchmarks/results/der_table.json]
 
 Sections (accuracies in percent, mean and sample std over ``--seeds``):
@@ -31,6 +31,16 @@ at lr 0.03, where SGD stays stable under the penalty; online EWC lambda 180 with
 penalty without the 1/2), and again at lambda 18; and on P-MNIST (buffer 500, replay 128, all
 three at lr 0.1, online EWC lambda 1.4 with the empirical Fisher, as in ``regularisation.py``).
 
+``authors``: why our iCaRL and A-GEM differ from the paper at buffer 500 (S-MNIST class-IL, the
+``smnist`` settings): the same runs with the DER authors' code choices (their Mammoth library),
+one at a time and together. iCaRL: ``loss_reduction="mean"`` (their binary cross-entropy averages
+over the seen classes as well as the batch) and ``normalize=False`` (raw features for herding
+and the nearest mean). Both methods: their MLP's initialisation (``MNISTMLP`` re-initialises
+every linear layer with Xavier-uniform weights and zero biases, ``pmnist_init.xavier_``), which
+is not a ``RunConfig`` field: those rows run through this script's own runner and are stored
+under the config's key plus ``-xavier``. ``--authors-methods agem`` keeps A-GEM's rows only (to
+run more seeds of them). ``--only authors`` writes only this section: give it its own ``--out``.
+
 Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
 """
@@ -38,16 +48,24 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import multiprocessing
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from forgetless.experiment import RunConfig
-from grid import log, mean_std, percent, publish, record_of, run_all
+import torch
 
-SECTIONS = ("smnist", "pmnist", "gss-vs-er", "hybrids")
+from forgetless.engine import train
+from forgetless.experiment import RunConfig, prepare
+from grid import config_key, log, mean_std, percent, publish, record_of, run_all
+from pmnist_init import xavier_
+
+SECTIONS = ("smnist", "pmnist", "gss-vs-er", "hybrids", "authors")
 BUFFERS = (200, 500, 5120)
 #: Buzzega et al. 2020, Table 2 (class-IL / task-IL), S-MNIST, as the issue quotes them.
 PUBLISHED_SMNIST_CLASS_500 = {
@@ -130,6 +148,89 @@ def pmnist(seed: int, data: str, strategy: str, lr: float, params: dict) -> RunC
     )
 
 
+def _one_xavier_run(config: RunConfig) -> dict[str, Any]:
+    """``config`` trained as ``grid.run_all`` would, but from the DER authors' initialisation."""
+    torch.set_num_threads(1)
+    start_cpu = time.process_time()
+    stream, model, strategies = prepare(config)
+    xavier_(model)
+    result = train(stream, model, strategies, config.fit_config(), config.seed, config.to_dict())
+    record = result.to_dict()
+    record["init"] = "xavier"
+    record["cpu_seconds"] = time.process_time() - start_cpu
+    return record
+
+
+def xavier_key(config: RunConfig) -> str:
+    """The store key of ``config`` run from the Xavier initialisation (not a config field)."""
+    config.progress = False
+    config.threads = 1
+    return config_key(config) + "-xavier"
+
+
+def run_xavier(configs: list[RunConfig], store: Path, workers: int) -> dict[str, dict[str, Any]]:
+    """``grid.run_all`` for runs from the Xavier initialisation, in the same store."""
+    done: dict[str, dict[str, Any]] = {}
+    if store.exists():
+        for line in store.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[record["key"]] = record
+    pending = {xavier_key(c): c for c in configs if xavier_key(c) not in done}
+    log(f"{len(pending)} runs from the Xavier initialisation to run on {workers} workers")
+    if not pending:
+        return done
+    store.parent.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool,
+        store.open("a") as sink,
+    ):
+        futures = {pool.submit(_one_xavier_run, c): key for key, c in pending.items()}
+        for future in as_completed(futures):
+            key = futures[future]
+            record = {"key": key, **future.result()}
+            done[key] = record
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            config = pending[key]
+            log(
+                f"xavier {config.strategy} {config.strategy_params} seed {config.seed}: "
+                f"ACC {100 * record['metrics']['acc']:.2f}"
+            )
+    return done
+
+
+def authors_plan(
+    seeds: list[int], data: str, methods: tuple[str, ...] = ("icarl", "agem")
+) -> tuple[dict, dict]:
+    """The ``authors`` section: (label -> configs from our init, label -> configs from Xavier),
+    the rows of ``methods`` only."""
+    icarl = {"mean": {"loss_reduction": "mean"}}
+    icarl["mean, raw"] = {**icarl["mean"], "normalize": False}
+    icarl["raw"] = {"normalize": False}
+
+    def with_params(strategy: str, extra: dict) -> list[RunConfig]:
+        configs = [smnist_config(s, data, strategy, 500) for s in seeds]
+        for c in configs:
+            c.strategy_params = {**c.strategy_params, **extra}
+        return configs
+
+    default = {"icarl 500": with_params("icarl", {}), "agem 500": with_params("agem", {})}
+    default.update({f"icarl 500 {k}": with_params("icarl", v) for k, v in icarl.items()})
+    xavier = {
+        "icarl 500 xavier": with_params("icarl", {}),
+        "icarl 500 mean, xavier": with_params("icarl", icarl["mean"]),
+        "icarl 500 mean, raw, xavier": with_params("icarl", icarl["mean, raw"]),
+        "agem 500 xavier": with_params("agem", {}),
+    }
+
+    def keep(plan: dict) -> dict:
+        return {label: configs for label, configs in plan.items() if label.split()[0] in methods}
+
+    return keep(default), keep(xavier)
+
+
 def buffer_needed(buffers: list[int], accs: list[float], target: float) -> float | None:
     """The buffer at which ACC first reaches ``target``, interpolating linearly in log(buffer)
     between the grid points around it; ``None`` if it never does."""
@@ -161,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--target", type=float, default=85.0, help="ACC for gss-vs-er")
+    parser.add_argument(
+        "--authors-methods",
+        nargs="+",
+        choices=("icarl", "agem"),
+        default=["icarl", "agem"],
+        help="the methods of the authors section",
+    )
     parser.add_argument("--store", type=Path, default=Path("benchmarks/results/der_table.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/der_table.json"))
     args = parser.parse_args(argv)
@@ -231,8 +339,14 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             }
         )
+    xavier_plan: dict[str, list[RunConfig]] = {}
+    if "authors" in args.only:
+        plans["authors"], xavier_plan = authors_plan(seeds, data, tuple(args.authors_methods))
     every = [c for plan in plans.values() for cs in plan.values() for c in cs]
     records = run_all(every, args.store, args.workers)
+    if xavier_plan:
+        every = [c for cs in xavier_plan.values() for c in cs]
+        records.update(run_xavier(every, args.store, args.workers))
 
     report: dict[str, Any] = {"seeds": seeds}
     for section, plan in plans.items():
@@ -242,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
                 **entry([record_of(records, c) for c in configs]),
             }
             for label, configs in plan.items()
+        }
+    for label, configs in xavier_plan.items():
+        report["authors"][label] = {
+            "config": configs[0].to_dict(),
+            "init": "xavier-uniform weights, zero biases (Mammoth's MNISTMLP)",
+            **entry([records[xavier_key(c)] for c in configs]),
         }
     if "gss-vs-er" in report:
         needed = {}

@@ -18,6 +18,8 @@ from forgetless.strategies.base import Strategy
 from forgetless.validation import check_positive_int
 
 FeatureExtractor = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+#: ``ICaRL(loss_reduction=...)``: over the seen classes, ``sum`` (the paper) or ``mean`` (Mammoth).
+LOSS_REDUCTIONS = ("sum", "mean")
 
 
 class ICaRL(Strategy):
@@ -45,27 +47,60 @@ class ICaRL(Strategy):
 
     The ``loss`` hook replaces the engine's cross-entropy with this sigmoid loss.
 
+    Two options reproduce the DER authors' implementation (Buzzega et al. 2020, Mammoth's
+    ``models/icarl.py``), which the DER paper's iCaRL numbers come from; the defaults are the
+    iCaRL paper's:
+
+    - ``loss_reduction="mean"`` averages the binary terms over the ``s`` seen classes as well
+      as over the batch (``F.binary_cross_entropy_with_logits``'s default reduction), i.e. the
+      loss above divided by ``s``: with plain SGD, an ``s`` times smaller step (2 to 10 on
+      Split-MNIST).
+    - ``normalize=False`` herds and classifies on the raw penultimate features: ``phi(x)`` is
+      not L2-normalised, ``mu_y`` is the plain mean of the exemplars' features.
+
     Args:
         memory_size: ``K``, exemplars kept in total (the paper uses 2000 on CIFAR-100; DER's
             MNIST settings use 200, 500 or 5120). At least the stream's number of classes.
         feature_extractor: ``f(model, x) -> [N, D]`` features. ``None``: for an
             ``nn.Sequential`` model, every module but the last (the penultimate layer); other
             models need this argument.
+        loss_reduction: ``"sum"`` (sum over the seen classes, mean over the batch: the
+            formula above) or ``"mean"`` (mean over classes and batch: Mammoth's).
+        normalize: L2-normalise features for herding and nearest-mean classification (the
+            paper), or use them raw (``False``, Mammoth's).
     """
 
     name = "icarl"
     protocols = frozenset({Protocol.CLASS})
     stores_raw_data = True
 
-    def __init__(self, memory_size: int = 2000, feature_extractor: FeatureExtractor | None = None):
+    def __init__(
+        self,
+        memory_size: int = 2000,
+        feature_extractor: FeatureExtractor | None = None,
+        loss_reduction: str = "sum",
+        normalize: bool = True,
+    ):
         memory_size = check_positive_int("memory_size", memory_size)
         if feature_extractor is not None and not callable(feature_extractor):
             raise ConfigError(
                 "feature_extractor must be a callable f(model, x) -> [N, D] features or None, "
                 f"got {feature_extractor!r}"
             )
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ConfigError(
+                f"icarl: loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)} (sum over "
+                f"the seen classes, or mean over them as Mammoth does), got {loss_reduction!r}"
+            )
+        if not isinstance(normalize, bool):
+            raise ConfigError(
+                f"icarl: normalize must be True (L2-normalised features, the paper) or False "
+                f"(raw features, Mammoth), got {normalize!r}"
+            )
         self.memory_size = memory_size
         self.feature_extractor = feature_extractor
+        self.loss_reduction = loss_reduction
+        self.normalize = normalize
         self._memory: MemoryBuffer | None = None
         # The memory holds one block of exemplars per class, in this order, each in herding order.
         self._classes: list[int] = []
@@ -116,7 +151,8 @@ class ICaRL(Strategy):
             # Old and new units interleave (classes 4, 1 then 7, 5): place q by position.
             is_old = torch.isin(self._seen_units, self._old_units)
             target[:, is_old] = q
-        return F.binary_cross_entropy_with_logits(z, target, reduction="none").sum(1).mean()
+        terms = F.binary_cross_entropy_with_logits(z, target, reduction="none")
+        return terms.mean() if self.loss_reduction == "mean" else terms.sum(1).mean()
 
     @torch.no_grad()
     def after_task(self, learner: Learner, task: Task) -> None:
@@ -135,7 +171,7 @@ class ICaRL(Strategy):
         for unit in new:
             index = (task.train.y == unit).nonzero().squeeze(1)
             inputs = task.train.inputs(index).to(learner.device)
-            chosen = herding(F.normalize(self._features(model, inputs), dim=1), min(m, len(index)))
+            chosen = herding(self._phi(model, inputs), min(m, len(index)))
             xs.append(inputs[chosen])
             ys.append(torch.full((len(chosen),), unit, device=learner.device))
             ts.append(torch.full((len(chosen),), learner.task_index, device=learner.device))
@@ -144,13 +180,13 @@ class ICaRL(Strategy):
         x, y, t = torch.cat(xs), torch.cat(ys), torch.cat(ts)
         memory.write(torch.arange(len(x)), x, y, t)
         # Algorithm 1's class means, once per task rather than per evaluation batch.
-        self._means = exemplar_means(self._features(model, x), self._counts)
+        self._means = exemplar_means(self._features(model, x), self._counts, self.normalize)
         model.train(was_training)
 
     def predict(self, learner: Learner, x: torch.Tensor, t: int) -> torch.Tensor | None:
         if self._means is None:
             return None
-        features = F.normalize(self._features(learner.model, x), dim=1)
+        features = self._phi(learner.model, x)
         scores = features.new_full((len(x), learner.stream.num_outputs), float("-inf"))
         scores[:, self._classes] = nearest_mean_scores(features, self._means)
         return scores
@@ -165,6 +201,11 @@ class ICaRL(Strategy):
         """Exemplars per class unit. The memory holds them in consecutive blocks in this order
         (slots ``0 .. sum - 1``); slots after these are stale once sets were reduced."""
         return dict(zip(self._classes, self._counts, strict=True))
+
+    def _phi(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``phi(x)``: the features, L2-normalised unless ``normalize=False``."""
+        features = self._features(model, x)
+        return F.normalize(features, dim=1) if self.normalize else features
 
     def _features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.feature_extractor is not None:
@@ -195,7 +236,8 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
     Algorithm 4): ``p_k = argmin_i || mu - (f_i + sum_{j<k} f_{p_j}) / k ||``, ``mu`` the mean row.
 
     The running mean of the chosen rows approaches ``mu`` greedily, so any prefix of the order is
-    itself a good exemplar set (what Algorithm 5's reduction relies on). Pass normalised features.
+    itself a good exemplar set (what Algorithm 5's reduction relies on). Pass normalised features
+    (the paper's ``phi``), or raw ones for Mammoth's variant.
 
     Args:
         features: ``[N, D]``.
@@ -214,10 +256,15 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
     return torch.tensor(chosen, dtype=torch.int64, device=features.device)
 
 
-def exemplar_means(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+def exemplar_means(
+    features: torch.Tensor, counts: Sequence[int], normalize: bool = True
+) -> torch.Tensor:
     """Class means ``mu_y = normalise(mean_{p in P_y} normalise(phi(p)))`` (Rebuffi et al. 2017,
     Algorithm 1, with the paper's re-normalisation of averaged features) of ``features``
-    ``[sum(counts), D]`` holding ``counts[y]`` consecutive rows per class; ``[len(counts), D]``."""
+    ``[sum(counts), D]`` holding ``counts[y]`` consecutive rows per class; ``[len(counts), D]``.
+    ``normalize=False``: the plain means ``mean_{p in P_y} phi(p)`` (Mammoth's)."""
+    if not normalize:
+        return torch.stack([block.mean(0) for block in features.split(list(counts))])
     blocks = F.normalize(features, dim=1).split(list(counts))
     return F.normalize(torch.stack([block.mean(0) for block in blocks]), dim=1)
 
