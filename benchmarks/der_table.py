@@ -48,12 +48,9 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -166,39 +163,6 @@ def xavier_key(config: RunConfig) -> str:
     config.progress = False
     config.threads = 1
     return config_key(config) + "-xavier"
-
-
-def run_xavier(configs: list[RunConfig], store: Path, workers: int) -> dict[str, dict[str, Any]]:
-    """``grid.run_all`` for runs from the Xavier initialisation, in the same store."""
-    done: dict[str, dict[str, Any]] = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[record["key"]] = record
-    pending = {xavier_key(c): c for c in configs if xavier_key(c) not in done}
-    log(f"{len(pending)} runs from the Xavier initialisation to run on {workers} workers")
-    if not pending:
-        return done
-    store.parent.mkdir(parents=True, exist_ok=True)
-    context = multiprocessing.get_context("spawn")
-    with (
-        ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool,
-        store.open("a") as sink,
-    ):
-        futures = {pool.submit(_one_xavier_run, c): key for key, c in pending.items()}
-        for future in as_completed(futures):
-            key = futures[future]
-            record = {"key": key, **future.result()}
-            done[key] = record
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            config = pending[key]
-            log(
-                f"xavier {config.strategy} {config.strategy_params} seed {config.seed}: "
-                f"ACC {100 * record['metrics']['acc']:.2f}"
-            )
-    return done
 
 
 def authors_plan(
@@ -346,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     records = run_all(every, args.store, args.workers)
     if xavier_plan:
         every = [c for cs in xavier_plan.values() for c in cs]
-        records.update(run_xavier(every, args.store, args.workers))
+        records.update(
+            run_all(every, args.store, args.workers, runner=_one_xavier_run, key=xavier_key)
+        )
 
     report: dict[str, Any] = {"seeds": seeds}
     for section, plan in plans.items():

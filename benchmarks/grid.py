@@ -14,7 +14,7 @@ import multiprocessing
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,19 @@ def _one_run(config: RunConfig) -> dict[str, Any]:
 
 
 def run_all(
-    configs: Iterable[RunConfig], store: Path, workers: int = 2
+    configs: Iterable[RunConfig],
+    store: Path,
+    workers: int = 2,
+    *,
+    runner: Callable[[RunConfig], dict[str, Any]] = _one_run,
+    key: Callable[[RunConfig], str] = config_key,
 ) -> dict[str, dict[str, Any]]:
-    """Run every config not yet in ``store`` (a JSON-lines file); return all records by key."""
+    """Run every config not yet in ``store`` (a JSON-lines file); return all records by key.
+
+    ``runner`` trains one config in a worker process (a picklable module-level function; the
+    default: :func:`forgetless.experiment.run`); ``key`` names its record in the store (runs
+    that differ in something outside the config, such as the initialisation, need their own).
+    """
     store.parent.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict[str, Any]] = {}
     if store.exists():
@@ -53,9 +63,9 @@ def run_all(
     for config in configs:
         config.progress = False
         config.threads = 1
-        key = config_key(config)
-        if key not in done:
-            pending[key] = config
+        name = key(config)
+        if name not in done:
+            pending[name] = config
     log(f"{len(done)} runs on record, {len(pending)} to run on {workers} workers")
     if not pending:
         return done
@@ -65,16 +75,16 @@ def run_all(
         ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool,
         store.open("a") as sink,
     ):
-        futures = {pool.submit(_one_run, config): key for key, config in pending.items()}
+        futures = {pool.submit(runner, config): name for name, config in pending.items()}
         for finished, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            record = {"key": key, **future.result()}
-            done[key] = record
+            name = futures[future]
+            record = {"key": name, **future.result()}
+            done[name] = record
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             elapsed = time.perf_counter() - started
             left = elapsed / finished * (len(futures) - finished)
-            config = pending[key]
+            config = pending[name]
             log(
                 f"[{finished}/{len(futures)}] {config.strategy} {config.strategy_params} "
                 f"seed {config.seed}: ACC {100 * record['metrics']['acc']:.2f} "

@@ -40,11 +40,8 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
+import functools
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +52,7 @@ from der_table import PUBLISHED_SMNIST_CLASS_500, SMNIST, smnist
 from forgetless.engine import train
 from forgetless.experiment import RunConfig, prepare
 from forgetless.strategies import gss as gss_module
-from grid import config_key, log, mean_std, percent, publish
+from grid import config_key, mean_std, percent, publish, run_all
 from pmnist_init import xavier_
 
 #: Buzzega et al. 2020, Table 2, S-MNIST class-IL, GSS, by buffer size (500 as the issue
@@ -121,49 +118,6 @@ def _one_run(config: RunConfig, init: str = "default", draws: str = "distinct") 
     record = result.to_dict()
     record["selection_stats"] = strategies[0].selection_stats
     return record
-
-
-def run_with_stats(
-    configs: list[RunConfig],
-    store: Path,
-    workers: int,
-    init: str = "default",
-    draws: str = "distinct",
-) -> dict[str, dict]:
-    """Like ``grid.run_all``, keeping GSS's selection statistics in each record."""
-    store.parent.mkdir(parents=True, exist_ok=True)
-    done: dict[str, dict] = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[record["key"]] = record
-    pending = {run_key(c, init, draws): c for c in configs if run_key(c, init, draws) not in done}
-    log(f"{len(done)} runs on record, {len(pending)} to run on {workers} workers")
-    if not pending:
-        return done
-    context = multiprocessing.get_context("spawn")
-    started = time.perf_counter()
-    with (
-        ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool,
-        store.open("a") as sink,
-    ):
-        futures = {
-            pool.submit(_one_run, config, init, draws): key for key, config in pending.items()
-        }
-        for finished, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            record = {"key": key, **future.result()}
-            done[key] = record
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            left = (time.perf_counter() - started) / finished * (len(futures) - finished)
-            config = pending[key]
-            log(
-                f"[{finished}/{len(futures)}] gss {config.strategy_params} seed {config.seed}: "
-                f"ACC {100 * record['metrics']['acc']:.2f} (about {left / 60:.0f} min left)"
-            )
-    return done
 
 
 def balance(classes: list[int], seen: int) -> float:
@@ -232,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         for gate in args.gates
     }
     every = [c for cs in plan.values() for c in cs]
-    records = run_with_stats(every, args.store, args.workers, args.init, args.draws)
+    records = run_all(
+        every,
+        args.store,
+        args.workers,
+        runner=functools.partial(_one_run, init=args.init, draws=args.draws),
+        key=lambda config: run_key(config, args.init, args.draws),
+    )
     report: dict[str, Any] = {
         "seeds": args.seeds,
         "init": args.init,
