@@ -99,6 +99,22 @@ def test_a_complete_config_is_not_trained_again(tmp_path):
     assert len(store.index.find(status="complete")) == 2
 
 
+def test_a_store_without_weights_resumes_and_keeps_no_checkpoint_once_complete(tmp_path):
+    config = _config("replay", "class", buffer_size=40)
+    uninterrupted = run(config)
+    store = RunStore(tmp_path, keep_weights=False)
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(config, on_event=_crash_after(2))
+    checkpoints = store.folder(store.run_id(config)) / "checkpoints"
+    # Mid-run only the resume file exists: no per-task weights.
+    assert [p.name for p in checkpoints.iterdir()] == ["resume.safetensors"]
+    resumed = store.resume(store.folder(store.run_id(config)))
+    assert resumed.accuracy_matrix == uninterrupted.accuracy_matrix
+    assert list(checkpoints.iterdir()) == []  # complete: nothing left to resume
+    assert store.index.get(store.run_id(config))["status"] == "complete"
+    assert store.execute(config).accuracy_matrix == uninterrupted.accuracy_matrix  # from disk
+
+
 def test_per_task_weights_are_plain_safetensors_of_the_model(tmp_path):
     from safetensors.torch import load_file
 

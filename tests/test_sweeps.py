@@ -120,6 +120,23 @@ def test_a_sweep_skips_what_is_complete_and_summarises_over_seeds(tmp_path):
     assert len(csv) == 4
 
 
+def test_a_sweep_with_no_weights_leaves_only_results(tmp_path, capsys):
+    file = tmp_path / "s.toml"
+    file.write_text(
+        'seeds = [0, 1]\n[base]\nscenario = "split-digits"\niterations = 10\n'
+        '[[grid]]\nstrategy = "replay"\nbuffer_size = 30\n'
+    )
+    store = tmp_path / "runs"
+    assert main(["sweep", str(file), "--store", str(store), "--no-weights"]) == 0
+    rows = RunIndex(store / "index.sqlite").find(status="complete")
+    assert len(rows) == 2
+    for row in rows:
+        folder = store / row["id"]
+        assert list((folder / "checkpoints").iterdir()) == []
+        assert (folder / "result.json").is_file()
+    assert "replay" in capsys.readouterr().out  # the summary over seeds still prints
+
+
 def test_summary_statistics_by_hand():
     def fake(acc, lam, seed):
         return SimpleNamespace(

@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--address", help="with --backend ray: an existing cluster ('auto' or host:port)"
     )
+    sweep.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="keep no weights of complete runs (a stopped run still resumes): a few KB a run "
+        "instead of a few MB",
+    )
     sweep.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     sweep.add_argument("--summary-out", metavar="FILE", help="also write the summary to FILE")
 
@@ -268,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     frontier.add_argument("--backend", choices=["local", "ray"], default="local")
     frontier.add_argument(
         "--store", metavar="DIR", help="the run store (default: $FORGETLESS_RUNS or ./runs)"
+    )
+    frontier.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="keep no weights of complete runs (a stopped run still resumes): a few KB a run "
+        "instead of a few MB",
     )
     frontier.add_argument(
         "-o", "--out", metavar="DIR", default="frontier",
@@ -506,7 +518,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     runs = sweep.runs()
     print(f"{len(runs)} runs ({len(sweep.configs)} configs x {len(sweep.seeds)} seeds) into {root}")
     with _runs_bar() as progress:
-        report = run_sweep(sweep, root, args.workers, args.backend, args.address, progress)
+        report = run_sweep(
+            sweep,
+            root,
+            args.workers,
+            args.backend,
+            args.address,
+            progress,
+            keep_weights=not args.no_weights,
+        )
     print(
         f"done: {len(report.done)} run now, {len(report.skipped)} already complete, "
         f"{len(report.failed)} failed, in {report.seconds:.0f} s"
@@ -564,7 +584,14 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     root = Path(args.store) if args.store else default_store()
     with _runs_bar() as progress:
         frontiers = run_frontiers(
-            base, ranges, list(range(args.seeds)), root, args.workers, args.backend, progress
+            base,
+            ranges,
+            list(range(args.seeds)),
+            root,
+            args.workers,
+            args.backend,
+            progress,
+            keep_weights=not args.no_weights,
         )
     print(format_frontiers(frontiers), end="")
     out = Path(args.out)

@@ -200,6 +200,7 @@ def run_sweep(
     backend: str = "local",
     address: str | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    keep_weights: bool = True,
 ) -> SweepReport:
     """Run every (config, seed) of ``sweep`` not yet complete in the store at ``store``.
 
@@ -209,6 +210,8 @@ def run_sweep(
         address: with Ray, an existing cluster (``"auto"`` or ``"host:port"``); ``None`` starts
             a local Ray.
         progress: called as ``progress(finished, total, seconds_left)`` after each run.
+        keep_weights: keep each run's weights after every task (``False``: see
+            :class:`~forgetless.runs.RunStore`; a stopped run still resumes).
     """
     from forgetless.runs import RunStore
 
@@ -229,7 +232,7 @@ def run_sweep(
             pending.append(config)
     start = time.perf_counter()
     execute = _run_local if backend == "local" else _run_ray
-    outcomes = execute(pending, str(store), workers, address)
+    outcomes = execute(pending, str(store), workers, address, keep_weights)
     try:
         for finished, (run_id, error) in enumerate(outcomes, 1):
             if error is None:
@@ -246,12 +249,14 @@ def run_sweep(
     return report
 
 
-def execute_one(config_data: dict[str, Any], store: str) -> tuple[str, str | None]:
+def execute_one(
+    config_data: dict[str, Any], store: str, keep_weights: bool = True
+) -> tuple[str, str | None]:
     """Run one config into the store (in a worker process); returns ``(run id, error)``."""
     from forgetless.runs import RunStore
 
     config = RunConfig.from_dict(config_data)
-    run_store = RunStore(store)
+    run_store = RunStore(store, keep_weights)
     run_id = run_store.run_id(config)
     try:
         run_store.execute(config)
@@ -273,7 +278,7 @@ def _die_with_parent() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
-def _run_local(pending, store, workers, address):
+def _run_local(pending, store, workers, address, keep_weights=True):
     if not pending:
         return
     context = multiprocessing.get_context("spawn")
@@ -282,7 +287,7 @@ def _run_local(pending, store, workers, address):
     # own generators; peak memory is counted per run).
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent)
     try:
-        futures = [pool.submit(execute_one, c.to_dict(), store) for c in pending]
+        futures = [pool.submit(execute_one, c.to_dict(), store, keep_weights) for c in pending]
         for future in as_completed(futures):
             yield future.result()
     except BaseException:
@@ -296,7 +301,7 @@ def _run_local(pending, store, workers, address):
     pool.shutdown()
 
 
-def _run_ray(pending, store, workers, address):
+def _run_ray(pending, store, workers, address, keep_weights=True):
     try:
         import ray
     except ImportError:
@@ -308,7 +313,7 @@ def _run_ray(pending, store, workers, address):
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False)
     try:
         task = ray.remote(num_cpus=1)(execute_one)
-        refs = [task.remote(c.to_dict(), store) for c in pending]
+        refs = [task.remote(c.to_dict(), store, keep_weights) for c in pending]
         while refs:
             ready, refs = ray.wait(refs, num_returns=1)
             yield ray.get(ready[0])

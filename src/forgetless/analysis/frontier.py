@@ -167,10 +167,13 @@ def run_frontiers(
     workers: int = 1,
     backend: str = "local",
     progress: Callable[[int, int, float], None] | None = None,
+    keep_weights: bool = True,
 ) -> list[Frontier]:
     """Run every (strategy, value, seed) of ``ranges`` (``(strategy, parameter, values)``
     each) as a sweep into the run store at ``store`` (runs already complete there are reused,
     so a stopped frontier restarts where it was), then build each strategy's frontier.
+    ``keep_weights=False``: the runs keep no weights once complete (see
+    :class:`~forgetless.runs.RunStore`).
 
     Raises:
         ConfigError: when any run failed (the others stay in the store).
@@ -181,7 +184,14 @@ def run_frontiers(
     configs = []
     for strategy, parameter, values in ranges:
         configs += frontier_configs(base, strategy, parameter, values, [base.seed])
-    report = run_sweep(Sweep(configs, list(seeds)), store, workers, backend, progress=progress)
+    report = run_sweep(
+        Sweep(configs, list(seeds)),
+        store,
+        workers,
+        backend,
+        progress=progress,
+        keep_weights=keep_weights,
+    )
     if report.failed:
         details = "; ".join(f"{run_id}: {error}" for run_id, error in report.failed[:3])
         raise ConfigError(f"{len(report.failed)} frontier runs failed ({details})")

@@ -8,8 +8,10 @@ Layout of a store folder::
         config.json                the whole RunConfig
         events.jsonl               records as they happen (one JSON object per line)
         checkpoints/
-          model-task-1.safetensors ...   the weights after each task (plain safetensors)
-          resume.safetensors       the full state after the last completed task
+          model-task-1.safetensors ...   the weights after each task (plain safetensors;
+                                   not with ``keep_weights=False``)
+          resume.safetensors       the full state after the last completed task (with
+                                   ``keep_weights=False``, deleted when the run completes)
         result.json                when the run is complete
 
 ``RUN_ID`` is ``<scenario>_<strategy>_s<seed>_<hash>``, ``hash`` being
@@ -54,8 +56,12 @@ class RunStore:
         store.index.find(status="complete")
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, keep_weights: bool = True):
+        """``keep_weights=False`` writes no per-task weights, and deletes the resume checkpoint
+        when a run completes: a finished run keeps its config, events and result only (a
+        sweep of many runs then takes kilobytes a run instead of megabytes)."""
         self.root = Path(root)
+        self.keep_weights = bool(keep_weights)
         self.root.mkdir(parents=True, exist_ok=True)
         self.index = RunIndex(self.root / "index.sqlite")
 
@@ -154,7 +160,9 @@ class RunStore:
                 event({"event": "resume", "after_task": snapshot.task})
 
             def task_end(state: Snapshot) -> None:
-                save_weights(state.model, checkpoints / f"model-task-{state.task + 1}.safetensors")
+                if self.keep_weights:
+                    weights = checkpoints / f"model-task-{state.task + 1}.safetensors"
+                    save_weights(state.model, weights)
                 save_snapshot(state, checkpoints / "resume.safetensors")
                 events.flush()
                 os.fsync(events.fileno())
@@ -171,6 +179,8 @@ class RunStore:
             m = result.metrics
             event({"event": "end", "metrics": m})
         result.save(folder / "result.json")
+        if not self.keep_weights:  # only needed to continue an unfinished run
+            (checkpoints / "resume.safetensors").unlink(missing_ok=True)
         self.index.update(
             run_id,
             status="complete",
