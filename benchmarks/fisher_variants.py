@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +85,22 @@ def config(
         lr=1e-3,
         reset_optimizer=reset_optimizer,
     )
+
+
+def summarise_ablation(
+    records: dict[str, dict[str, Any]], ablation: dict[str, list[RunConfig]]
+) -> dict[str, dict[str, Any]]:
+    """Per label: ACC per seed, ACC and BWT (mean and sample std), in percent."""
+    out = {}
+    for label, configs in ablation.items():
+        recs = [record_of(records, c) for c in configs]
+        acc = percent(r["metrics"]["acc"] for r in recs)
+        out[label] = {
+            "acc_per_seed": [round(a, 2) for a in acc],
+            "acc": mean_std(acc),
+            "bwt": mean_std(percent(r["metrics"]["bwt"] for r in recs)),
+        }
+    return out
 
 
 def random_class_order(seed: int) -> list[int]:
@@ -168,15 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         }
         records = run_all([c for cs in ablation.values() for c in cs], args.store, args.workers)
-        report["keep_optimizer"] = {}
-        for variant, configs in ablation.items():
-            recs = [record_of(records, c) for c in configs]
-            acc = percent(r["metrics"]["acc"] for r in recs)
-            report["keep_optimizer"][variant] = {
-                "acc_per_seed": [round(a, 2) for a in acc],
-                "acc": mean_std(acc),
-                "bwt": mean_std(percent(r["metrics"]["bwt"] for r in recs)),
-            }
+        report["keep_optimizer"] = summarise_ablation(records, ablation)
     if args.authors_protocol_ablation:
         log("ablation: one Adam kept and a random class order per seed (the post's code)")
         orders = {s: random_class_order(s) for s in args.ablation_seeds}
@@ -188,16 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             for label, variant, lam in (("none", None, 0.0), ("exact", "exact", chosen["exact"]))
         }
         records = run_all([c for cs in ablation.values() for c in cs], args.store, args.workers)
-        report["authors_protocol"] = {"class_orders": orders}
-        for variant, configs in ablation.items():
-            recs = [record_of(records, c) for c in configs]
-            acc = percent(r["metrics"]["acc"] for r in recs)
-            report["authors_protocol"][variant] = {
-                "acc_per_seed": [round(a, 2) for a in acc],
-                "acc": mean_std(acc),
-                "bwt": mean_std(percent(r["metrics"]["bwt"] for r in recs)),
-                "published": PUBLISHED[variant],
-            }
+        summary = summarise_ablation(records, ablation)
+        for label, entry in summary.items():
+            entry["published"] = PUBLISHED[label]
+        report["authors_protocol"] = {"class_orders": orders, **summary}
     report["seeds"] = args.seeds
     report["select_seed"] = args.select_seed
     publish(report, args.out)
