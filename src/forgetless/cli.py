@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from forgetless.errors import ConfigError, ForgetlessError
 
@@ -559,12 +560,11 @@ FRONTIER_RUN_OPTIONS = {
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
     from forgetless.experiment import RunConfig, load_config
-    from forgetless.report.figures import frontier_plot, save
+    from forgetless.report.figures import frontier_plot
     from forgetless.runs import default_store
 
     if len(args.strategy) != len(args.range):
@@ -594,13 +594,25 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
             keep_weights=not args.no_weights,
         )
     print(format_frontiers(frontiers), end="")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = {"base": base.to_dict(), "frontiers": [f.to_dict() for f in frontiers]}
-    (out / "frontier.json").write_text(json.dumps(data, indent=1) + "\n")
-    files = save(frontier_plot(frontiers), out / "frontier")
-    print(f"wrote {out / 'frontier.json'}, " + ", ".join(str(f) for f in files))
+    _write_outputs(args.out, "frontier", data, {"frontier": frontier_plot(frontiers)})
     return 0
+
+
+def _write_outputs(out: str, name: str, data: Any, figures: dict[str, Any]) -> None:
+    """``OUT/NAME.json`` and each figure as ``OUT/STEM.png`` and ``.svg``, then one line
+    naming the files: how every analysis command ends."""
+    import json
+    from pathlib import Path
+
+    from forgetless.report.figures import save
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    files = [f for stem, figure in figures.items() for f in save(figure, folder / stem)]
+    print(f"wrote {path}, " + ", ".join(str(f) for f in files))
 
 
 def _add_analysis_parsers(sub) -> None:
@@ -686,13 +698,10 @@ def _analysis_config(args: argparse.Namespace, strategy: str, params: dict):
 
 
 def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    import json
-    from pathlib import Path
 
     from forgetless.analysis.landscape_study import landscape_study
     from forgetless.analysis.trajectory import task_subset, train_tasks
     from forgetless.report import analysis_figures as figs
-    from forgetless.report.figures import save
     from forgetless.scenarios.stream import Protocol
 
     solved = train_tasks(_analysis_config(args, args.strategy, _strategy_params(extra)), 2)
@@ -734,28 +743,21 @@ def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"A->B line, {label}: loss {line.loss[i0]:.3f} at A, {line.loss[i1]:.3f} at B, "
             f"max {line.loss[i0 : i1 + 1].max():.3f} between"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "landscape.json").write_text(json.dumps(report, indent=1) + "\n")
-    files = save(figs.loss_curves({"task A": study.lines}), out / "landscape_1d")
+    figures = {"landscape_1d": figs.loss_curves({"task A": study.lines})}
     if study.plane is not None:
         contour = figs.loss_contour(study.plane, "task A loss around its solution")
-        files += save(contour, out / "landscape_2d")
+        figures["landscape_2d"] = contour
     if study.interpolation:
-        files += save(figs.interpolation_plot(study.interpolation), out / "interpolation")
-    print(f"wrote {out / 'landscape.json'}, " + ", ".join(str(f) for f in files))
+        figures["interpolation"] = figs.interpolation_plot(study.interpolation)
+    _write_outputs(args.out, "landscape", report, figures)
     return 0
 
 
 def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    import json
-    from pathlib import Path
 
     from forgetless.analysis.trajectory import trajectory_study
-    from forgetless.models import build_model
+    from forgetless.experiment import prepare
     from forgetless.report.analysis_figures import trajectory_plot
-    from forgetless.report.figures import save
-    from forgetless.scenarios import make_stream
     from forgetless.strategies import STRATEGIES, make_strategies, strategy_parameters
 
     names = args.strategy or ["finetune", "ewc"]
@@ -773,12 +775,7 @@ def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
         for name in names
     }
     config = _analysis_config(args, "finetune", {})
-    stream = make_stream(
-        args.scenario, seed=args.seed, protocol=args.protocol, data_dir=args.data_dir
-    )
-    model = build_model(
-        args.model, stream.input_shape, stream.num_outputs, args.hidden, seed=args.seed
-    )
+    stream, model, _ = prepare(config)  # the strategies to compare are built above
     study = trajectory_study(
         stream,
         model,
@@ -800,11 +797,7 @@ def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"Fisher-weighted {study.fisher_distances[label]:.3f}); "
             f"task-A loss at the end {study.task_a_loss[label]:.3f}"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trajectory.json").write_text(json.dumps(study.to_dict(), indent=1) + "\n")
-    files = save(trajectory_plot(study), out / "trajectory")
-    print(f"wrote {out / 'trajectory.json'}, " + ", ".join(str(f) for f in files))
+    _write_outputs(args.out, "trajectory", study.to_dict(), {"trajectory": trajectory_plot(study)})
     return 0
 
 
@@ -987,8 +980,6 @@ def _strategy_spec(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _cmd_plasticity(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
 
     import torch
 
@@ -996,7 +987,6 @@ def _cmd_plasticity(args: argparse.Namespace) -> int:
     from forgetless.analysis.plasticity import permuted_subsets, run_plasticity
     from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import plasticity_curves
-    from forgetless.report.figures import save
     from forgetless.strategies import coerce_params
 
     specs = [_strategy_spec(s) for s in (args.strategy or ["finetune"])]
@@ -1031,19 +1021,13 @@ def _cmd_plasticity(args: argparse.Namespace) -> int:
                 f"{weight[0]:>5.3f} -> {weight[1]:.3f} {run.seconds:>7.0f}"
             )
     print(f"(first and last {max(1, args.tasks // 10)} tasks; dormant in % of hidden units)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plasticity.json").write_text(
-        json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1) + "\n"
-    )
-    files = save(plasticity_curves(runs, smooth=args.smooth), out / "plasticity")
-    print(f"wrote {out / 'plasticity.json'}, " + ", ".join(str(f) for f in files))
+    data = {"runs": [r.to_dict() for r in runs]}
+    figure = plasticity_curves(runs, smooth=args.smooth)
+    _write_outputs(args.out, "plasticity", data, {"plasticity": figure})
     return 0
 
 
 def _cmd_overlap(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
 
     import torch
 
@@ -1051,7 +1035,6 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
     from forgetless.analysis.overlap_study import overlap_claim, run_overlap, subsample
     from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import overlap_forgetting
-    from forgetless.report.figures import save
 
     torch.set_num_threads(args.threads)
     source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
@@ -1090,13 +1073,8 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
             f"{100 * claim['relative_increase']:+.0f}% (the seed article: +45%)"
             + ("" if claim["interpolated"] else "; 30% or 70% lies outside the data")
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overlap.json").write_text(
-        json.dumps({"records": [r.to_dict() for r in records], "claims": claims}, indent=1) + "\n"
-    )
-    files = save(overlap_forgetting(records), out / "overlap")
-    print(f"wrote {out / 'overlap.json'}, " + ", ".join(str(f) for f in files))
+    data = {"records": [r.to_dict() for r in records], "claims": claims}
+    _write_outputs(args.out, "overlap", data, {"overlap": overlap_forgetting(records)})
     return 0
 
 

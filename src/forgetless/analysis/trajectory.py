@@ -110,17 +110,26 @@ class Trajectory:
 
     Attributes:
         points: ``[T, P]`` the recorded weights.
-        steps, tasks, task_ends: as in :class:`ParameterRecorder`.
-        recorder: the recorder (for :meth:`ParameterRecorder.unflatten`).
+        recorder: the recorder (its ``steps``, ``tasks`` and ``task_ends`` are also
+            properties here; :meth:`ParameterRecorder.unflatten`).
         result: the run's :class:`~forgetless.result.Result`.
     """
 
     points: torch.Tensor
-    steps: list[int]
-    tasks: list[int]
-    task_ends: list[int]
     recorder: ParameterRecorder
     result: Result
+
+    @property
+    def steps(self) -> list[int]:
+        return self.recorder.steps
+
+    @property
+    def tasks(self) -> list[int]:
+        return self.recorder.tasks
+
+    @property
+    def task_ends(self) -> list[int]:
+        return self.recorder.task_ends
 
     def end_of_task(self, task: int) -> torch.Tensor:
         """The weights at the end of ``task`` (a flat tensor)."""
@@ -142,7 +151,7 @@ def record_trajectory(
     strategies = [*make_strategies(strategy), recorder]
     result = train(stream, model, strategies, fit or FitConfig(progress=False), seed)
     points = torch.stack(recorder.points)
-    return Trajectory(points, recorder.steps, recorder.tasks, recorder.task_ends, recorder, result)
+    return Trajectory(points, recorder, result)
 
 
 @dataclass(frozen=True)
