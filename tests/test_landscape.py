@@ -74,6 +74,17 @@ def test_plane_equals_point_by_point_evaluation(digits, name):
             assert plane.accuracy[i, j].item() == pytest.approx(acc)
 
 
+def test_a_plane_with_a_progress_bar_has_the_same_numbers(digits, capsys):
+    _, x, y = digits
+    model = _models()["mlp"]
+    d1, d2 = random_direction(model, 1), random_direction(model, 2)
+    grid = torch.linspace(-1, 1, 4)
+    plain = loss_plane(model, (x, y), d1, d2, grid, grid)
+    with_bar = loss_plane(model, (x, y), d1, d2, grid, grid, progress=True)
+    assert torch.equal(plain.loss, with_bar.loss)
+    assert capsys.readouterr().err == ""  # not a terminal: the bar stays quiet
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn-skip"])
 def test_landscape_at_the_origin_is_the_models_loss(digits, name):
     task, _, _ = digits

@@ -720,6 +720,7 @@ def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
         plane_resolution=args.plane_resolution or None,
         hessian=args.hessian_examples > 0,
         hessian_examples=args.hessian_examples,
+        progress=True,
         units_a=heads[0],
         units_b=heads[1],
         seed=args.seed,

@@ -34,6 +34,7 @@ are never perturbed: the model is evaluated in ``eval()`` mode with its own buff
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
@@ -242,11 +244,13 @@ def loss_plane(
     units: Sequence[int] | None = None,
     batch_size: int = 2000,
     max_elements: int = 2**26,
+    progress: bool = False,
 ) -> LossPlane:
     """The loss and accuracy of ``model`` on the plane ``theta + alpha d1 + beta d2``.
 
     Args:
         model, data, units, batch_size, max_elements: as for :func:`loss_line`.
+        progress: draw a bar of grid points on stderr (on a terminal only).
         d1, d2: the two directions (e.g. :func:`random_direction` with two seeds, or the
             principal directions of a training path).
         alphas, betas: the grid's coordinates along ``d1`` and ``d2`` (default
@@ -260,7 +264,9 @@ def loss_plane(
     grid_a, grid_b = torch.meshgrid(alphas, betas, indexing="ij")
     coefficients = torch.stack([grid_a.reshape(-1), grid_b.reshape(-1)], dim=1)
     start = time.perf_counter()
-    loss, acc, _ = _evaluate(model, data, [d1, d2], coefficients, batch_size, max_elements, units)
+    loss, acc, _ = _evaluate(
+        model, data, [d1, d2], coefficients, batch_size, max_elements, units, progress
+    )
     seconds = time.perf_counter() - start
     shape = (len(alphas), len(betas))
     return LossPlane(alphas, betas, loss.view(shape), acc.view(shape), seconds)
@@ -420,6 +426,7 @@ def _evaluate(
     batch_size: int,
     max_elements: int,
     units: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     check_positive_int("batch_size", batch_size)
     check_positive_int("max_elements", max_elements)
@@ -461,6 +468,14 @@ def _evaluate(
         buffers = {name: torch.empty_like(base[name]) for name in names}
         total_loss = torch.zeros(len(points), dtype=torch.float64, device=device)
         total_correct = torch.zeros(len(points), dtype=torch.float64, device=device)
+        bar = tqdm(
+            total=len(points) * -(-n // batch_size),
+            unit="point",
+            desc="loss plane",
+            file=sys.stderr,
+            disable=None if progress else True,  # None: on a terminal only
+            leave=False,
+        )
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
             x = inputs(rows).to(device, dtype)
@@ -500,8 +515,10 @@ def _evaluate(
                     logits = logits.index_select(-1, pick)
                 losses.append(F.cross_entropy(logits, y, reduction="sum"))
                 corrects.append((logits.argmax(dim=-1) == y).sum())
+                bar.update()
             total_loss += torch.stack(losses).double()
             total_correct += torch.stack(corrects).double()
+        bar.close()
     finally:
         model.train(was_training)
     return (total_loss / n).cpu(), (total_correct / n).cpu(), batch_size

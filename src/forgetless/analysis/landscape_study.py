@@ -84,6 +84,7 @@ def landscape_study(
     units_b: Sequence[int] | None = None,
     seed: int = 0,
     batch_size: int = 2000,
+    progress: bool = False,
 ) -> LandscapeStudy:
     """1-D curves, a 2-D plane and the sharpness around ``model_a`` on ``data_a`` (task A),
     and, given ``model_b``, the straight line from A's solution to B's on both tasks' data.
@@ -92,7 +93,8 @@ def landscape_study(
     ``seed + 1000, seed + 1001`` (the plane), so the same seed gives the same directions for
     any model of the same architecture. ``alpha`` runs over ``linspace(-span, span,
     resolution)`` (the plane: ``plane_resolution`` points a side, default ``resolution``);
-    the interpolation over ``linspace(-0.25, 1.25, 31)``.
+    the interpolation over ``linspace(-0.25, 1.25, 31)``. ``progress``: a bar of the plane's
+    grid points on stderr (on a terminal only).
     """
     check_positive_int("directions", directions)
     check_positive_int("resolution", resolution)
@@ -110,7 +112,15 @@ def landscape_study(
         grid = torch.linspace(-span, span, side, dtype=torch.float64)
         d1, d2 = random_direction(model_a, seed + 1000), random_direction(model_a, seed + 1001)
         surface = loss_plane(
-            model_a, data_a, d1, d2, grid, grid, units=units_a, batch_size=batch_size
+            model_a,
+            data_a,
+            d1,
+            d2,
+            grid,
+            grid,
+            units=units_a,
+            batch_size=batch_size,
+            progress=progress,
         )
     eigen = None
     if hessian:
