@@ -152,15 +152,19 @@ class Learner:
     def seen_tasks(self) -> tuple[Task, ...]:
         return self.stream.tasks[: self.task_index + 1]
 
-    def task_generator(self, purpose: str) -> torch.Generator:
-        """A generator of its own for sampling done once per task (Fisher samples, MAS subsets).
+    def task_generator(self, purpose: str, task: int | None = None) -> torch.Generator:
+        """A generator of its own for sampling done once per task (Fisher samples, MAS subsets,
+        a new column's initial weights).
 
-        Seeded from the run's seed, the task index and ``purpose``, and independent of
-        :attr:`generator`: such draws leave the run's batch order untouched, so runs that differ
-        only in a strategy's strength see the same batches (strength 0 is exactly fine-tuning).
+        Seeded from the run's seed, the task index (``task``, else the current one) and
+        ``purpose``, and independent of :attr:`generator`: such draws leave the run's batch
+        order untouched, so runs that differ only in a strategy's strength see the same batches
+        (strength 0 is exactly fine-tuning), and a resumed run draws what an uninterrupted one
+        does.
         """
+        task = self.task_index if task is None else task
         words = np.frombuffer(purpose.encode().ljust(8, b"\0")[:8], dtype=np.uint32).tolist()
-        seed = np.random.SeedSequence([self.generator.initial_seed(), self.task_index, *words])
+        seed = np.random.SeedSequence([self.generator.initial_seed(), task, *words])
         return torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
 
     def new_optimizer(self, keep_state: bool = False) -> torch.optim.Optimizer:
