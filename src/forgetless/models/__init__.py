@@ -1,4 +1,6 @@
-"""Small, standard networks as plain ``nn.Module``s, and :func:`build_model` to make one by name."""
+"""Small, standard networks as plain ``nn.Module``s, and :func:`build_model` to make one by name;
+the layers that models which change are built of: masked layers (:mod:`.masked`) and the
+columns of progressive networks (:mod:`.progressive`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import ConfigError
+from forgetless.models.masked import (
+    LayerMask,
+    MaskedConv2d,
+    MaskedLinear,
+    MaskedNet,
+    masked_layers,
+    to_masked,
+)
+from forgetless.models.progressive import Column, ProgressiveNet, column_of
 
 MODEL_NAMES = ("mlp", "cnn", "cnn-skip")
 
@@ -131,3 +142,22 @@ def build_model(
     hint = difflib.get_close_matches(name, MODEL_NAMES, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise ConfigError(f"unknown model {name!r}{suggestion}; known: {', '.join(MODEL_NAMES)}")
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "CNN",
+    "MLP",
+    "MODEL_NAMES",
+    "Column",
+    "LayerMask",
+    "MaskedConv2d",
+    "MaskedLinear",
+    "MaskedNet",
+    "ProgressiveNet",
+    "ResidualCNN",
+    "build_model",
+    "column_of",
+    "masked_layers",
+    "to_masked",
+]
