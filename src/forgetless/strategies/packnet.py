@@ -26,6 +26,8 @@ class Ownership(nn.Module):
     def __init__(self, layers: dict[str, nn.Module]):
         super().__init__()
         self.names = list(layers)
+        # Masks in the weights' dtype: a bool mask would be converted at every use.
+        self._dtypes = [layer.weight.dtype for layer in layers.values()]
         self.owners = nn.ModuleList()
         for layer in layers.values():
             owner = nn.Module()
@@ -39,19 +41,26 @@ class Ownership(nn.Module):
     def forward(self, task: int) -> dict[str, LayerMask]:
         if self._masks is None or self._masks[0] != task:
             masks = {
-                name: LayerMask(own.weight <= task, None if own.bias is None else own.bias <= task)
-                for name, own in zip(self.names, self.owners, strict=True)
+                name: LayerMask(
+                    (own.weight <= task).to(dtype),
+                    None if own.bias is None else (own.bias <= task).to(dtype),
+                )
+                for name, own, dtype in zip(self.names, self.owners, self._dtypes, strict=True)
             }
             self._masks = (task, masks)
         return self._masks[1]
 
     def trainable(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Where the training task owns layer ``name``'s weights and bias (its gradient mask)."""
+        """1 where the training task owns layer ``name``'s weights and bias, else 0 (the
+        gradient masks)."""
         if self._trainable is None:
             k = self.training_task
             self._trainable = {
-                n: (own.weight == k, None if own.bias is None else own.bias == k)
-                for n, own in zip(self.names, self.owners, strict=True)
+                n: (
+                    (own.weight == k).to(dtype),
+                    None if own.bias is None else (own.bias == k).to(dtype),
+                )
+                for n, own, dtype in zip(self.names, self.owners, self._dtypes, strict=True)
             }
         return self._trainable[name]
 
@@ -207,11 +216,11 @@ class PackNet(Strategy):
         self._rates = []
         net = learner.model
         # Frozen from now on: no optimiser state may move them (momentum, Adam's moments).
-        for name, layer in net.layers.items():
-            owned, owned_bias = net.masks.trainable(name)
-            _zero_optimizer_state(learner.optimizer, layer.weight, owned)
-            if owned_bias is not None:
-                _zero_optimizer_state(learner.optimizer, layer.bias, owned_bias)
+        k = learner.task_index
+        for layer, own in zip(net.layers.values(), net.masks.owners, strict=True):
+            _zero_optimizer_state(learner.optimizer, layer.weight, own.weight == k)
+            if own.bias is not None:
+                _zero_optimizer_state(learner.optimizer, layer.bias, own.bias == k)
 
     @torch.no_grad()
     def _release(self, learner: Learner) -> None:
