@@ -310,3 +310,24 @@ def test_a_strategy_that_grows_without_rebuild_cannot_resume_and_says_why(tmp_pa
     train(stream, _mlp(stream), GrowHeadsNoRebuild(), on_task_end=keep_first, **LOOP)
     with pytest.raises(ConfigError, match="rebuild its structure"):
         train(stream, _mlp(stream), GrowHeadsNoRebuild(), resume=load_snapshot(path), **LOOP)
+
+
+def test_a_checkpoint_of_a_penalty_kept_by_position_still_loads():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    stream = _stream()
+    model = _mlp(stream)
+    ewc = EWC(lam=100.0)
+    train(stream, model, ewc, seed=0, **LOOP)
+    learner = Learner(model, stream, lambda m: None, torch.device("cpu"), torch.Generator())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    expected = ewc.penalty(learner, None, None, None, None)
+    # The layout of checkpoints written before terms were keyed by name: lists in order.
+    merged = ewc._merged
+    merged.omega, merged.center = list(merged.omega.values()), list(merged.center.values())
+    merged._scratch = None
+    restored = EWC(lam=100.0)
+    restored.load_state_dict(ewc.state_dict(), learner)
+    assert list(restored.importance_by_name) == [n for n, _ in model.named_parameters()]
+    torch.testing.assert_close(restored.penalty(learner, None, None, None, None), expected)

@@ -171,6 +171,22 @@ class QuadraticPenalty(Strategy):
             return None
         return _HalfWeightedSquares.apply(self.lam, self._merged.const, bound, *bound.params)
 
+    def load_state_dict(self, state, learner: Learner) -> None:
+        super().load_state_dict(state, learner)
+        merged = self._merged
+        if merged is not None and isinstance(merged.omega, list):
+            # A checkpoint from before terms were kept by name: one per trainable parameter.
+            names = list(trainable_parameters(learner.model))
+            if len(names) != len(merged.omega):
+                raise ConfigError(
+                    f"{self.name}: the checkpoint holds {len(merged.omega)} importances, the "
+                    f"model has {len(names)} trainable parameters"
+                )
+            merged.omega = dict(zip(names, merged.omega, strict=True))
+            merged.center = dict(zip(names, merged.center, strict=True))
+            vars(merged).pop("_scratch", None)
+        self._bound = None
+
     def params(self) -> dict[str, object]:
         """The constructor arguments (``online`` and ``gamma`` only where the class takes them)."""
         accepted = inspect.signature(type(self).__init__).parameters
