@@ -849,7 +849,13 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from forgetless.report import accuracy_heatmap, forgetting_curves, save, write_report
+    from forgetless.report import (
+        accuracy_heatmap,
+        forgetting_curves,
+        perplexity_heatmap,
+        save,
+        write_report,
+    )
 
     results = _collect_results(args.runs, args.store)
     extra = []
@@ -864,6 +870,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             stem = f"{r.scenario}_{r.strategy}_s{r.seed}"
             save(accuracy_heatmap(r), folder / f"{stem}_matrix")
             save(forgetting_curves(r), folder / f"{stem}_curves")
+            if r.perplexity_matrix:
+                save(perplexity_heatmap(r), folder / f"{stem}_perplexity")
         print(f"figures (PNG and SVG) in {folder}")
     return 0
 

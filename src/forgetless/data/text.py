@@ -377,9 +377,10 @@ def tokenize(
 
 def _split(document: str, test_fraction: float) -> tuple[str, str]:
     cut = int(len(document) * (1 - test_fraction))
-    newline = document.find("\n", cut)
-    if 0 <= newline < len(document) - 1:
-        cut = newline + 1  # the held-out part starts at a line
+    if cut > 0 and document[cut - 1] != "\n":  # the held-out part starts at a line
+        newline = document.find("\n", cut)
+        if 0 <= newline < len(document) - 1:
+            cut = newline + 1
     return document[:cut], document[cut:]
 
 
@@ -477,8 +478,10 @@ def _load_cached(folder: Path, key: str, names: list[str]) -> Corpus | None:
     return Corpus(tuple(names), train, test, tokenizer)
 
 
-def _evict(folder: Path, keep: Path, limit: int = CACHE_LIMIT_BYTES) -> None:
-    """Delete the least recently used cache files until the folder fits in ``limit`` bytes."""
+def _evict(folder: Path, keep: Path) -> None:
+    """Delete the least recently used cache files until the folder fits in
+    :data:`CACHE_LIMIT_BYTES`."""
+    limit = CACHE_LIMIT_BYTES
     files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
     total = sum(p.stat().st_size for p in files)
     for path in files:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from forgetless.data.text import Corpus, TextDomain, tokenize
 from forgetless.errors import ConfigError
@@ -21,6 +22,7 @@ def text(
     tokenizer: str = "char",
     test_fraction: float = 0.1,
     name: str = "text",
+    cache: bool | str | Path = True,
 ) -> Stream:
     """A stream of text domains, in order: the first is the general corpus a model is
     pretrained on, the others the domains it is then fine-tuned on.
@@ -38,8 +40,8 @@ def text(
         sequence_length: tokens per example.
         protocol: ``"domain"`` or ``"task"``.
         seed: recorded in the stream (the domains are not shuffled).
-        tokenizer, test_fraction: passed to :func:`~forgetless.data.text.tokenize` when
-            ``domains`` is not tokenised yet.
+        tokenizer, test_fraction, cache: passed to :func:`~forgetless.data.text.tokenize`
+            when ``domains`` is not tokenised yet.
         name: the stream's name.
     """
     protocol = Protocol.parse(protocol)
@@ -49,7 +51,10 @@ def text(
             "domain); class-incremental would ask a model to tell the domains' copies of each "
             "token apart; use --protocol domain or task"
         )
-    corpus = domains if isinstance(domains, Corpus) else tokenize(domains, tokenizer, test_fraction)
+    if isinstance(domains, Corpus):
+        corpus = domains
+    else:
+        corpus = tokenize(domains, tokenizer, test_fraction, cache)
     vocab = corpus.tokenizer.vocab
     parts = [
         _Part(
