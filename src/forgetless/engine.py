@@ -567,13 +567,14 @@ class _Loop:
         was_training = learner.model.training
         learner.model.eval()
         aware = learner.stream.protocol is Protocol.CLASS
+        wide = torch.float32 if device.type == "mps" else torch.float64
         accuracy, task_aware, perplexity = [], [], []
         for j, task in enumerate(learner.stream.tasks):
             test = task.test
             sequences = bool(test.target_shape)
             units = torch.tensor(task.units, device=device)
-            # correct, correct within the task's units, sum of token NLLs
-            totals = torch.zeros(3, dtype=torch.float64, device=device)
+            # correct, correct within the task's units, sum of token NLLs (MPS has no float64)
+            totals = torch.zeros(3, dtype=wide, device=device)
             rows_per_pass = self._eval_rows(test)
             for start in range(0, len(test), rows_per_pass):
                 rows = slice(start, start + rows_per_pass)
@@ -586,7 +587,7 @@ class _Loop:
                     totals[1] += (within == y).sum()
                 if sequences:
                     nll = cross_entropy(scores, y, reduction="none")
-                    totals[2] += nll.sum(dtype=torch.float64)
+                    totals[2] += nll.sum(dtype=wide)
             correct, correct_aware, nll_sum = totals.tolist()  # the one sync of this task
             predictions = test.y.numel()
             accuracy.append(int(correct) / predictions)
