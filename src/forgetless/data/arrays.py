@@ -34,7 +34,7 @@ class ArraySet:
             )
         if self.y.ndim < 1 or len(self.y) != len(self.x):
             raise ConfigError(
-                f"y must hold one label (or one row of targets) per input: x has "
+                f"y must hold one label per input (or one row of targets per input sequence): x has "
                 f"{len(self.x)} rows, y has shape {tuple(self.y.shape)}"
             )
         if self.y.dtype != torch.int64:
