@@ -331,3 +331,54 @@ def test_a_checkpoint_of_a_penalty_kept_by_position_still_loads():
     restored.load_state_dict(ewc.state_dict(), learner)
     assert list(restored.importance_by_name) == [n for n, _ in model.named_parameters()]
     torch.testing.assert_close(restored.penalty(learner, None, None, None, None), expected)
+
+
+class CURLoRAFromSecondTask(Strategy):
+    """Adapters from the second task on: the first task trains the whole model."""
+
+    name = "curlora-later"
+
+    def change_model(self, learner, task):
+        if learner.task_index == 1:
+            self._wrap(learner)
+
+    def rebuild(self, learner, state):
+        if learner.task_index >= 1:
+            self._wrap(learner)
+
+    @staticmethod
+    def _wrap(learner):
+        from forgetless.models import adapters
+
+        adapters.wrap(learner.model, "curlora", rank=4, seed=learner.generator.initial_seed())
+
+
+def test_adapters_from_the_second_task_on_train_alone_keep_ewc_and_resume(tmp_path):
+    warnings.simplefilter("ignore", RuntimeWarning)
+    stream = _stream(tasks=3)
+    loop = dict(LOOP, seed=1, reset_optimizer=False)
+    ewc = EWC(lam=10.0)
+    result = train(stream, _mlp(stream, 1), [CURLoRAFromSecondTask(), ewc], **loop)
+    sizes = result.model_size
+    assert sizes[0]["trainable"] == sizes[0]["parameters"]  # the first task: the whole model
+    assert 0 < sizes[1]["trainable"] < sizes[0]["parameters"] // 10  # then the adapters' U
+    # The first task's importances followed the base weights into their wrappers.
+    assert "1.base_layer.weight" in ewc.importance_by_name
+    assert "1.weight" not in ewc.importance_by_name
+    path = tmp_path / "resume.safetensors"
+
+    def keep_second(snapshot):
+        if snapshot.task == 1:
+            save_snapshot(snapshot, path)
+
+    strategies = [CURLoRAFromSecondTask(), EWC(lam=10.0)]
+    train(stream, _mlp(stream, 1), strategies, on_task_end=keep_second, **loop)
+    resumed = train(
+        stream,
+        _mlp(stream, 1),
+        [CURLoRAFromSecondTask(), EWC(lam=10.0)],
+        resume=load_snapshot(path),
+        **loop,
+    )
+    assert resumed.accuracy_matrix == result.accuracy_matrix
+    assert resumed.losses == result.losses
