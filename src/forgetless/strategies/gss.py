@@ -79,6 +79,7 @@ class GSS(Strategy):
 
     name = "gss"
     stores_raw_data = True
+    supports_task_id_models = False  # its gradient scores call model(x)
 
     def __init__(
         self,

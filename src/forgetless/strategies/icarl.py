@@ -73,6 +73,7 @@ class ICaRL(Strategy):
     name = "icarl"
     protocols = frozenset({Protocol.CLASS})
     stores_raw_data = True
+    supports_task_id_models = False  # features and the old model are called as model(x)
 
     def __init__(
         self,
