@@ -111,6 +111,9 @@ class Learner:
             (what DER stores and LwF distils), so no strategy needs a second forward pass.
         task_steps: optimiser steps planned for the task being fitted (set before its first
             step; PackNet prunes part-way through them).
+        epoch_steps: batches in one pass over the task's training data (the task's steps come
+            in passes of this many, the last pass cut short where the steps run out; HAT anneals
+            its gates within each pass).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Learner:
         self.generator = generator
         self.task_index = 0
         self.task_steps = 0
+        self.epoch_steps = 0
         # Set by the engine for each training step, before the strategies' hooks run:
         self.new_examples = 0  # rows of the batch that came from the task (before `batch` hooks)
         self.outputs: torch.Tensor | None = None  # the model's unmasked outputs for the batch

@@ -219,9 +219,9 @@ class PackNet(Strategy):
         # Frozen from now on: no optimiser state may move them (momentum, Adam's moments).
         k = learner.task_index
         for layer, own in zip(net.layers.values(), net.masks.owners, strict=True):
-            _zero_optimizer_state(learner.optimizer, layer.weight, own.weight == k)
+            zero_optimizer_state(learner.optimizer, layer.weight, own.weight == k)
             if own.bias is not None:
-                _zero_optimizer_state(learner.optimizer, layer.bias, own.bias == k)
+                zero_optimizer_state(learner.optimizer, layer.bias, own.bias == k)
 
     @torch.no_grad()
     def _release(self, learner: Learner) -> None:
@@ -251,7 +251,7 @@ class PackNet(Strategy):
             weight.view(-1)[released] = 0.0
             mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
             mask[released] = True
-            _zero_optimizer_state(learner.optimizer, weight, mask.view_as(weight))
+            zero_optimizer_state(learner.optimizer, weight, mask.view_as(weight))
         ownership.changed()
 
     def report(self, learner: Learner) -> dict[str, Any] | None:
@@ -297,7 +297,7 @@ def _freeze_shared(net: MaskedNet) -> None:
         net.train(net.training)
 
 
-def _zero_optimizer_state(
+def zero_optimizer_state(
     optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor
 ) -> None:
     """Zero the per-weight optimiser buffers (momentum, Adam's moments) of ``param`` where
