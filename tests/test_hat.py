@@ -318,11 +318,14 @@ def test_models_hat_cannot_gate_are_clear_errors(model, message):
         train(_stream(2), model, "hat", iterations=2, progress=False)
 
 
-def test_hat_beside_another_masking_method_is_a_clear_error():
+@pytest.mark.parametrize(
+    "spec", ["packnet+hat", "hat+packnet", "pnn+hat", "hat+hypermask", "hypermask+packnet"]
+)
+def test_two_methods_that_each_wrap_the_model_are_a_clear_error(spec):
     stream = _stream(2)
     model = build_model("mlp", stream.input_shape, stream.num_outputs, [8], seed=0)
     with pytest.raises(ConfigError, match="already takes the task id"):
-        train(stream, model, "packnet+hat", iterations=2, progress=False)
+        train(stream, model, spec, iterations=2, progress=False)
 
 
 def test_hat_with_ewc_weighs_the_free_weights_and_keeps_tasks():

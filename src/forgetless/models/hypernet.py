@@ -60,7 +60,7 @@ def semi_binary(h: torch.Tensor, cut: float) -> torch.Tensor:
     if k == 0:
         return mask
     threshold = mask.detach().flatten().kthvalue(k).values
-    return torch.where(mask > threshold, mask, torch.zeros((), dtype=mask.dtype))
+    return torch.where(mask > threshold, mask, mask.new_zeros(()))
 
 
 class HyperMasks(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from forgetless.errors import ConfigError
-from forgetless.learner import Learner
+from forgetless.learner import Learner, takes_task_id
 from forgetless.models.masked import NORMALISATION, LayerMask, MaskedNet, masked_layers, to_masked
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.base import Strategy
@@ -144,7 +144,9 @@ class PackNet(Strategy):
         k = learner.task_index
         if k >= FREE:
             raise ConfigError(f"packnet holds at most {FREE} tasks, this is task {k + 1}")
-        if not isinstance(learner.model, MaskedNet):
+        if not (
+            isinstance(learner.model, MaskedNet) and isinstance(learner.model.masks, Ownership)
+        ):
             self._wrap(learner)
         net = learner.model
         if k >= 1:
@@ -168,6 +170,12 @@ class PackNet(Strategy):
         self._step, self._released = 0, False
 
     def _wrap(self, learner: Learner) -> None:
+        if takes_task_id(learner.model):
+            raise ConfigError(
+                f"packnet masks the weights of a plain model, but the model "
+                f"({type(learner.model).__name__}) already takes the task id: another strategy "
+                "wrapped it. Use packnet alone or with a regulariser (packnet+ewc)"
+            )
         body = to_masked(learner.model)
         layers = masked_layers(body)
         if not layers:
