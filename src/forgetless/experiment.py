@@ -32,6 +32,11 @@ class RunConfig:
     ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
+
+    A trained start: ``weights`` (a safetensors or ``torch.save`` state dict, read without
+    unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
+    of the stream's first tasks it has already learnt (evaluated, not trained; see
+    :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
     """
 
     scenario: str = "split-digits"
@@ -58,6 +63,8 @@ class RunConfig:
     threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
+    weights: str | None = None
+    trained_tasks: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -69,6 +76,9 @@ class RunConfig:
         # Typed now, so that the same run has one hash whether its values came as text or not.
         self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
         self.fit_config()  # validate the loop settings now, not after loading data
+        tasks = self.trained_tasks
+        if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
+            raise ConfigError(f"trained_tasks must be a non-negative integer, got {tasks!r}")
 
     def fit_config(self) -> FitConfig:
         """The loop settings as a :class:`FitConfig`."""
@@ -127,8 +137,21 @@ def config_hash(config: RunConfig) -> str:
     data = config.to_dict()
     for name in NON_RESULT_FIELDS:
         data.pop(name, None)
+    if not data["trained_tasks"]:  # configs from before the field keep their hash
+        data.pop("trained_tasks")
+    if data["weights"] is None:
+        data.pop("weights")
+    else:  # the file's contents decide the numbers, not where it lies
+        data["weights"] = _file_sha256(data["weights"])
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise ConfigError(f"cannot read the weights file {path}: {err.strerror}") from None
 
 
 def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
@@ -145,6 +168,10 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
     )
     torch.manual_seed(config.seed)
     model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
+    if config.weights is not None:
+        from forgetless.production.loading import load_weights, put_weights
+
+        put_weights(model, load_weights(config.weights), config.weights, config.model)
     return stream, model, strategies
 
 
@@ -180,6 +207,7 @@ def run(
         on_event=on_event,
         on_task_end=on_task_end,
         resume=resume,
+        trained_tasks=config.trained_tasks,
     )
 
 

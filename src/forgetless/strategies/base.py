@@ -37,11 +37,16 @@ class Strategy:
         protocols: the protocols the method supports; a stream of another protocol is a clear
             error before training starts.
         stores_raw_data: True if the method keeps past inputs (for data-retention policies).
+        trained_start_refusal: why the method cannot start from a trained model
+            (``train(trained_tasks=k)``), as a sentence that says what to use instead; empty if
+            it can. A method that can builds its state for such a task in ``after_task``, which
+            the engine calls with ``learner.task_learnt_before`` set and no step taken.
     """
 
     name: ClassVar[str] = "strategy"
     protocols: ClassVar[frozenset[Protocol]] = frozenset(Protocol)
     stores_raw_data: ClassVar[bool] = False
+    trained_start_refusal: ClassVar[str] = ""
 
     def training_data(self, learner: Learner, task: Task, data: TrainingData) -> TrainingData:
         """The examples to fit on for ``task``; ``data`` is the task's own (or the previous
