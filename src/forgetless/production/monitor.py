@@ -10,8 +10,9 @@ with ``kind`` (``update`` or ``gate``), ``version`` (the candidate's), ``baselin
 ``verdict``, and per slice its ``baseline_accuracy``, ``accuracy`` (the candidate's),
 ``examples``, ``change``, ``low``, ``high`` and ``verdict``. :func:`monitor` orders versions by
 first appearance (a record's baseline first, if it has no record of its own), and flags a
-version on a slice where the gate failed it or where the slice fell more than ``max_drop``
-points below the previous version.
+version on a slice where the gate failed it, or where the slice fell more than ``max_drop``
+points below the version it was compared with (its record's baseline: candidates made from
+one deployed model are siblings, not a sequence).
 """
 
 from __future__ import annotations
@@ -135,12 +136,12 @@ class Monitor:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def flagged(self) -> list[tuple[str, str, str]]:
-        """``(version, slice, reason)`` for every flag."""
+        """``(version, slice, reason)`` for every flag, version by version."""
         return [
-            (self.versions[i], name, self.reasons[name][i])
+            (version, name, self.reasons[name][i])
+            for i, version in enumerate(self.versions)
             for name in self.slices
-            for i, flag in enumerate(self.flags[name])
-            if flag
+            if self.flags[name][i]
         ]
 
     def table(self) -> str:
@@ -161,8 +162,12 @@ class Monitor:
         flagged = self.flagged()
         lines.append(
             f"{len(flagged)} flag(s) ('!': the gate failed the slice, or it fell more than "
-            f"{self.max_drop:g} points)" + "".join(f"\n  {v}: {s}: {r}" for v, s, r in flagged)
+            f"{self.max_drop:g} points below the version it was compared with)"
         )
+        for version in self.versions:
+            mine = [(s, r) for v, s, r in flagged if v == version]
+            if mine:
+                lines.append(f"  {version}: " + ", ".join(f"{s} ({r})" for s, r in mine))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,7 +190,7 @@ def monitor(store: str | Path, max_drop: float = 1.0) -> Monitor:
     versions: list[str] = []
     windows: list[str | None] = []
     values: dict[str, dict[str, float]] = {}  # version -> slice -> accuracy
-    failed: dict[str, set[str]] = {}
+    fell: dict[str, dict[str, float | None]] = {}  # version -> slice -> drop (None: failed)
     slices: list[str] = []
     decisions = []
     for r in rows:
@@ -203,9 +208,13 @@ def monitor(store: str | Path, max_drop: float = 1.0) -> Monitor:
             windows.append(r.get("window"))
             values[version] = {}
         values[version].update({n: s["accuracy"] for n, s in r["slices"].items()})
-        failed.setdefault(version, set()).update(
-            n for n, s in r["slices"].items() if s.get("verdict") == "fail"
-        )
+        drops = fell.setdefault(version, {})
+        for n, s in r["slices"].items():
+            drop = 100 * (s["baseline_accuracy"] - s["accuracy"])
+            if s.get("verdict") == "fail":
+                drops[n] = None
+            elif drop > max_drop:
+                drops.setdefault(n, drop)
         decisions.append(
             {k: r.get(k) for k in ("time", "kind", "version", "baseline_version", "window",
                                    "verdict")}
@@ -213,15 +222,10 @@ def monitor(store: str | Path, max_drop: float = 1.0) -> Monitor:
     accuracy = {n: [values[v].get(n) for v in versions] for n in slices}
     flags = {n: [False] * len(versions) for n in slices}
     reasons = {n: [""] * len(versions) for n in slices}
-    for n in slices:
-        previous = None
-        for i, version in enumerate(versions):
-            value = accuracy[n][i]
-            if n in failed.get(version, ()):
-                flags[n][i], reasons[n][i] = True, "the gate failed it"
-            elif value is not None and previous is not None and 100 * (previous - value) > max_drop:
-                flags[n][i], reasons[n][i] = True, f"{100 * (value - previous):+.1f} points"
-            if value is not None:
-                previous = value
+    for version, drops in fell.items():
+        i = versions.index(version)
+        for n, drop in drops.items():
+            flags[n][i] = True
+            reasons[n][i] = "the gate failed it" if drop is None else f"{-drop:+.1f} points"
     return Monitor(versions, windows, slices, accuracy, flags, reasons, float(max_drop),
                    len(rows), decisions)  # fmt: skip

@@ -16,6 +16,7 @@ a trained copy.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ class UpdateResult:
     Attributes:
         model: the candidate (a trained copy of the given model).
         comparison: baseline (the given model) against the candidate on every old slice and on
-            the new data (row ``"new data"``), with the gate's intervals and verdicts.
+            the new data (row ``"new data"``), with the gate's intervals and verdicts; its
+            ``overall`` pools the old slices only.
         result: the engine's :class:`~forgetless.result.Result` of the two-task stream
             (row 0: the given model; row 1: the candidate).
         strategy: the strategy spec, and ``params`` its parameters.
@@ -172,15 +174,12 @@ def update(
         **fit_options,
     )  # fmt: skip
     device = (fit if fit is not None else FitConfig(**fit_options)).device
-    comparison = gate(
-        baseline.to(device),
-        candidate,
-        {**eval_slices, NEW: new_eval},
-        max_drop=max_drop,
-        confidence=confidence,
-        seed=seed,
-        device=device,
-    )
+    baseline.to(device)
+    options = dict(max_drop=max_drop, confidence=confidence, seed=seed, device=device)
+    old_rows = gate(baseline, candidate, eval_slices, **options)
+    new_row = gate(baseline, candidate, {NEW: new_eval}, **options)[NEW]
+    # The new data's row stands beside the old slices, outside their pooled "overall".
+    comparison = dataclasses.replace(old_rows, slices=[*old_rows.slices, new_row])
     return UpdateResult(
         candidate.eval(), comparison, result, "+".join(s.name for s in strategies), params
     )

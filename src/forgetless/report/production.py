@@ -4,6 +4,7 @@ intervals, the merge trade-off, and the monitor's slices across versions."""
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Sequence
 
 from forgetless.report.figures import _pyplot
@@ -27,10 +28,22 @@ def gate_figure(result, title: str | None = None):
                     fmt="o", color=colour, capsize=4, lw=1.5)  # fmt: skip
         ax.plot([-row.max_drop] * 2, [y - 0.4, y + 0.4], color="#444", lw=1.2, ls="--")
     ax.axvline(0, color="#888", lw=0.8)
-    ax.set_yticks(ys, [f"{r.name} (n={r.examples})" for r in rows])
+    # Linear near the thresholds, logarithmic beyond: a slice that gains 80 points (the new
+    # data) and one that loses 2 stay readable on one axis.
+    linear = max(2.0, 2 * max(r.max_drop for r in rows))
+    ax.set_xscale("symlog", linthresh=linear, linscale=1.5)
+    lo = min(min(100 * r.low for r in rows), -max(r.max_drop for r in rows), 0.0)
+    hi = max(max(100 * r.high for r in rows), 0.0)
+    lo, hi = (1.4 * v if abs(v) > linear else v + (-1 if v <= 0 else 1) for v in (lo, hi))
+    ax.set_xlim(lo, hi)
+    ticks = [t for t in (-100, -30, -10, -2, -1, 0, 1, 2, 10, 30, 100)
+             if lo <= t <= hi]  # fmt: skip
+    ax.set_xticks(ticks, [f"{t:+g}" if t else "0" for t in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_yticks(ys, [f"{r.name} (n={r.examples:,})" for r in rows])
     ax.set_xlabel(
-        f"change in accuracy, candidate - baseline (points); bars: {100 * result.confidence:g}% "
-        "bounds; dashes: -max drop"
+        f"change in accuracy (points, candidate - baseline; symmetric log beyond ±{linear:g})\n"
+        f"bars: {100 * result.confidence:g}% bounds, dashes: -max drop"
     )
     ax.set_title(title or f"forgetting gate: {result.verdict}", fontsize=10)
     return fig
@@ -81,11 +94,12 @@ def merge_figure(sweep, title: str | None = None):
     """Left: each old slice's accuracy against the new data's, along alpha (labelled). Right:
     every slice's accuracy against alpha."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4), layout="constrained")
+    colours = plt.get_cmap("tab20").colors
     new = [100 * v for v in sweep.accuracy[sweep.new_slice]]
-    for name in sweep.old_slices:
+    for i, name in enumerate(sweep.old_slices):
         old = [100 * v for v in sweep.accuracy[name]]
-        left.plot(new, old, "o-", ms=4, label=name)
+        left.plot(new, old, "o-", ms=3, lw=1, color=colours[i % 20], label=name)
     mean = [100 * v for v in sweep.old_mean()]
     if len(sweep.old_slices) > 1:
         left.plot(new, mean, "s--", color="black", ms=4, label="old slices (mean)")
@@ -95,39 +109,47 @@ def merge_figure(sweep, title: str | None = None):
     left.set_xlabel(f"{sweep.new_slice} accuracy (%)")
     left.set_ylabel("old-slice accuracy (%)")
     left.set_title("trade-off along alpha (labels: alpha)", fontsize=10)
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, ncols=2)
     for name, values in sweep.accuracy.items():
-        right.plot(sweep.alphas, [100 * v for v in values], "o-", ms=3, label=name)
+        if name == sweep.new_slice:
+            style = dict(color="black", lw=2.5)
+        else:
+            style = dict(color=colours[sweep.old_slices.index(name) % 20], lw=1)
+        right.plot(sweep.alphas, [100 * v for v in values], "o-", ms=3, label=name, **style)
     right.set_xlabel("alpha (0: old weights, 1: updated weights)")
     right.set_ylabel("accuracy (%)")
     right.set_title(title or "weight interpolation (WiSE-FT)", fontsize=10)
-    right.legend(fontsize=8)
+    right.legend(fontsize=7, ncols=2)
     return fig
 
 
 def monitor_figure(state, title: str | None = None):
     """Each slice's accuracy across versions; red rings mark the flagged versions."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(state.versions) + 3), 4.0),
+    colours = plt.get_cmap("tab20").colors
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(state.versions) + 4), 4.6),
                            layout="constrained")  # fmt: skip
     xs = list(range(len(state.versions)))
-    for name in state.slices:
+    for i, name in enumerate(state.slices):
         points = [(x, 100 * v) for x, v in zip(xs, state.accuracy[name], strict=True)
                   if v is not None]  # fmt: skip
         if not points:
             continue
-        ax.plot(*zip(*points, strict=True), "o-", ms=4, label=name)
+        style = dict(color="black", lw=2.2) if name == "overall" else dict(color=colours[i % 20])
+        ax.plot(*zip(*points, strict=True), "o-", ms=3, label=name, **style)
         bad = [(x, 100 * state.accuracy[name][x]) for x in xs if state.flags[name][x]]
         if bad:
-            ax.scatter(*zip(*bad, strict=True), s=140, facecolors="none", edgecolors="#c62828",
-                       linewidths=2, zorder=3)  # fmt: skip
-    labels = [v if not w else f"{v}\n{w}" for v, w in zip(state.versions, state.windows,
-                                                          strict=True)]  # fmt: skip
-    ax.set_xticks(xs, labels, fontsize=8)
+            ax.scatter(*zip(*bad, strict=True), s=110, facecolors="none", edgecolors="#c62828",
+                       linewidths=1.5, zorder=3)  # fmt: skip
+    labels = [
+        textwrap.fill(v, 18) + (f"\n[{w}]" if w else "")
+        for v, w in zip(state.versions, state.windows, strict=True)
+    ]
+    ax.set_xticks(xs, labels, fontsize=7, rotation=35, ha="right")
     ax.set_ylabel("accuracy (%)")
-    ax.set_xlabel("model version (data window)")
+    ax.set_xlabel("model version [data window]")
     ax.set_title(title or "slices across versions (red rings: flagged)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 
