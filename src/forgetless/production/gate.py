@@ -263,6 +263,8 @@ def decide(
     thresholds = dict(thresholds or {})
     default = thresholds.pop("*", max_drop)
     names = list(baseline_correct)
+    if OVERALL in names:
+        raise ConfigError(f"{OVERALL!r} names the row over all slices; rename that slice")
     unknown = [n for n in thresholds if n not in names and n != OVERALL]
     if unknown:
         hint = difflib.get_close_matches(unknown[0], [*names, OVERALL], n=1)

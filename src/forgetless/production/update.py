@@ -32,7 +32,7 @@ from forgetless.production.gate import GateResult, gate
 from forgetless.production.slices import Slices, as_slices, check_slices, read_npz, to_set
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream, Task
-from forgetless.strategies import Strategy, make_strategies
+from forgetless.strategies import Strategy, coerce_params, make_strategies
 
 #: The row of the new data in an update's comparison.
 NEW = "new data"
@@ -153,15 +153,27 @@ def update(
     if "replay" in names and old_set is not None:
         params.setdefault("buffer_size", len(old_set))
         params.setdefault("store_new", False)
+    if spec:
+        params = coerce_params(spec, params)  # typed as the constructors take them ("100" -> 100.0)
     strategies = make_strategies(strategy, params) if spec else make_strategies(strategy)
 
     every = {**eval_slices, NEW: new_eval, "new (training data)": new_set}
     if old_set is not None:
         every["old (retained sample)"] = old_set
-    outputs = check_slices(every, model)
-    stream = _stream(old_set, eval_slices, new_set, new_eval, outputs, seed)
-    baseline = copy.deepcopy(model)
+    if fit is not None and fit_options:
+        raise ConfigError("pass either fit=FitConfig(...) or loop options as keywords, not both")
+    unknown = sorted(set(fit_options) - set(FitConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}; loop options are the fields of FitConfig "
+            f"({', '.join(FitConfig.__dataclass_fields__)})"
+        )
+    fit = fit if fit is not None else FitConfig(**fit_options)
+    device = fit.device
+    baseline = copy.deepcopy(model).to(device)
     candidate = copy.deepcopy(model)
+    outputs = check_slices(every, baseline, device)
+    stream = _stream(old_set, eval_slices, new_set, new_eval, outputs, seed)
     result = train(
         stream,
         candidate,
@@ -169,12 +181,9 @@ def update(
         fit,
         seed,
         config={"update": True, "strategy": spec or "+".join(s.name for s in strategies),
-                "params": params, "trained_tasks": 1},
+                "params": params, "trained_tasks": 1, "fit": dataclasses.asdict(fit)},
         trained_tasks=1,
-        **fit_options,
     )  # fmt: skip
-    device = (fit if fit is not None else FitConfig(**fit_options)).device
-    baseline.to(device)
     options = dict(max_drop=max_drop, confidence=confidence, seed=seed, device=device)
     old_rows = gate(baseline, candidate, eval_slices, **options)
     new_row = gate(baseline, candidate, {NEW: new_eval}, **options)[NEW]
