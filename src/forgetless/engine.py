@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import resource
 import sys
@@ -12,12 +13,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner, TrainingData
+from forgetless.losses import cross_entropy
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
@@ -28,6 +29,10 @@ OPTIMIZERS = ("sgd", "adam")
 # accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
 # barely trained.
 BARELY_LEARNED = 0.05
+# Most logits one evaluation forward pass may produce (64 MB of float32): a language model's
+# [rows, T, V] outputs would otherwise take gigabytes at the usual eval batch size. Changes
+# only how evaluation is chunked, never what it counts.
+EVAL_LOGITS = 2**24
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,8 @@ def train(
             "baseline"}``, ``"loss"`` (``task``, ``step``, mean ``loss`` over the last
             ``log_every`` steps), ``"curve"`` (with ``eval_every``), ``"task"`` after each task
             (``task``, ``step``, ``accuracy`` row, ``task_aware`` row or None,
-            ``train_seconds``, ``eval_seconds``).
+            ``train_seconds``, ``eval_seconds``; for sequence streams also the
+            ``perplexity`` row, as in ``"start"`` the ``baseline_perplexity``).
         on_task_end: called with a :class:`Snapshot` after each task (for checkpoints).
         resume: continue from this snapshot, taken from a run with the same stream, model
             initialisation, strategies, loop settings and seed; tasks up to
@@ -176,7 +182,9 @@ def train(
             (see :attr:`~forgetless.strategies.Strategy.trained_start_refusal`).
 
     Returns:
-        A :class:`Result` with the matrix, the baseline, curves, losses and timings.
+        A :class:`Result` with the matrix, the baseline, curves, losses and timings; for
+        streams of token sequences (text) the accuracy is next-token accuracy over every
+        position, and the result also holds the perplexity matrix.
     """
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
@@ -216,10 +224,13 @@ def train(
     _reset_peak_memory(device)
     start = time.perf_counter()
     if resume is None:
+        untrained = loop.evaluate()
         progress: dict[str, Any] = {
-            "baseline": loop.evaluate_all(),
+            "baseline": untrained.accuracy,
+            "baseline_perplexity": untrained.perplexity,
             "matrix": [],
             "task_aware": [],
+            "perplexity": [],
             "train_times": [],
             "eval_times": [],
             "elapsed": 0.0,
@@ -227,9 +238,17 @@ def train(
         progress["baseline_eval"] = time.perf_counter() - start
         first = 0
         if on_event is not None:
-            on_event({"event": "start", "baseline": progress["baseline"]})
+            on_event(
+                {
+                    "event": "start",
+                    "baseline": progress["baseline"],
+                    **untrained.extra("baseline_perplexity"),
+                }
+            )
     else:
         progress = _restore(resume, learner, loop, strategies, len(stream))
+        progress.setdefault("perplexity", [])  # checkpoints of classification runs lack them
+        progress.setdefault("baseline_perplexity", None)
         first = resume.task + 1
     bar = tqdm(
         total=loop.total_steps(),
@@ -249,10 +268,13 @@ def train(
             else:
                 loop.fit_task(i, stream.tasks[i], bar)
             t1 = time.perf_counter()
-            row, aware_row = loop.evaluate_with_task_aware()
+            evaluation = loop.evaluate()
+            row, aware_row = evaluation.accuracy, evaluation.task_aware
             progress["matrix"].append(row)
             if aware_row is not None:
                 progress["task_aware"].append(aware_row)
+            if evaluation.perplexity is not None:
+                progress["perplexity"].append(evaluation.perplexity)
             progress["train_times"].append(t1 - t0)
             progress["eval_times"].append(time.perf_counter() - t1)
             if on_event is not None:
@@ -265,6 +287,7 @@ def train(
                         "task_aware": aware_row,
                         "train_seconds": t1 - t0,
                         "eval_seconds": progress["eval_times"][-1],
+                        **evaluation.extra(),
                     }
                 )
             if on_task_end is not None:
@@ -281,6 +304,8 @@ def train(
         accuracy_matrix=matrix,
         baseline=progress["baseline"],
         task_aware_matrix=task_aware or None,
+        perplexity_matrix=progress["perplexity"] or None,
+        baseline_perplexity=progress["baseline_perplexity"],
         task_names=stream.task_names,
         scenario=stream.name,
         protocol=stream.protocol.value,
@@ -405,7 +430,10 @@ def _fit_config(fit: FitConfig | None, options: dict) -> FitConfig:
 
 
 def _check_outputs(learner: Learner, stream: Stream) -> None:
-    x = stream.tasks[0].test.inputs(slice(0, 2)).to(learner.device)
+    """The model must give ``[batch, *target_shape, num_outputs]`` scores: ``[B, C]`` logits
+    for labels, ``[B, T, V]`` for next-token targets."""
+    test = stream.tasks[0].test
+    x = test.inputs(slice(0, 2)).to(learner.device)
     was_training = learner.model.training
     learner.model.eval()
     try:
@@ -417,9 +445,12 @@ def _check_outputs(learner: Learner, stream: Stream) -> None:
         ) from err
     finally:
         learner.model.train(was_training)
-    if out.ndim != 2 or out.shape[1] != stream.num_outputs:
+    expected = (len(x), *test.target_shape, stream.num_outputs)
+    if tuple(out.shape) != expected:
+        shape = ", ".join(["batch", *map(str, expected[1:])])
+        hint = " (a language model, e.g. --model gpt, for text)" if test.target_shape else ""
         raise ConfigError(
-            f"the model must output [batch, {stream.num_outputs}] logits for stream {stream.name!r}, "
+            f"the model must output [{shape}] logits for stream {stream.name!r}{hint}, "
             f"got {tuple(out.shape)}"
         )
 
@@ -551,7 +582,7 @@ class _Loop:
             if loss is not None:
                 break
         if loss is None:
-            loss = F.cross_entropy(logits, y)
+            loss = cross_entropy(logits, y)
         for hook in hooks["penalty"]:
             term = hook(learner, x, y, t, logits)
             if term is not None:
@@ -566,44 +597,79 @@ class _Loop:
             hook(learner, x, y, t, logits)
         self.step += 1
         if self.fit.eval_every and self.step % self.fit.eval_every == 0:
-            curve = {"task": index, "step": self.step, "accuracy": self.evaluate_all()}
+            evaluation = self.evaluate()
+            curve = {"task": index, "step": self.step, "accuracy": evaluation.accuracy}
+            curve.update(evaluation.extra())
             self.curves.append(curve)
             if self.on_event is not None:
                 self.on_event({"event": "curve", **curve})
             learner.model.train()
         return loss.detach()
 
-    @torch.no_grad()
     def evaluate_all(self) -> list[float]:
         """Accuracy on every task's test set, in stream order."""
-        return self.evaluate_with_task_aware()[0]
+        return self.evaluate().accuracy
 
     def evaluate_with_task_aware(self) -> tuple[list[float], list[float] | None]:
-        """Accuracy on every task's test set and, for class-IL, the task-aware accuracy: the
-        same predictions restricted to the task's own units, as if its identity were given (how
-        the DER paper and Mammoth report task-IL figures of a class-IL run). ``None`` for
-        other protocols, where the first list already is that."""
+        """Accuracy on every task's test set and the task-aware accuracy (see :meth:`evaluate`)."""
+        evaluation = self.evaluate()
+        return evaluation.accuracy, evaluation.task_aware
+
+    @torch.no_grad()
+    def evaluate(self) -> Evaluation:
+        """Every task's test set, in stream order: the accuracy over all predictions (one per
+        example, or one per position for sequences); for class-IL, the task-aware accuracy (the
+        same predictions restricted to the task's own units, as if its identity were given: how
+        the DER paper and Mammoth report task-IL figures of a class-IL run); for sequence
+        targets, the perplexity ``exp(sum of token NLLs / tokens)`` over every test token.
+
+        Counts and NLL sums stay on the device and are read once per task, not per batch; the
+        NLL is summed in float64, so the perplexity is that of all tokens, not a mean of batch
+        means."""
         learner = self.learner
+        device = learner.device
         was_training = learner.model.training
         learner.model.eval()
         aware = learner.stream.protocol is Protocol.CLASS
-        accuracies, task_aware = [], []
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        accuracy, task_aware, perplexity = [], [], []
         for j, task in enumerate(learner.stream.tasks):
-            correct = correct_aware = 0
-            units = torch.tensor(task.units, device=learner.device)
-            for start in range(0, len(task.test), self.fit.eval_batch_size):
-                rows = slice(start, start + self.fit.eval_batch_size)
-                x = task.test.inputs(rows).to(learner.device)
-                y = task.test.y[rows].to(learner.device)
+            test = task.test
+            sequences = bool(test.target_shape)
+            units = torch.tensor(task.units, device=device)
+            # correct, correct within the task's units, sum of token NLLs (MPS has no float64)
+            totals = torch.zeros(3, dtype=wide, device=device)
+            rows_per_pass = self._eval_rows(test)
+            for start in range(0, len(test), rows_per_pass):
+                rows = slice(start, start + rows_per_pass)
+                x = test.inputs(rows).to(device)
+                y = test.y[rows].to(device)
                 scores = self._predict(x, j)
-                correct += int((scores.argmax(dim=1) == y).sum())
+                totals[0] += (scores.argmax(dim=-1) == y).sum()
                 if aware:
-                    within = units[scores.index_select(1, units).argmax(dim=1)]
-                    correct_aware += int((within == y).sum())
-            accuracies.append(correct / len(task.test))
-            task_aware.append(correct_aware / len(task.test))
+                    within = units[scores.index_select(-1, units).argmax(dim=-1)]
+                    totals[1] += (within == y).sum()
+                if sequences:
+                    nll = cross_entropy(scores, y, reduction="none")
+                    totals[2] += nll.sum(dtype=wide)
+            correct, correct_aware, nll_sum = totals.tolist()  # the one sync of this task
+            predictions = test.y.numel()
+            accuracy.append(int(correct) / predictions)
+            task_aware.append(int(correct_aware) / predictions)
+            if sequences:
+                perplexity.append(_exp(nll_sum / predictions))
         learner.model.train(was_training)
-        return accuracies, (task_aware if aware else None)
+        return Evaluation(
+            accuracy,
+            task_aware if aware else None,
+            perplexity if len(perplexity) == len(accuracy) else None,
+        )
+
+    def _eval_rows(self, test) -> int:
+        """Examples per evaluation pass: ``eval_batch_size``, fewer where one pass would
+        produce more than :data:`EVAL_LOGITS` scores (long sequences, large vocabularies)."""
+        per_row = max(1, test.y[:1].numel()) * self.learner.stream.num_outputs
+        return max(1, min(self.fit.eval_batch_size, EVAL_LOGITS // per_row))
 
     def _predict(self, x: torch.Tensor, j: int) -> torch.Tensor:
         for hook in self.hooks["predict"]:
@@ -611,6 +677,35 @@ class _Loop:
             if scores is not None:
                 return scores
         return self.learner.logits(x, j)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of every task of the stream (a row of each matrix).
+
+    Attributes:
+        accuracy: per task, the fraction of correct predictions (next-token accuracy for text).
+        task_aware: class-IL only: the same predictions restricted to each task's units.
+        perplexity: sequence streams only: per task, ``exp`` of the mean NLL per token.
+    """
+
+    accuracy: list[float]
+    task_aware: list[float] | None = None
+    perplexity: list[float] | None = None
+
+    def extra(self, name: str = "perplexity") -> dict[str, Any]:
+        """What an event record adds for sequence streams: ``{name: perplexity row}``; nothing
+        for classification, whose records stay as they were."""
+        return {} if self.perplexity is None else {name: self.perplexity}
+
+
+def _exp(value: float) -> float:
+    """``exp(value)``, infinite where it overflows (a model that puts zero probability on a
+    token has infinite perplexity)."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def _reset_peak_memory(device: torch.device) -> None:

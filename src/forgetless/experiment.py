@@ -28,8 +28,9 @@ class RunConfig:
     """Every option of ``forgetless run``, one field per flag (``--batch-size`` is ``batch_size``).
 
     Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
-    ``class_order``, ``data_dir``. Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``),
-    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
+    ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
+    ``tokenizer`` (None: ``"char"``). Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``,
+    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
 
@@ -44,6 +45,8 @@ class RunConfig:
     n_tasks: int | None = None
     class_order: list[int] | None = None
     data_dir: str | None = None
+    sequence_length: int | None = None
+    tokenizer: str | None = None
     model: str = "mlp"
     hidden: list[int] | None = None
     strategy: str = "finetune"
@@ -79,6 +82,18 @@ class RunConfig:
         tasks = self.trained_tasks
         if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
             raise ConfigError(f"trained_tasks must be a non-negative integer, got {tasks!r}")
+        if self.sequence_length is not None and (
+            not isinstance(self.sequence_length, int)
+            or isinstance(self.sequence_length, bool)
+            or self.sequence_length < 1
+        ):
+            raise ConfigError(
+                f"sequence_length must be a positive integer, got {self.sequence_length!r}"
+            )
+        if self.tokenizer is not None:
+            from forgetless.data.text import parse_tokenizer
+
+            parse_tokenizer(self.tokenizer)
 
     def fit_config(self) -> FitConfig:
         """The loop settings as a :class:`FitConfig`."""
@@ -129,6 +144,9 @@ def load_config(path: str | Path) -> RunConfig:
 #: Fields that do not change a run's numbers: where data is read from, what is shown, how many
 #: threads compute it, how often losses are reported.
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
+#: Fields added after runs were first stored: they enter the hash only when set, so every run
+#: stored before them keeps its id (and a sweep finds it complete).
+HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights")
 
 
 def config_hash(config: RunConfig) -> str:
@@ -137,11 +155,12 @@ def config_hash(config: RunConfig) -> str:
     data = config.to_dict()
     for name in NON_RESULT_FIELDS:
         data.pop(name, None)
+    for name in HASHED_WHEN_SET:
+        if data.get(name) is None:
+            data.pop(name, None)
     if not data["trained_tasks"]:  # configs from before the field keep their hash
         data.pop("trained_tasks")
-    if data["weights"] is None:
-        data.pop("weights")
-    else:  # the file's contents decide the numbers, not where it lies
+    if "weights" in data:  # the file's contents decide the numbers, not where it lies
         data["weights"] = _file_sha256(data["weights"])
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -165,9 +184,15 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
         data_dir=config.data_dir,
         n_tasks=config.n_tasks,
         class_order=config.class_order,
+        sequence_length=config.sequence_length,
+        tokenizer=config.tokenizer,
     )
     torch.manual_seed(config.seed)
-    model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
+    # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
+    vocab = len(stream.tasks[0].units)
+    model = build_model(
+        config.model, stream.input_shape, stream.num_outputs, config.hidden, vocab_size=vocab
+    )
     if config.weights is not None:
         from forgetless.production.loading import load_weights, put_weights
 

@@ -132,4 +132,6 @@ class Learner:
         mask = self.output_mask[t]
         if mask.ndim == 1:
             mask = mask.expand_as(out)
+        elif out.ndim > 2:  # scores per position, [B, ..., C]: each example has one task
+            mask = mask.view(len(mask), *([1] * (out.ndim - 2)), mask.shape[-1])
         return out.masked_fill(~mask, float("-inf"))

@@ -41,7 +41,8 @@ def build_report(
     by accuracy, memory and compute, the stability-plasticity frontier when the runs sweep a
     strategy's strength (:func:`~forgetless.analysis.frontier.frontiers_in`), the SVG files
     ``extra_figures`` (e.g. from ``forgetless landscape``), then per run its accuracy-matrix
-    heatmap, forgetting curves and a one-line account of what it forgot."""
+    heatmap, forgetting curves, for text runs its perplexity-matrix heatmap, and a one-line
+    account of what it forgot."""
     if not results:
         raise ConfigError("a report needs at least one complete run")
     parts = [
@@ -79,8 +80,10 @@ def build_report(
             '<div class="run">',
             _figure(figures.accuracy_heatmap(result), f"accuracy matrix, {name}"),
             _figure(figures.forgetting_curves(result), f"forgetting curves, {name}"),
-            "</div>",
         ]
+        if result.perplexity_matrix:
+            parts.append(_figure(figures.perplexity_heatmap(result), f"perplexity matrix, {name}"))
+        parts.append("</div>")
     return page(title, parts)
 
 
