@@ -102,9 +102,10 @@ def test_si_warns_that_a_learnt_task_has_no_path_integral(learnt):
     assert si.accuracy_matrix == finetune.accuracy_matrix  # no importance: exactly fine-tuning
 
 
-@pytest.mark.parametrize("name", ["gss", "icarl", "joint"])
+@pytest.mark.parametrize("name", ["gss", "icarl", "joint", "pnn", "packnet"])
 def test_strategies_that_cannot_start_trained_say_why(name):
-    stream = make_stream("split-digits", seed=0)[:2]
+    protocol = "task" if name in ("pnn", "packnet") else None
+    stream = make_stream("split-digits", seed=0, protocol=protocol)[:2]
     model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden=[8], seed=0)
     with pytest.raises(ConfigError, match="cannot start from a trained model"):
         train(stream, model, name, trained_tasks=1, progress=False)

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from forgetless.errors import ConfigError
-from forgetless.learner import Learner, TrainingData
+from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
@@ -46,7 +46,9 @@ class FitConfig:
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: learning rate.
         momentum: SGD momentum.
-        reset_optimizer: build a fresh optimiser at each task (the usual protocol).
+        reset_optimizer: build a fresh optimiser at each task (the usual protocol). If False,
+            one optimiser is kept; it is still rebuilt when a strategy changed the model's
+            trainable parameters, carrying the state of those that persist.
         eval_every: evaluate all tasks every this many steps (within-task curves); ``None``: off.
         log_every: with an event sink (``on_event``), report the mean training loss every this
             many steps.
@@ -157,7 +159,10 @@ def train(
 
     Args:
         stream: the tasks, e.g. from :func:`forgetless.scenarios.make_stream`.
-        model: any ``nn.Module`` mapping a batch of inputs to ``stream.num_outputs`` logits.
+        model: any ``nn.Module`` mapping a batch of inputs to ``stream.num_outputs`` logits. A
+            model with ``takes_task_id = True`` is called as ``model(x, t)``: ``t`` the batch's
+            task ids (an int64 tensor) in training, the evaluated task's index (an ``int``) in
+            evaluation. Strategies may grow, wrap or replace it (``docs/architecture.md``).
         strategy: a name (``"finetune"``), ``"a+b"``, an instance, or a list (a hybrid).
         fit: loop settings; or pass them as keywords (``epochs=1, lr=0.1``).
         seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
@@ -202,6 +207,7 @@ def train(
             raise ConfigError(
                 f"strategy {s.name!r} supports the {supported} protocol(s), not {stream.protocol.value}"
             )
+    _check_task_ids(model, strategies, stream)
     if fit.threads is not None:
         torch.set_num_threads(fit.threads)
     device = torch.device(fit.device)
@@ -233,6 +239,7 @@ def train(
             "perplexity": [],
             "train_times": [],
             "eval_times": [],
+            "model_size": [],
             "elapsed": 0.0,
         }
         progress["baseline_eval"] = time.perf_counter() - start
@@ -277,6 +284,7 @@ def train(
                 progress["perplexity"].append(evaluation.perplexity)
             progress["train_times"].append(t1 - t0)
             progress["eval_times"].append(time.perf_counter() - t1)
+            progress.setdefault("model_size", []).append(_model_size(learner.model))
             if on_event is not None:
                 on_event(
                     {
@@ -324,6 +332,8 @@ def train(
         },
         peak_memory_mb=_peak_memory_mb(device),
         strategy_state_bytes=sum(s.state_bytes() for s in strategies),
+        model_size=progress.get("model_size", []),
+        strategy_reports=_reports(learner, strategies),
         environment=_environment(device),
     )
 
@@ -398,18 +408,40 @@ def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
 
 
 def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dict[str, Any]:
-    """Put the learner, the loop and the strategies back as they were after ``snapshot.task``."""
+    """Put the learner, the loop and the strategies back as they were after ``snapshot.task``.
+
+    The order matters for models that change: every strategy first rebuilds the structure it
+    gave the model (columns, masks, wrappers), then the weights load into it, then each
+    strategy's state (whose model copies are made from the rebuilt model), then the optimiser,
+    built over the rebuilt model's trainable parameters.
+    """
     if not 0 <= snapshot.task < n_tasks or len(snapshot.strategies) != len(strategies):
         raise ConfigError(
             f"the checkpoint (after task {snapshot.task + 1}, {len(snapshot.strategies)} "
             f"strategies) does not fit this run ({n_tasks} tasks, {len(strategies)} strategies)"
         )
-    learner.model.load_state_dict(snapshot.model)
     learner.task_index = snapshot.task
-    learner.optimizer.load_state_dict(snapshot.optimizer)
-    learner.generator.set_state(snapshot.generator)
+    for strategy, state in zip(strategies, snapshot.strategies, strict=True):
+        strategy.rebuild(learner, state)
+    learner.record_initial_values()
+    try:
+        learner.model.load_state_dict(snapshot.model)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"the checkpoint's weights do not fit the model: {err}. A strategy that changes the "
+            "model must rebuild its structure from its saved state (Strategy.rebuild)"
+        ) from err
     for strategy, state in zip(strategies, snapshot.strategies, strict=True):
         strategy.load_state_dict(state, learner)
+    learner.new_optimizer()
+    try:
+        learner.optimizer.load_state_dict(snapshot.optimizer)
+    except ValueError as err:
+        raise ConfigError(
+            f"the checkpoint's optimiser does not fit the model's trainable parameters: {err}. "
+            "A strategy that changes the model must restore its requires_grad flags in rebuild"
+        ) from err
+    learner.generator.set_state(snapshot.generator)
     progress = dict(snapshot.progress)
     loop.step = snapshot.step
     loop.losses = list(progress.pop("losses"))
@@ -429,6 +461,51 @@ def _fit_config(fit: FitConfig | None, options: dict) -> FitConfig:
     return FitConfig(**options)
 
 
+def _check_task_ids(model: nn.Module, strategies: Sequence[Strategy], stream: Stream) -> None:
+    """Refuse pairings that cannot give honest numbers: a model or method that answers by the
+    task id, evaluated where the task id is not given (class- or domain-incremental learning)
+    with nothing to infer it; and a method that calls the model without task ids beside one."""
+    users = [s.name for s in strategies if s.needs_task_id]
+    if takes_task_id(model):
+        users.insert(0, f"the model ({type(model).__name__}, takes_task_id)")
+    if not users:
+        return
+    if stream.protocol is not Protocol.TASK and not any(s.infers_task for s in strategies):
+        raise ConfigError(
+            f"{', '.join(users)} needs the task id at test time, which the "
+            f"{stream.protocol.value}-incremental protocol does not give: use --protocol task, "
+            "or add a strategy that infers the task (a router)"
+        )
+    blind = [s.name for s in strategies if not s.supports_task_id_models]
+    if blind:
+        raise ConfigError(
+            f"strategy {', '.join(blind)} calls the model without task ids, so it cannot run "
+            f"beside {', '.join(users)}; choose another combination"
+        )
+
+
+def _model_size(model: nn.Module) -> dict[str, int]:
+    """Parameters (all, and those with ``requires_grad``) and bytes of parameters and buffers."""
+    params = list(model.parameters())
+    return {
+        "parameters": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "bytes": sum(t.numel() * t.element_size() for t in (*params, *model.buffers())),
+    }
+
+
+def _reports(learner: Learner, strategies: Sequence[Strategy]) -> dict[str, Any]:
+    reports: dict[str, Any] = {}
+    for s in strategies:
+        report = s.report(learner)
+        if report is not None:
+            key, n = s.name, 2
+            while key in reports:  # the same method twice in a hybrid
+                key, n = f"{s.name}#{n}", n + 1
+            reports[key] = report
+    return reports
+
+
 def _check_outputs(learner: Learner, stream: Stream) -> None:
     """The model must give ``[batch, *target_shape, num_outputs]`` scores: ``[B, C]`` logits
     for labels, ``[B, T, V]`` for next-token targets."""
@@ -438,7 +515,7 @@ def _check_outputs(learner: Learner, stream: Stream) -> None:
     learner.model.eval()
     try:
         with torch.no_grad():
-            out = learner.model(x)
+            out = call_model(learner.model, x, 0)
     except RuntimeError as err:
         raise ConfigError(
             f"the model cannot take this stream's inputs of shape {stream.input_shape}: {err}"
@@ -511,14 +588,20 @@ class _Loop:
     def fit_task(self, index: int, task, bar) -> None:
         learner, fit = self.learner, self.fit
         learner.task_index = index
+        for hook in self.hooks["change_model"]:
+            hook(learner, task)
         for hook in self.hooks["before_task"]:
             hook(learner, task)
+        learner.record_initial_values()  # of whatever the hooks added, for reset_model
         data = TrainingData.of_task(task, index)
         for hook in self.hooks["training_data"]:
             data = hook(learner, task, data)
         if fit.reset_optimizer or index == 0:
             learner.new_optimizer()
+        elif learner.optimizer_is_stale():  # parameters added, wrapped or frozen: train them
+            learner.new_optimizer(keep_state=True)
         steps = self._steps(len(data), data.iterations_scale)
+        learner.task_steps = steps
         planned = self._steps(len(task.train))
         if steps != planned:  # joint/cumulative fit more (or less) than the task's own data
             bar.total += steps - planned
@@ -574,7 +657,7 @@ class _Loop:
         learner.new_examples = len(x)
         for hook in hooks["batch"]:
             x, y, t = hook(learner, x, y, t)
-        learner.outputs = learner.model(x)
+        learner.outputs = learner.forward(x, t)
         logits = learner.mask(learner.outputs, t)
         loss = None
         for hook in hooks["loss"]:

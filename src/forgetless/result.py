@@ -46,6 +46,11 @@ class Result:
         strategy_state_bytes: bytes of tensor state the strategies hold at the end (importances,
             anchors, buffers, old models): what the method costs in memory, apart from the data
             and the model.
+        model_size: after each task, the model's ``parameters`` (elements), ``trainable``
+            (those with ``requires_grad``) and ``bytes`` (parameters and buffers): how a model
+            that grows (columns, specialists, adapters) grows.
+        strategy_reports: what each strategy reported at the end, by name (capacity used per
+            layer and task, routing accuracy, ...); see ``Strategy.report``.
         environment: versions of forgetless, torch, and the device.
     """
 
@@ -65,6 +70,8 @@ class Result:
     timings: dict[str, Any] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     strategy_state_bytes: int = 0
+    model_size: list[dict[str, int]] = field(default_factory=list)
+    strategy_reports: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -2,7 +2,9 @@
 
 Classifiers (:class:`MLP`, :class:`CNN`, :class:`ResidualCNN`) here; the causal transformer
 language model in :mod:`forgetless.models.gpt`; Hugging Face causal LMs built from a config in
-:mod:`forgetless.models.hf`.
+:mod:`forgetless.models.hf`; the parts of models that change: masked layers
+(:mod:`forgetless.models.masked`), the columns of progressive networks
+(:mod:`forgetless.models.progressive`), adapters (:mod:`forgetless.models.adapters`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import ConfigError
+from forgetless.models.masked import (
+    LayerMask,
+    MaskedConv2d,
+    MaskedLinear,
+    MaskedNet,
+    masked_layers,
+    to_masked,
+)
+from forgetless.models.progressive import Column, ProgressiveNet, column_of
 
 MODEL_NAMES = ("mlp", "cnn", "cnn-skip", "gpt")
 
@@ -173,3 +184,22 @@ def _language_model(
     if len(set(widths)) != 1:
         raise ConfigError(f"the gpt's blocks share one width, got {list(widths)}")
     return GPT(vocab_size or num_outputs, block_size, widths[0], len(widths), outputs=num_outputs)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "CNN",
+    "MLP",
+    "MODEL_NAMES",
+    "Column",
+    "LayerMask",
+    "MaskedConv2d",
+    "MaskedLinear",
+    "MaskedNet",
+    "ProgressiveNet",
+    "ResidualCNN",
+    "build_model",
+    "column_of",
+    "masked_layers",
+    "to_masked",
+]

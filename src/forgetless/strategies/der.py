@@ -68,7 +68,7 @@ class DER(Rehearsal):
     def replay_loss(self, learner: Learner) -> torch.Tensor:
         """``alpha * MSE(h(x'), z')`` on a buffer sample."""
         past = self.buffer.get(self.sample(learner))
-        return self.alpha * F.mse_loss(learner.model(past.x), past.logits)
+        return self.alpha * F.mse_loss(learner.forward(past.x, past.t), past.logits)
 
     def after_step(self, learner, x, y, t, logits):
         n = self._incoming

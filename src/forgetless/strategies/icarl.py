@@ -77,6 +77,7 @@ class ICaRL(Strategy):
         "iCaRL's exemplars and class means belong to a model trained with its own sigmoid loss "
         "and distillation; use replay or der, which store a sample of the learnt tasks"
     )
+    supports_task_id_models = False  # features and the old model are called as model(x)
 
     def __init__(
         self,
