@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_analysis_parsers(sub)
     _add_plasticity_parsers(sub)
+    from forgetless.production import commands as production
+
+    production.add_parsers(sub)
 
     runs = sub.add_parser("runs", help="list, show, compare and summarise stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -912,7 +915,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forgetless`` command; returns the exit code."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command not in ("run", "landscape", "trajectory") and extra:
+    from forgetless.production.commands import EXTRA_ARGUMENTS
+
+    if args.command not in ("run", "landscape", "trajectory", *EXTRA_ARGUMENTS) and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
@@ -1124,6 +1129,10 @@ def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
         "plasticity": lambda: _cmd_plasticity(args),
         "overlap": lambda: _cmd_overlap(args),
     }
+    from forgetless.production.commands import HANDLERS
+
+    for name, handler in HANDLERS.items():
+        commands[name] = lambda handler=handler: handler(args, extra)
     try:
         if args.command in commands:
             return commands[args.command]()

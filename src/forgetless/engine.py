@@ -25,8 +25,9 @@ from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
-# Mean gain of each task's accuracy right after training it over its accuracy at random
-# initialisation below which a run is reported as barely trained.
+# Mean gain of each trained task's accuracy right after training it over the given model's
+# accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
+# barely trained.
 BARELY_LEARNED = 0.05
 # Most logits one evaluation forward pass may produce (64 MB of float32): a language model's
 # [rows, T, V] outputs would otherwise take gigabytes at the usual eval batch size. Changes
@@ -146,6 +147,7 @@ def train(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_task_end: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
+    trained_tasks: int = 0,
     **fit_options,
 ) -> Result:
     """Train ``model`` on ``stream`` task by task and measure the accuracy matrix.
@@ -176,6 +178,13 @@ def train(
         resume: continue from this snapshot, taken from a run with the same stream, model
             initialisation, strategies, loop settings and seed; tasks up to
             ``resume.task`` are not trained again.
+        trained_tasks: a trained start: the first ``trained_tasks`` tasks are already learnt
+            by the given model. They are evaluated, not trained (their rows of ``R`` are the
+            given model's accuracies, like the baseline), and the strategies' ``after_task``
+            hooks run on them with ``learner.task_learnt_before`` set, so that EWC's Fisher,
+            MAS importances, LwF's old model and replay buffers are built from the old data
+            without a step on it. Strategies that cannot start so say why before anything runs
+            (see :attr:`~forgetless.strategies.Strategy.trained_start_refusal`).
 
     Returns:
         A :class:`Result` with the matrix, the baseline, curves, losses and timings; for
@@ -184,6 +193,7 @@ def train(
     """
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
+    _check_trained_tasks(trained_tasks, stream, strategies)
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
             raise ConfigError(
@@ -215,7 +225,7 @@ def train(
                 stacklevel=2,
             )
         s._forgetless_used = True
-    loop = _Loop(learner, strategies, fit, on_event)
+    loop = _Loop(learner, strategies, fit, on_event, trained_tasks)
 
     _reset_peak_memory(device)
     start = time.perf_counter()
@@ -260,7 +270,10 @@ def train(
         for i in range(first, len(stream)):
             bar.set_postfix_str(f"task {i + 1}/{len(stream)}")
             t0 = time.perf_counter()
-            loop.fit_task(i, stream.tasks[i], bar)
+            if i < trained_tasks:
+                loop.recall_task(i, stream.tasks[i])
+            else:
+                loop.fit_task(i, stream.tasks[i], bar)
             t1 = time.perf_counter()
             evaluation = loop.evaluate()
             row, aware_row = evaluation.accuracy, evaluation.task_aware
@@ -289,8 +302,12 @@ def train(
                 on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
-    _warn_if_barely_learned(matrix, progress["baseline"], loop)
+    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
     strategy_name = "+".join(s.name for s in strategies)
+    if config is None:
+        config = {"fit": asdict(fit), "strategy": strategy_name}
+        if trained_tasks:
+            config["trained_tasks"] = trained_tasks
     return Result(
         accuracy_matrix=matrix,
         baseline=progress["baseline"],
@@ -302,7 +319,7 @@ def train(
         protocol=stream.protocol.value,
         strategy=strategy_name,
         seed=seed,
-        config=config if config is not None else {"fit": asdict(fit), "strategy": strategy_name},
+        config=config,
         curves=loop.curves,
         losses=loop.losses,
         timings={
@@ -321,26 +338,56 @@ def train(
     )
 
 
-def _warn_if_barely_learned(matrix: list[list[float]], baseline: list[float], loop) -> None:
-    """Warn when tasks were barely learned: every figure of such a run (forgetting above all)
-    describes an untrained model, which looks like "no forgetting" and misleads."""
-    if len(matrix) < len(baseline):
+def _warn_if_barely_learned(
+    matrix: list[list[float]], baseline: list[float], loop, trained_tasks: int = 0
+) -> None:
+    """Warn when the tasks trained in this run were barely learned: every figure of such a run
+    (forgetting above all) describes an untrained model, which looks like "no forgetting" and
+    misleads. Tasks of a trained start are not trained here, so they are left out."""
+    trained = range(trained_tasks, len(baseline))
+    if len(matrix) < len(baseline) or not trained:
         return
-    gain = sum(matrix[i][i] - baseline[i] for i in range(len(baseline))) / len(baseline)
+    gain = sum(matrix[i][i] - baseline[i] for i in trained) / len(trained)
     if gain >= BARELY_LEARNED:
         return
-    learned = 100 * sum(matrix[i][i] for i in range(len(baseline))) / len(baseline)
-    untrained = 100 * sum(baseline) / len(baseline)
-    steps = loop.step / len(baseline)
+    learned = 100 * sum(matrix[i][i] for i in trained) / len(trained)
+    before = 100 * sum(baseline[i] for i in trained) / len(trained)
+    # The model may have come trained (a trained start, or a user's checkpoint): what it had
+    # before this run is not necessarily a random initialisation.
+    start = "the model as given, before this run trained it"
+    if not trained_tasks:
+        start += " (random initialisation, for a fresh model)"
+    steps = loop.step / len(trained)
     warnings.warn(
         f"the model barely learned its tasks: accuracy on each task right after training it "
-        f"averages {learned:.1f}%, against {untrained:.1f}% at random initialisation, after "
-        f"about {steps:.0f} optimiser steps per task. Forgetting measured on it means little: "
-        "train longer (--epochs, --iterations), raise the learning rate (--lr), or weaken the "
-        "strategy's regularisation",
+        f"averages {learned:.1f}%, against {before:.1f}% for {start}, after about {steps:.0f} "
+        "optimiser steps per task. Forgetting measured on it means little: train longer "
+        "(--epochs, --iterations), raise the learning rate (--lr), or weaken the strategy's "
+        "regularisation",
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[Strategy]) -> None:
+    if (
+        not isinstance(trained_tasks, int)
+        or isinstance(trained_tasks, bool)
+        or not 0 <= trained_tasks <= len(stream)
+    ):
+        raise ConfigError(
+            f"trained_tasks must be a whole number from 0 to the stream's {len(stream)} tasks "
+            f"(how many of its first tasks the given model has already learnt), got "
+            f"{trained_tasks!r}"
+        )
+    if not trained_tasks:
+        return
+    for s in strategies:
+        if s.trained_start_refusal:
+            raise ConfigError(
+                f"strategy {s.name!r} cannot start from a trained model (trained_tasks="
+                f"{trained_tasks}): {s.trained_start_refusal}"
+            )
 
 
 def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
@@ -494,8 +541,10 @@ class _Loop:
         strategies: list[Strategy],
         fit: FitConfig,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        trained_tasks: int = 0,
     ):
         self.learner = learner
+        self.trained_tasks = trained_tasks
         self.on_event = on_event
         self._window: torch.Tensor | None = None  # losses since the last "loss" event
         self._window_steps = 0
@@ -511,7 +560,8 @@ class _Loop:
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
-        return sum(self._steps(len(task.train)) for task in self.learner.stream)
+        tasks = self.learner.stream.tasks[self.trained_tasks :]
+        return sum(self._steps(len(task.train)) for task in tasks)
 
     def _steps(self, examples: int, iterations_scale: int = 1) -> int:
         """Optimiser steps to fit ``examples`` examples under the epochs or iterations budget."""
@@ -520,6 +570,20 @@ class _Loop:
         if self.fit.iterations is not None:
             return self.fit.iterations * iterations_scale
         return self.fit.epochs * -(-examples // self.fit.batch_size)
+
+    def recall_task(self, index: int, task) -> None:
+        """A task the model learnt before this run (a trained start): no step is taken; the
+        ``after_task`` hooks run, with ``learner.task_learnt_before`` set, as they would after
+        training it, so they build their importances, buffers or old models from its data."""
+        learner = self.learner
+        learner.task_index = index
+        learner.model.train()  # the mode fit_task leaves the model in for these hooks
+        learner.task_learnt_before = True
+        try:
+            for hook in self.hooks["after_task"]:
+                hook(learner, task)
+        finally:
+            learner.task_learnt_before = False
 
     def fit_task(self, index: int, task, bar) -> None:
         learner, fit = self.learner, self.fit

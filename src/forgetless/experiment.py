@@ -33,6 +33,11 @@ class RunConfig:
     ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
+
+    A trained start: ``weights`` (a safetensors or ``torch.save`` state dict, read without
+    unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
+    of the stream's first tasks it has already learnt (evaluated, not trained; see
+    :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
     """
 
     scenario: str = "split-digits"
@@ -61,6 +66,8 @@ class RunConfig:
     threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
+    weights: str | None = None
+    trained_tasks: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -72,6 +79,9 @@ class RunConfig:
         # Typed now, so that the same run has one hash whether its values came as text or not.
         self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
         self.fit_config()  # validate the loop settings now, not after loading data
+        tasks = self.trained_tasks
+        if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
+            raise ConfigError(f"trained_tasks must be a non-negative integer, got {tasks!r}")
         if self.sequence_length is not None and (
             not isinstance(self.sequence_length, int)
             or isinstance(self.sequence_length, bool)
@@ -136,7 +146,7 @@ def load_config(path: str | Path) -> RunConfig:
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
 #: Fields added after runs were first stored: they enter the hash only when set, so every run
 #: stored before them keeps its id (and a sweep finds it complete).
-HASHED_WHEN_SET = ("sequence_length", "tokenizer")
+HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights")
 
 
 def config_hash(config: RunConfig) -> str:
@@ -148,8 +158,19 @@ def config_hash(config: RunConfig) -> str:
     for name in HASHED_WHEN_SET:
         if data.get(name) is None:
             data.pop(name, None)
+    if not data["trained_tasks"]:  # configs from before the field keep their hash
+        data.pop("trained_tasks")
+    if "weights" in data:  # the file's contents decide the numbers, not where it lies
+        data["weights"] = _file_sha256(data["weights"])
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise ConfigError(f"cannot read the weights file {path}: {err.strerror}") from None
 
 
 def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
@@ -172,6 +193,10 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
     model = build_model(
         config.model, stream.input_shape, stream.num_outputs, config.hidden, vocab_size=vocab
     )
+    if config.weights is not None:
+        from forgetless.production.loading import load_weights, put_weights
+
+        put_weights(model, load_weights(config.weights), config.weights, config.model)
     return stream, model, strategies
 
 
@@ -207,6 +232,7 @@ def run(
         on_event=on_event,
         on_task_end=on_task_end,
         resume=resume,
+        trained_tasks=config.trained_tasks,
     )
 
 

@@ -109,6 +109,10 @@ class Learner:
             (hooks such as replay append stored examples after them).
         outputs: during a step, the model's raw outputs for the batch, before task masking
             (what DER stores and LwF distils), so no strategy needs a second forward pass.
+        task_learnt_before: True while the ``after_task`` hooks run for a task the model had
+            learnt before this run (a trained start, ``train(trained_tasks=k)``): no step was
+            taken on it, so a hook that gathers what it needs during steps (a replay buffer,
+            SI's path integral) must take it from the task's data now, or do without.
         task_steps: optimiser steps planned for the task being fitted (set before its first
             step; PackNet prunes part-way through them).
         epoch_steps: batches in one pass over the task's training data (the task's steps come
@@ -134,6 +138,7 @@ class Learner:
         # Set by the engine for each training step, before the strategies' hooks run:
         self.new_examples = 0  # rows of the batch that came from the task (before `batch` hooks)
         self.outputs: torch.Tensor | None = None  # the model's unmasked outputs for the batch
+        self.task_learnt_before = False  # set by the engine for a trained start's tasks
         self._make_optimizer = make_optimizer
         self.optimizer = make_optimizer(self.model)
         # (tensor, its value when first seen) for every parameter and buffer the model has

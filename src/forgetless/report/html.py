@@ -27,6 +27,8 @@ th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 .run { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 .note { color: #555; font-size: 0.9em; }
+.pass { color: #1a7f37; } .fail { color: #c62828; font-weight: 600; }
+.inconclusive { color: #b26a00; } tr.flag td { background: #fdecea; }
 """
 
 
@@ -44,11 +46,6 @@ def build_report(
     if not results:
         raise ConfigError("a report needs at least one complete run")
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(results)} run(s). Accuracies in percent. R[i, j] is the accuracy '
         "on task j after training task i; ACC the mean of the last row, BWT the mean change of "
         "each old task from when it was learnt to the end.</p>",
@@ -87,7 +84,21 @@ def build_report(
         if result.perplexity_matrix:
             parts.append(_figure(figures.perplexity_heatmap(result), f"perplexity matrix, {name}"))
         parts.append("</div>")
-    parts.append("</body></html>")
+    return page(title, parts)
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained HTML page: ``title`` as its heading, then the ``body`` fragments (HTML
+    already escaped where needed), with the report's style inline."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *body,
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 
@@ -129,6 +140,10 @@ def _figure(fig, caption: str) -> str:
         f'<figure aria-label="{html.escape(caption)}">{figures.svg_text(fig)}'
         f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
     )
+
+
+#: A matplotlib figure as an inline SVG ``<figure>`` with its caption (for other pages).
+figure = _figure
 
 
 def _summary_table(results: Sequence[Result]) -> str:

@@ -38,6 +38,10 @@ class Strategy:
         protocols: the protocols the method supports; a stream of another protocol is a clear
             error before training starts.
         stores_raw_data: True if the method keeps past inputs (for data-retention policies).
+        trained_start_refusal: why the method cannot start from a trained model
+            (``train(trained_tasks=k)``), as a sentence that says what to use instead; empty if
+            it can. A method that can builds its state for such a task in ``after_task``, which
+            the engine calls with ``learner.task_learnt_before`` set and no step taken.
         needs_task_id: True if the method answers with the part of the model chosen by the task
             id (columns, masks, specialists): under class- or domain-incremental learning, where
             no task id is given at test time, it then needs a strategy that ``infers_task``.
@@ -52,6 +56,7 @@ class Strategy:
     name: ClassVar[str] = "strategy"
     protocols: ClassVar[frozenset[Protocol]] = frozenset(Protocol)
     stores_raw_data: ClassVar[bool] = False
+    trained_start_refusal: ClassVar[str] = ""
     needs_task_id: ClassVar[bool] = False
     infers_task: ClassVar[bool] = False
     supports_task_id_models: ClassVar[bool] = True

@@ -48,6 +48,15 @@ class DER(Rehearsal):
             self.buffer_size, stream.input_shape, stream.num_outputs, device=learner.device
         )
 
+    def logits_of(self, learner: Learner, x: torch.Tensor) -> torch.Tensor:
+        # A trained start's task: the given model's responses, the "dark knowledge" DER keeps.
+        was_training = learner.model.training
+        learner.model.eval()
+        try:
+            return learner.model(x)
+        finally:
+            learner.model.train(was_training)
+
     def penalty(self, learner, x, y, t, logits):
         n = self._incoming
         # The raw outputs: under task-IL the logits passed in are masked with -inf.

@@ -127,6 +127,10 @@ class PackNet(Strategy):
 
     name = "packnet"
     needs_task_id = True
+    trained_start_refusal = (
+        "PackNet prunes each task's weights and retrains the rest during the task's own steps, "
+        "which a trained start does not take; use ewc, lwf or replay to protect the learnt tasks"
+    )
     transient = ("_step", "_released", "_hooks", "_rates")
 
     def __init__(self, prune: float = 0.5, retrain: float = 1 / 3, retrain_lr: float = 1.0):

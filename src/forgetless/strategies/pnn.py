@@ -36,6 +36,10 @@ class PNN(Strategy):
 
     name = "pnn"
     needs_task_id = True
+    trained_start_refusal = (
+        "a progressive net gives each task a column trained on it alone, and a trained start's "
+        "model already mixes every learnt task in one; use ewc, lwf or replay to protect it"
+    )
 
     def __init__(self):
         self.columns = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from forgetless.learner import Learner, trainable_parameters
@@ -34,6 +36,9 @@ class SI(QuadraticPenalty):
     and one anchor: memory is five copies of the parameters (with ``omega``, the weights at the
     start of the task and before the step), whatever the number of tasks.
 
+    From a trained start (``train(trained_tasks=k)``) the learnt tasks get no importance (a
+    warning says so): they were trained before the run, so no path integral exists for them.
+
     With plain SGD, a step is stable only while ``2 c Omega_i lr < 2`` for every weight; a
     strong ``c`` with a large learning rate makes the penalty itself diverge (Adam does not).
 
@@ -54,6 +59,20 @@ class SI(QuadraticPenalty):
         self._start: list[torch.Tensor] = []
         self._before: list[torch.Tensor] = []
         self._omega: list[torch.Tensor] = []
+
+    def after_task(self, learner: Learner, task: Task) -> None:
+        if getattr(learner, "task_learnt_before", False):
+            # The path integral is gathered over a task's training steps, and a trained start
+            # takes none on its learnt tasks: there is nothing to measure importance from.
+            warnings.warn(
+                f"si: task {task.name!r} was learnt before this run, and SI's importance is the "
+                "path integral of its training, which did not happen here: SI gives it no "
+                "protection (ewc or mas measure importance from the task's data)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        super().after_task(learner, task)
 
     def before_task(self, learner: Learner, task: Task) -> None:
         super().before_task(learner, task)
