@@ -204,6 +204,10 @@ class HAT(Strategy):
 
     name = "hat"
     needs_task_id = True
+    trained_start_refusal = (
+        "HAT learns each task's gates during the task's own steps, and a trained start's model "
+        "has none for the tasks it learnt, so nothing would protect them; use ewc, lwf or replay"
+    )
     transient = ("_hooks", "_factors", "_wiring", "_free", "_free_units", "_step")
 
     def __init__(

@@ -68,6 +68,10 @@ class HyperMask(Strategy):
 
     name = "hypermask"
     needs_task_id = True
+    trained_start_refusal = (
+        "HyperMask learns each task's mask during the task's own steps, and a trained start's "
+        "model has none for the tasks it learnt; use ewc, lwf or replay to protect them"
+    )
     transient = ("_step",)
 
     def __init__(
