@@ -6,9 +6,7 @@ Data flows one way: ``data`` (sources) -> ``scenarios`` (a Stream of Tasks) -> `
 
 __version__ = "0.1.0"
 
-from forgetless.engine import FitConfig, train
 from forgetless.errors import ConfigError, DataError, ForgetlessError
-from forgetless.result import Result
 
 __all__ = [
     "ConfigError",
@@ -19,3 +17,21 @@ __all__ = [
     "__version__",
     "train",
 ]
+
+# Imported on first use, so that importing a light module of the package (the sweep workers'
+# guard, the command line's parser) does not import torch first.
+_LAZY = {
+    "FitConfig": "forgetless.engine",
+    "train": "forgetless.engine",
+    "Result": "forgetless.result",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'forgetless' has no attribute {name!r}")

@@ -33,6 +33,21 @@ def _run_epilog() -> str:
     return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _say(message: str) -> None:
+    """A line for the user on stderr (stdout may be JSON)."""
+    print(f"forgetless: {message}", file=sys.stderr, flush=True)
+
+
 def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in text.replace(" ", "").split(",") if v]
@@ -148,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --store, record the mean loss every STEPS steps (default: {d.log_every})",
     )
     g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument(
+        "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument(
         "--no-raw-data",
@@ -309,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--store", metavar="DIR", help=store_help)
     summary.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
+    reindex = runs_sub.add_parser(
+        "reindex",
+        help="rebuild index.sqlite from the run folders (done by itself when it is missing "
+        "or corrupt)",
+    )
+    reindex.add_argument("--store", metavar="DIR", help=store_help)
 
     data = sub.add_parser("data", help="list, fetch or locate data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -354,11 +377,11 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from pathlib import Path
 
     from forgetless.experiment import RunConfig, run, save_run
-    from forgetless.runs import RunStore
+    from forgetless.runs import RunStore, is_store
 
     if args.resume:
         folder = Path(args.resume)
-        result = RunStore(folder.parent).resume(folder)
+        result = RunStore(folder.parent).resume(folder, rerun=args.rerun, on_wait=_say)
         print(result.to_json() if args.json else result)
         return 0
     config = RunConfig(
@@ -393,11 +416,12 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.store:
         store = RunStore(args.store)
         folder = store.folder(store.run_id(config))
-        row = store.index.get(folder.name)
+        row = store.index.get(folder.name) if is_store(args.store) else None
         if row is not None and row["status"] == "complete" and not args.rerun:
-            print(f"already complete in the store: {folder} (--rerun trains it again)")
+            # On stderr: with --json, stdout must be the JSON alone.
+            _say(f"already complete in the store: {folder} (--rerun trains it again)")
         loggers = [n.strip() for n in args.log.split(",") if n.strip()] if args.log else []
-        result = store.execute(config, rerun=args.rerun, loggers=loggers)
+        result = store.execute(config, rerun=args.rerun, loggers=loggers, on_wait=_say)
     else:
         result = run(config)
     print(result.to_json() if args.json else result)
@@ -445,17 +469,22 @@ def _merge_config_file(path: str, from_flags, extra: Sequence[str]):
 def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pathlib import Path
 
-    from forgetless.runs import RunStore, default_store
+    from forgetless.runs import RunStore, default_store, is_store
 
     if args.runs_command is None:
         parser.parse_args(["runs", "--help"])
         return 2
     root = Path(args.store) if args.store else default_store()
-    if not (root / "index.sqlite").is_file():
+    if not is_store(root):
         raise ConfigError(
             f"no run store at {root} (create one with 'forgetless run --store {root}')"
         )
     store = RunStore(root)
+    if args.runs_command == "reindex":
+        counts = store.reindex()
+        found = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
+        print(f"rebuilt {root / 'index.sqlite'} from the run folders: {found}")
+        return 0
     if args.runs_command == "ls":
         where = {
             k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)
@@ -807,7 +836,7 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
     from pathlib import Path
 
     from forgetless.result import Result
-    from forgetless.runs import RunStore, default_store
+    from forgetless.runs import RunStore, default_store, is_store
 
     results = []
     for name in names:
@@ -816,12 +845,12 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
             results.append(Result.load(path))
         elif (path / "result.json").is_file():
             results.append(Result.load(path / "result.json"))
-        elif (path / "index.sqlite").is_file():
+        elif is_store(path):
             store = RunStore(path)
             results += [store.result(r["id"]) for r in store.index.find(status="complete")]
         else:
             root = Path(store_dir) if store_dir else default_store()
-            if not (root / "index.sqlite").is_file():
+            if not is_store(root):
                 raise ConfigError(f"{name!r} is not a run folder, a result file or a run store")
             store = RunStore(root)
             results.append(store.result(str(store.locate(name))))
@@ -927,7 +956,7 @@ def _add_plasticity_parsers(sub) -> None:
     p.add_argument("--epochs", type=int, default=1, help="passes per task (default: 1)")
     p.add_argument("--seeds", type=_ints, default=[0], help="seeds, e.g. 0,1,2 (default: 0)")
     p.add_argument("--probe", type=int, default=2000, help="test inputs for unit measures")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
     p.add_argument("--smooth", type=int, default=1, help="running mean over tasks in the figure")
     p.add_argument(
         "-o", "--out", metavar="DIR", default="plasticity",
@@ -958,7 +987,7 @@ def _add_plasticity_parsers(sub) -> None:
     o.add_argument("--probe", type=int, default=1000, help="test inputs for unit measures")
     o.add_argument("--rate", type=float, default=0.5, help="firing rate that makes a unit active")
     o.add_argument("--threshold", type=float, default=0.0, help="activation that counts as firing")
-    o.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    o.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
     o.add_argument(
         "-o", "--out", metavar="DIR", default="overlap",
         help="where overlap.json, .png and .svg go (default: ./overlap)",
@@ -1108,6 +1137,10 @@ def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
         # The reader went away (`forgetless runs ls | head`): stop quietly, as Unix tools do.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stdout must stay open until exit)
         return 0
+    except OSError as err:  # a folder that cannot be written, a disk that is full, ...
+        where = f": {err.filename}" if err.filename else ""
+        print(f"forgetless: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
