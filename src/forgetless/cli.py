@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from forgetless.errors import ConfigError, ForgetlessError
+from forgetless.validation import check_positive_int
 
 EXAMPLES_RUN = """\
 examples:
@@ -31,16 +32,6 @@ def _run_epilog() -> str:
         flags = " ".join(f"--{p.replace('_', '-')} {v.default}" for p, v in params.items())
         lines.append(f"  {name:<12} {flags}".rstrip())
     return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _say(message: str) -> None:
@@ -163,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --store, record the mean loss every STEPS steps (default: {d.log_every})",
     )
     g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
-    g.add_argument(
-        "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
-    )
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument(
         "--no-raw-data",
@@ -501,7 +490,7 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.runs_command == "summary":
         from forgetless.sweeps import format_summary, summarise
 
-        complete = [store.result(r["id"]) for r in store.index.find(status="complete")]
+        complete = store.complete_results()
         print(format_summary(summarise(complete), args.format), end="")
         return 0
     if args.runs_command == "show":
@@ -846,8 +835,7 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
         elif (path / "result.json").is_file():
             results.append(Result.load(path / "result.json"))
         elif is_store(path):
-            store = RunStore(path)
-            results += [store.result(r["id"]) for r in store.index.find(status="complete")]
+            results += RunStore(path).complete_results()
         else:
             root = Path(store_dir) if store_dir else default_store()
             if not is_store(root):
@@ -956,7 +944,7 @@ def _add_plasticity_parsers(sub) -> None:
     p.add_argument("--epochs", type=int, default=1, help="passes per task (default: 1)")
     p.add_argument("--seeds", type=_ints, default=[0], help="seeds, e.g. 0,1,2 (default: 0)")
     p.add_argument("--probe", type=int, default=2000, help="test inputs for unit measures")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--smooth", type=int, default=1, help="running mean over tasks in the figure")
     p.add_argument(
         "-o", "--out", metavar="DIR", default="plasticity",
@@ -987,7 +975,7 @@ def _add_plasticity_parsers(sub) -> None:
     o.add_argument("--probe", type=int, default=1000, help="test inputs for unit measures")
     o.add_argument("--rate", type=float, default=0.5, help="firing rate that makes a unit active")
     o.add_argument("--threshold", type=float, default=0.0, help="activation that counts as firing")
-    o.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
+    o.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     o.add_argument(
         "-o", "--out", metavar="DIR", default="overlap",
         help="where overlap.json, .png and .svg go (default: ./overlap)",
@@ -1021,7 +1009,7 @@ def _cmd_plasticity(args: argparse.Namespace) -> int:
 
     specs = [_strategy_spec(s) for s in (args.strategy or ["finetune"])]
     specs = [(name, coerce_params(name, params)) for name, params in specs]
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(check_positive_int("--threads", args.threads))
     source = data.load(args.data, args.data_dir)
     fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
     runs = []
@@ -1066,7 +1054,7 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
     from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import overlap_forgetting
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(check_positive_int("--threads", args.threads))
     source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
     fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
     records = []

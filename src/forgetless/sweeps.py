@@ -223,13 +223,15 @@ def run_sweep(
         keep_weights: keep each run's weights after every task (``False``: see
             :class:`~forgetless.runs.RunStore`; a stopped run still resumes).
     """
-    from forgetless.runs import RunStore
+    from forgetless.runs import RunStore, check_runnable
 
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     runs = sweep.runs()
+    for config in runs:  # before the store is created or touched
+        check_runnable(config)
     run_store = RunStore(store)
     report = SweepReport(total=len(runs))
     pending = []

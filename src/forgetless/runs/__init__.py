@@ -3,7 +3,7 @@
 from forgetless.runs.checkpoint import load_snapshot, load_weights, save_snapshot, save_weights
 from forgetless.runs.index import IndexCorrupt, RunIndex
 from forgetless.runs.lock import RunBusy, RunLock
-from forgetless.runs.store import RunStore, default_store, is_store, read_config
+from forgetless.runs.store import RunStore, check_runnable, default_store, is_store, read_config
 
 __all__ = [
     "IndexCorrupt",
@@ -11,6 +11,7 @@ __all__ = [
     "RunIndex",
     "RunLock",
     "RunStore",
+    "check_runnable",
     "default_store",
     "is_store",
     "load_snapshot",

@@ -31,8 +31,6 @@ _DIGEST = "forgetless.sha256"
 #: :mod:`forgetless.state`. Format 1 files had neither and are refused.
 FORMAT_VERSION = 2
 
-_RERUN = "`forgetless run --resume RUN_DIR --rerun` trains the run again from the start"
-
 
 def snapshot_bytes(snapshot: Snapshot, store: Mapping[str, Any] | None = None) -> bytes:
     """The safetensors file of ``snapshot``; ``store`` is extra plain data the run store keeps
@@ -103,12 +101,12 @@ def read_checkpoint(path: str | Path) -> tuple[Snapshot, dict[str, Any]]:
     path = Path(path)
     metadata, tensors = _read(path)
     if _KEY not in metadata:
-        raise DataError(f"{path} is not a forgetless checkpoint; {_RERUN}")
+        raise DataError(f"{path} is not a forgetless checkpoint")
     text = metadata[_KEY]
     if metadata.get(_DIGEST) != tensor_digest(tensors, text):
         raise DataError(
             f"the checkpoint {path} is corrupt: its content does not match its checksum (it "
-            f"was damaged after it was written); {_RERUN}"
+            f"was damaged after it was written)"
         )
     try:
         skeleton = loads_json(text, f"the metadata of {path}")
@@ -133,11 +131,11 @@ def read_checkpoint(path: str | Path) -> tuple[Snapshot, dict[str, Any]]:
         check_restorable(data["strategies"], str(path))  # refuse crafted objects now
         store = data.get("store", {})
     except (KeyError, TypeError) as err:
-        raise DataError(f"the checkpoint {path} is malformed ({err!r}); {_RERUN}") from None
+        raise DataError(f"the checkpoint {path} is malformed ({err!r})") from None
     except ConfigError as err:
-        raise DataError(f"{err}; {_RERUN}") from None
+        raise DataError(f"{err}") from None
     if not isinstance(snapshot.generator, torch.Tensor) or not isinstance(store, dict):
-        raise DataError(f"the checkpoint {path} is malformed; {_RERUN}")
+        raise DataError(f"the checkpoint {path} is malformed")
     return snapshot, store
 
 
@@ -173,7 +171,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         tensors = load_bytes(raw)
     except Exception as err:  # safetensors raises its own error types, and ValueError
         raise DataError(
-            f"the checkpoint {path} is corrupt: it cannot be read as safetensors ({err}); {_RERUN}"
+            f"the checkpoint {path} is corrupt: it cannot be read as safetensors ({err})"
         ) from None
     return metadata, tensors
 
@@ -181,11 +179,11 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
 def _int(data: dict, key: str, path: Path) -> int:
     value = data[key]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise DataError(f"the checkpoint {path} is malformed: {key} is {value!r}; {_RERUN}")
+        raise DataError(f"the checkpoint {path} is malformed: {key} is {value!r}")
     return value
 
 
 def _tensors(value: Any, key: str, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(value, dict) or not all(isinstance(v, torch.Tensor) for v in value.values()):
-        raise DataError(f"the checkpoint {path} is malformed: {key} is not tensors; {_RERUN}")
+        raise DataError(f"the checkpoint {path} is malformed: {key} is not tensors")
     return value

@@ -9,7 +9,8 @@ in a child process with the environment variable ``FORGETLESS_FAULT=N[:MODE]``, 
 - ``kill``: SIGKILL this process, as ``kill -9`` would: no ``finally``, no flush, no cleanup;
 - ``parent``: SIGKILL the parent process first (a sweep's main process), then this one;
 - ``raise``: raise :class:`FaultInjected` (a ``BaseException``, which no handler of the store
-  catches), for tests that stay in one process.
+  catches), for tests that stay in one process;
+- ``interrupt``: raise ``KeyboardInterrupt``, as Ctrl-C would there.
 
 ``FORGETLESS_FAULT_LOG=FILE`` appends each point's name to ``FILE`` as it is reached, so a
 test can list the points of an uninterrupted run and then kill at each one in turn. Nothing
@@ -23,7 +24,7 @@ import signal
 
 ENV = "FORGETLESS_FAULT"
 LOG_ENV = "FORGETLESS_FAULT_LOG"
-MODES = ("kill", "parent", "raise")
+MODES = ("kill", "parent", "raise", "interrupt")
 
 
 class FaultInjected(BaseException):
@@ -77,6 +78,8 @@ def point(name: str) -> None:
         return
     if _plan.mode == "raise":
         raise FaultInjected(f"fault injected at write point {_plan.reached}: {name}")
+    if _plan.mode == "interrupt":
+        raise KeyboardInterrupt
     if _plan.mode == "parent":
         os.kill(os.getppid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

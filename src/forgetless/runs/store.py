@@ -193,7 +193,7 @@ class RunStore:
         for name in loggers:
             if name not in LOGGERS:
                 raise ConfigError(f"unknown logger {name!r}; known: {', '.join(LOGGERS)}")
-        _check_runnable(config)
+        check_runnable(config)
         run_id = self.run_id(config)
         folder = self.folder(run_id)
         if not rerun and (folder / "result.json").exists():
@@ -306,19 +306,31 @@ class RunStore:
         write_json(folder / "config.json", config.to_dict(), "config")
         fsync_folder(self.root)
         point("index: before the running row")
-        self.index.upsert(
-            run_id,
-            config_hash=config_hash(config),
-            scenario=config.scenario,
-            strategy=config.strategy,
-            seed=config.seed,
-            status="running",
-            tasks_done=0 if snapshot is None else snapshot.task + 1,
-            path=str(folder),
-            pid=os.getpid(),
-            host=socket.gethostname(),
-        )
-        point("index: after the running row")
+        try:
+            self.index.upsert(
+                run_id,
+                config_hash=config_hash(config),
+                scenario=config.scenario,
+                strategy=config.strategy,
+                seed=config.seed,
+                status="running",
+                tasks_done=0 if snapshot is None else snapshot.task + 1,
+                path=str(folder),
+                pid=os.getpid(),
+                host=socket.gethostname(),
+            )
+            point("index: after the running row")
+            return self._train(config, run_id, snapshot, kept, on_event)
+        except KeyboardInterrupt:  # Ctrl-C anywhere in it: the run continues next time
+            if (folder / "result.json").exists():  # it was complete already
+                self._complete(config, run_id)
+            else:
+                self.index.upsert(run_id, config_hash=config_hash(config), status="interrupted")
+            raise
+
+    def _train(self, config, run_id, snapshot, kept, on_event) -> Result:
+        folder = self.folder(run_id)
+        checkpoints = folder / "checkpoints"
         events_path = folder / "events.jsonl"
         digest = _cut_events(events_path, snapshot, kept)
         with open(events_path, "ab", buffering=0) as events:
@@ -358,9 +370,6 @@ class RunStore:
 
             try:
                 result = run(config, on_event=event, on_task_end=task_end, resume=snapshot)
-            except KeyboardInterrupt:
-                self.index.update(run_id, status="interrupted")
-                raise
             except Exception as err:
                 event({"event": "failed", "error": f"{type(err).__name__}: {err}"})
                 self.index.update(run_id, status="failed")
@@ -398,14 +407,19 @@ class RunStore:
         except ConfigError as err:
             raise DataError(f"{err}; {fix}") from None
 
+    def complete_results(self) -> list[Result]:
+        """The results of every complete run in the index, oldest first (each verified; an id
+        in the index that is not a run id of this store is an error, never a path)."""
+        return [self._read_result(self.folder(r["id"])) for r in self.index.find(status="complete")]
+
     def locate(self, run: str) -> Path:
-        """A run's folder from its id, a unique prefix of it, or a path."""
-        path = Path(run)
-        if (path / "config.json").is_file():
-            return path
-        plain = "/" not in run and "\\" not in run and not run.startswith(".")
+        """A run's folder from its id, a path to it, or a unique prefix of an id."""
+        plain = bool(run) and not _SLUG.search(run.replace("_", "")) and not run.startswith(".")
         if plain and (self.root / run / "config.json").is_file():
             return self.folder(run)
+        path = Path(run)
+        if not plain and (path / "config.json").is_file():
+            return path
         matches = [r["id"] for r in self.index.find() if r["id"].startswith(run)]
         if len(matches) == 1:
             return self.folder(matches[0])
@@ -482,7 +496,7 @@ def read_config(folder: str | Path) -> RunConfig:
         raise DataError(f"the run config {path} is not a valid config: {err}") from None
 
 
-def _check_runnable(config: RunConfig) -> None:
+def check_runnable(config: RunConfig) -> None:
     """What must hold before a folder is created for ``config``: a known scenario (the name
     goes into the run id and its folder name)."""
     from forgetless.scenarios import PRESETS
