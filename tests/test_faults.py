@@ -134,7 +134,8 @@ def _events(folder: Path) -> list[dict]:
 
 
 def _check_complete(store: RunStore, config: RunConfig, result, reference) -> None:
-    """The resumed run against the uninterrupted one, and its folder's files."""
+    """The resumed run against the uninterrupted one, and its folder's files (the checkpoints
+    of a complete run: its weights and last checkpoint, or nothing with --no-weights)."""
     assert result.accuracy_matrix == reference.accuracy_matrix
     assert result.task_aware_matrix == reference.task_aware_matrix
     assert result.losses == reference.losses
@@ -150,6 +151,9 @@ def _check_complete(store: RunStore, config: RunConfig, result, reference) -> No
     assert len(losses) == len(set(losses)) == N_TASKS * 15 // 5  # each loss record once
     assert events[-1]["event"] == "end"
     assert not list(folder.rglob(".*.part")), "a temporary file was left behind"
+    kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    weights = [f"model-task-{i}.safetensors" for i in range(1, N_TASKS + 1)]
+    assert kept in ([], [*weights, "resume.safetensors"]), kept
     row = store.index.get(folder.name)
     assert row["status"] == "complete" and row["tasks_done"] == N_TASKS
 
@@ -297,19 +301,28 @@ def test_a_sweep_killed_at_every_kind_of_write_point_then_run_again(
     tmp_path, sweep_references, target
 ):
     store = tmp_path / "store"
-    tag = f"FORGETLESS_TEST_TAG={uuid.uuid4().hex}"
-    env = {"FORGETLESS_FAULT": f"{target}:parent", tag.split("=")[0]: tag.split("=")[1]}
-    sweep = _start_sweep(tmp_path, store, env)
-    assert sweep.wait(180) == -signal.SIGKILL, "the sweep was not killed at the point"
+    tag = uuid.uuid4().hex
+    pid = os.fork()
+    if pid == 0:  # the sweep's main process; its workers (spawned) read the fault plan
+        code = 3
+        try:
+            warnings.simplefilter("ignore")
+            os.environ.update({faults.ENV: f"{target}:parent", "FORGETLESS_TEST_TAG": tag})
+            run_sweep(Sweep(SWEEP_CONFIGS, [0]), store, workers=2, keep_weights=False)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     # Its workers die with it (the parent-death signal): no orphan goes on writing a run.
     assert _wait_gone(tag) == []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        report = run_sweep(Sweep(SWEEP_CONFIGS, [0]), store, workers=1, keep_weights=False)
-    assert not report.failed
-    runs = RunStore(store)
+    # Run again: what the restarted sweep does for each run (tests/test_sweeps.py runs a
+    # restarted sweep whole), here in this process, without starting workers again.
+    runs = RunStore(store, keep_weights=False)
     for config in SWEEP_CONFIGS:
-        result = runs.result(runs.run_id(config))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = runs.execute(config)
         _check_complete(runs, config, result, sweep_references[config.strategy])
         assert list((runs.folder(runs.run_id(config)) / "checkpoints").iterdir()) == []
 

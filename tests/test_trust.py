@@ -616,6 +616,23 @@ def test_a_deleted_index_does_not_make_a_resume_start_from_scratch(tmp_path, cap
     assert [e["event"] for e in events].count("start") == 1
 
 
+def test_an_index_deleted_during_a_run_is_rebuilt_and_loses_nothing(tmp_path):
+    def delete_index(record):
+        if record["event"] == "task" and record["task"] == 2:
+            for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+                (tmp_path / name).unlink(missing_ok=True)
+
+    store = RunStore(tmp_path)
+    store.execute(_config("finetune"), on_event=delete_index)
+    store.execute(_config())
+    rows = {r["strategy"]: r for r in RunIndex(tmp_path / "index.sqlite").find()}
+    assert {s: r["status"] for s, r in rows.items()} == {
+        "finetune": "complete",
+        "replay": "complete",
+    }
+    assert rows["finetune"]["tasks_done"] == 5
+
+
 def test_reindex_rebuilds_every_status_from_the_folders(tmp_path, complete_store, capsys):
     shutil.copytree(complete_store, tmp_path, dirs_exist_ok=True)
     _interrupted(tmp_path, _config("finetune"), task=2)

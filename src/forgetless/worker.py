@@ -17,7 +17,6 @@ imports nothing heavy on its own), :func:`die_with_parent`:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ def die_with_parent(parent_pid: int) -> None:
     """Worker initialiser: exit when ``parent_pid`` (the sweep's process) is gone."""
     if sys.platform.startswith("linux"):
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's prctl
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass  # the polling thread below still guards

@@ -56,7 +56,8 @@ CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
 
 
 class IndexCorrupt(DataError):
-    """The index file is not a readable SQLite database (it can be rebuilt from the folders)."""
+    """The index file is not a readable SQLite database, or was deleted while in use (it can be
+    rebuilt from the run folders)."""
 
 
 class RunIndex:
@@ -69,7 +70,7 @@ class RunIndex:
     def __init__(self, path: str | Path, timeout: float = 60.0):
         self.path = Path(path)
         self.timeout = timeout
-        with self._connect() as db:
+        with self._connect(create=True) as db:
             if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
             db.execute("PRAGMA journal_mode=WAL")
@@ -82,7 +83,10 @@ class RunIndex:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        if not create and not self.path.exists():  # deleted while open: connecting would
+            # create an empty file without the table, and the rows would be lost unnoticed
+            raise IndexCorrupt(f"the run index {self.path} was deleted")
         try:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         except sqlite3.OperationalError as err:

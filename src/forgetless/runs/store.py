@@ -63,7 +63,7 @@ from forgetless.runs.files import (
     write_json,
 )
 from forgetless.runs.index import IndexCorrupt, RunIndex
-from forgetless.runs.lock import RunLock
+from forgetless.runs.lock import RunBusy, RunLock
 from forgetless.runs.loggers import LOGGERS, MLflowSink, TensorBoardSink, fan_out
 
 #: Where ``forgetless runs`` looks when no ``--store`` is given.
@@ -145,6 +145,15 @@ class RunStore:
             if rebuild:
                 self.reindex()
         return self._index
+
+    def _record(self, run_id: str, **fields: Any) -> None:
+        """Write ``fields`` into the run's index row (created if missing). An index deleted
+        or damaged meanwhile is rebuilt from the folders first: it is only a cache."""
+        try:
+            self.index.upsert(run_id, **fields)
+        except IndexCorrupt:
+            self._index = None
+            self.index.upsert(run_id, **fields)
 
     def run_id(self, config: RunConfig) -> str:
         return (
@@ -246,11 +255,29 @@ class RunStore:
         return self.execute(config, rerun=rerun, on_event=on_event, on_wait=on_wait)
 
     def _complete(self, config: RunConfig, run_id: str) -> Result:
-        """The stored result of a complete run (verified), the index brought up to date."""
-        result = self._read_result(self.folder(run_id))
+        """The stored result of a complete run (verified), the index brought up to date, and
+        checkpoints a crash left behind after the result was written removed."""
+        folder = self.folder(run_id)
+        result = self._read_result(folder)
         row = self.index.get(run_id)
         if row is None or row["status"] != "complete":
-            self.index.upsert(run_id, **_complete_row(config, result, self.folder(run_id)))
+            self._record(run_id, **_complete_row(config, result, folder))
+        checkpoints = folder / "checkpoints"
+        leftovers = [checkpoints / PREVIOUS]
+        if not any(checkpoints.glob("model-task-*.safetensors")):  # written without weights
+            leftovers.append(checkpoints / RESUME)
+        leftovers = [path for path in leftovers if path.exists()]
+        if leftovers:
+            lock = RunLock(folder)
+            try:
+                lock.acquire(wait=False)
+            except RunBusy:
+                return result  # its writer tidies up
+            try:
+                for path in leftovers:
+                    remove(path, "resume checkpoint (complete)")
+            finally:
+                lock.release()
         return result
 
     def _clear(self, folder: Path) -> None:
@@ -307,7 +334,7 @@ class RunStore:
         fsync_folder(self.root)
         point("index: before the running row")
         try:
-            self.index.upsert(
+            self._record(
                 run_id,
                 config_hash=config_hash(config),
                 scenario=config.scenario,
@@ -325,7 +352,7 @@ class RunStore:
             if (folder / "result.json").exists():  # it was complete already
                 self._complete(config, run_id)
             else:
-                self.index.upsert(run_id, config_hash=config_hash(config), status="interrupted")
+                self._record(run_id, config_hash=config_hash(config), status="interrupted")
             raise
 
     def _train(self, config, run_id, snapshot, kept, on_event) -> Result:
@@ -365,14 +392,17 @@ class RunStore:
                     keep_previous=checkpoints / PREVIOUS,
                 )
                 point("index: before tasks done")
-                self.index.update(run_id, tasks_done=state.task + 1)
+                self._record(
+                    run_id, config_hash=config_hash(config), status="running",
+                    tasks_done=state.task + 1,
+                )  # fmt: skip
                 point("index: after tasks done")
 
             try:
                 result = run(config, on_event=event, on_task_end=task_end, resume=snapshot)
             except Exception as err:
                 event({"event": "failed", "error": f"{type(err).__name__}: {err}"})
-                self.index.update(run_id, status="failed")
+                self._record(run_id, config_hash=config_hash(config), status="failed")
                 raise
             m = result.metrics
             event({"event": "end", "metrics": m})
@@ -384,7 +414,7 @@ class RunStore:
         for name in (PREVIOUS,) if self.keep_weights else (RESUME, PREVIOUS):
             remove(checkpoints / name, "resume checkpoint (complete)")
         point("index: before complete")
-        self.index.update(run_id, **_complete_row(config, result, folder))
+        self._record(run_id, **_complete_row(config, result, folder))
         point("index: after complete")
         return result
 
