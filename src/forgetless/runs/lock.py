@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.errors import ForgetlessError
+from forgetless.json_file import loads_json
 
 try:
     import fcntl
@@ -101,7 +102,7 @@ class RunLock:
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock as its file says (``None`` if nobody, or it cannot be read)."""
         try:
-            holder = json.loads(self.path.read_text() or "null")
+            holder = loads_json(self.path.read_bytes() or b"null", self.path)
         except (OSError, ValueError):
             return None
         return holder if isinstance(holder, dict) else None

@@ -52,6 +52,7 @@ from typing import Any
 from forgetless.engine import Snapshot
 from forgetless.errors import ConfigError, DataError
 from forgetless.experiment import RunConfig, config_hash, run
+from forgetless.json_file import loads_json
 from forgetless.result import Result
 from forgetless.runs.checkpoint import checkpoint_task, read_checkpoint, save_snapshot, save_weights
 from forgetless.runs.faults import point
@@ -603,7 +604,7 @@ def _last_event(path: Path) -> str | None:
         return None
     for line in reversed(lines):
         try:
-            record = json.loads(line)
+            record = loads_json(line, path)
         except ValueError:
             continue
         return record.get("event") if isinstance(record, dict) else None
