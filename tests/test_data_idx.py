@@ -379,7 +379,7 @@ def test_loads_are_cached_until_a_file_changes(tmp_path: Path, unpinned) -> None
 def test_source_status(tmp_path: Path) -> None:
     write_set(tmp_path / "given" / "mnist")
     statuses = {s.name: s for s in source_status(tmp_path / "given")}
-    assert list(statuses) == list(IDX_SOURCES)
+    assert list(statuses) == [*IDX_SOURCES, "shakespeare"]  # the text source comes last
     assert statuses["mnist"].found and statuses["mnist"].location.origin == "--data-dir"
     assert str(tmp_path / "given" / "mnist") in statuses["mnist"].hint
     assert not statuses["kmnist"].found

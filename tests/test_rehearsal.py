@@ -150,6 +150,7 @@ def test_parameters_from_the_command_line_are_converted():
     assert Replay(buffer_size="500", replay_batch_size="64").params() == {
         "buffer_size": 500,
         "replay_batch_size": 64,
+        "store_new": True,
     }
     assert DERPP(alpha="0.2", beta="1").params() == {
         "buffer_size": 200,

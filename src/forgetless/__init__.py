@@ -1,7 +1,9 @@
 """forgetless: show, measure and mitigate catastrophic forgetting.
 
 Data flows one way: ``data`` (sources) -> ``scenarios`` (a Stream of Tasks) -> ``engine``
-(one loop, with ``strategies``) -> ``Result`` -> ``metrics``, reports and storage.
+(one loop, with ``strategies``) -> ``Result`` -> ``metrics``, reports and storage. For a model
+already in production: ``update`` (fine-tune it with a mitigation) and ``gate`` (compare it
+with the deployed one on old-data slices), from :mod:`forgetless.production`.
 """
 
 __version__ = "0.1.0"
@@ -15,7 +17,9 @@ __all__ = [
     "ForgetlessError",
     "Result",
     "__version__",
+    "gate",
     "train",
+    "update",
 ]
 
 # Imported on first use, so that importing a light module of the package (the sweep workers'
@@ -24,6 +28,8 @@ _LAZY = {
     "FitConfig": "forgetless.engine",
     "train": "forgetless.engine",
     "Result": "forgetless.result",
+    "gate": "forgetless.production",
+    "update": "forgetless.production",
 }
 
 

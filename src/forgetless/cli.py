@@ -100,17 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-order", type=_ints, metavar="C,C,...", help="class order for split scenarios"
     )
     g.add_argument(
-        "--data-dir", metavar="DIR", help="folder with the IDX files (DIR/mnist/... or the files)"
+        "--data-dir",
+        metavar="DIR",
+        help="folder with the IDX files (DIR/mnist/... or the files); for --scenario text, "
+        "the domains: one .txt file or folder of them each, in name order",
+    )
+    g.add_argument(
+        "--sequence-length", type=int, metavar="T", help="text: tokens per example (default 128)"
+    )
+    g.add_argument(
+        "--tokenizer",
+        metavar="KIND",
+        help="text: char (default), bpe or bpe:SIZE (trained locally on the first domain)",
     )
     g = run.add_argument_group("model and strategy")
     g.add_argument(
-        "--model", default=d.model, choices=list(MODEL_NAMES), help=f"(default: {d.model})"
+        "--model",
+        default=d.model,
+        metavar="NAME",
+        help=f"one of {', '.join(MODEL_NAMES)}, or hf:TYPE (a Hugging Face causal LM from its "
+        f"config, e.g. hf:gpt2; needs transformers) (default: {d.model})",
     )
     g.add_argument(
         "--hidden",
         type=_ints,
         metavar="N,N,...",
-        help="hidden sizes (MLP default 400,400; CNN 128)",
+        help="hidden sizes (MLP default 400,400; CNN 128; gpt one width per block, "
+        "default 128,128,128,128)",
     )
     g.add_argument(
         "--strategy",
@@ -295,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_analysis_parsers(sub)
     _add_plasticity_parsers(sub)
+    from forgetless.production import commands as production
+
+    production.add_parsers(sub)
 
     runs = sub.add_parser("runs", help="list, show, compare and summarise stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -379,6 +398,8 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         n_tasks=args.n_tasks,
         class_order=args.class_order,
         data_dir=args.data_dir,
+        sequence_length=args.sequence_length,
+        tokenizer=args.tokenizer,
         model=args.model,
         hidden=args.hidden,
         strategy=args.strategy,
@@ -848,7 +869,13 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from forgetless.report import accuracy_heatmap, forgetting_curves, save, write_report
+    from forgetless.report import (
+        accuracy_heatmap,
+        forgetting_curves,
+        perplexity_heatmap,
+        save,
+        write_report,
+    )
 
     results = _collect_results(args.runs, args.store)
     extra = []
@@ -863,6 +890,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             stem = f"{r.scenario}_{r.strategy}_s{r.seed}"
             save(accuracy_heatmap(r), folder / f"{stem}_matrix")
             save(forgetting_curves(r), folder / f"{stem}_curves")
+            if r.perplexity_matrix:
+                save(perplexity_heatmap(r), folder / f"{stem}_perplexity")
         print(f"figures (PNG and SVG) in {folder}")
     return 0
 
@@ -886,6 +915,11 @@ def _cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print("digits: bundled with scikit-learn")
             return 0
         found = data.locate(args.name, args.data_dir)
+        if found is None and args.name == "shakespeare":
+            from forgetless.data.shakespeare import not_found_message
+            from forgetless.errors import DataError
+
+            raise DataError(not_found_message(args.data_dir))
         if found is None:
             data.load(args.name, args.data_dir)  # raises the detailed not-found error
         print(found.folder)
@@ -898,7 +932,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forgetless`` command; returns the exit code."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command not in ("run", "landscape", "trajectory") and extra:
+    from forgetless.production.commands import EXTRA_ARGUMENTS
+
+    if args.command not in ("run", "landscape", "trajectory", *EXTRA_ARGUMENTS) and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
@@ -1110,6 +1146,10 @@ def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
         "plasticity": lambda: _cmd_plasticity(args),
         "overlap": lambda: _cmd_overlap(args),
     }
+    from forgetless.production.commands import HANDLERS
+
+    for name, handler in HANDLERS.items():
+        commands[name] = lambda handler=handler: handler(args, extra)
     try:
         if args.command in commands:
             return commands[args.command]()

@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from forgetless.errors import ConfigError, TrainingError
-from forgetless.learner import Learner, TrainingData
+from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
+from forgetless.losses import cross_entropy
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
@@ -26,9 +26,14 @@ from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.validation import available_device, check_device_name, check_range
 
 OPTIMIZERS = ("sgd", "adam")
-# Mean gain of each task's accuracy right after training it over its accuracy at random
-# initialisation below which a run is reported as barely trained.
+# Mean gain of each trained task's accuracy right after training it over the given model's
+# accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
+# barely trained.
 BARELY_LEARNED = 0.05
+# Most logits one evaluation forward pass may produce (64 MB of float32): a language model's
+# [rows, T, V] outputs would otherwise take gigabytes at the usual eval batch size. Changes
+# only how evaluation is chunked, never what it counts.
+EVAL_LOGITS = 2**24
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,9 @@ class FitConfig:
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: learning rate.
         momentum: SGD momentum.
-        reset_optimizer: build a fresh optimiser at each task (the usual protocol).
+        reset_optimizer: build a fresh optimiser at each task (the usual protocol). If False,
+            one optimiser is kept; it is still rebuilt when a strategy changed the model's
+            trainable parameters, carrying the state of those that persist.
         eval_every: evaluate all tasks every this many steps (within-task curves); ``None``: off.
         log_every: with an event sink (``on_event``), report the mean training loss every this
             many steps.
@@ -140,6 +147,7 @@ def train(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_task_end: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
+    trained_tasks: int = 0,
     **fit_options,
 ) -> Result:
     """Train ``model`` on ``stream`` task by task and measure the accuracy matrix.
@@ -151,7 +159,10 @@ def train(
 
     Args:
         stream: the tasks, e.g. from :func:`forgetless.scenarios.make_stream`.
-        model: any ``nn.Module`` mapping a batch of inputs to ``stream.num_outputs`` logits.
+        model: any ``nn.Module`` mapping a batch of inputs to ``stream.num_outputs`` logits. A
+            model with ``takes_task_id = True`` is called as ``model(x, t)``: ``t`` the batch's
+            task ids (an int64 tensor) in training, the evaluated task's index (an ``int``) in
+            evaluation. Strategies may grow, wrap or replace it (``docs/architecture.md``).
         strategy: a name (``"finetune"``), ``"a+b"``, an instance, or a list (a hybrid).
         fit: loop settings; or pass them as keywords (``epochs=1, lr=0.1``).
         seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
@@ -161,17 +172,28 @@ def train(
             "baseline"}``, ``"loss"`` (``task``, ``step``, mean ``loss`` over the last
             ``log_every`` steps), ``"curve"`` (with ``eval_every``), ``"task"`` after each task
             (``task``, ``step``, ``accuracy`` row, ``task_aware`` row or None,
-            ``train_seconds``, ``eval_seconds``).
+            ``train_seconds``, ``eval_seconds``; for sequence streams also the
+            ``perplexity`` row, as in ``"start"`` the ``baseline_perplexity``).
         on_task_end: called with a :class:`Snapshot` after each task (for checkpoints).
         resume: continue from this snapshot, taken from a run with the same stream, model
             initialisation, strategies, loop settings and seed; tasks up to
             ``resume.task`` are not trained again.
+        trained_tasks: a trained start: the first ``trained_tasks`` tasks are already learnt
+            by the given model. They are evaluated, not trained (their rows of ``R`` are the
+            given model's accuracies, like the baseline), and the strategies' ``after_task``
+            hooks run on them with ``learner.task_learnt_before`` set, so that EWC's Fisher,
+            MAS importances, LwF's old model and replay buffers are built from the old data
+            without a step on it. Strategies that cannot start so say why before anything runs
+            (see :attr:`~forgetless.strategies.Strategy.trained_start_refusal`).
 
     Returns:
-        A :class:`Result` with the matrix, the baseline, curves, losses and timings.
+        A :class:`Result` with the matrix, the baseline, curves, losses and timings; for
+        streams of token sequences (text) the accuracy is next-token accuracy over every
+        position, and the result also holds the perplexity matrix.
     """
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
+    _check_trained_tasks(trained_tasks, stream, strategies)
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
             raise ConfigError(
@@ -185,6 +207,7 @@ def train(
             raise ConfigError(
                 f"strategy {s.name!r} supports the {supported} protocol(s), not {stream.protocol.value}"
             )
+    _check_task_ids(model, strategies, stream)
     if fit.threads is not None:
         torch.set_num_threads(fit.threads)
     device = available_device(fit.device)
@@ -202,25 +225,37 @@ def train(
                 stacklevel=2,
             )
         s._forgetless_used = True
-    loop = _Loop(learner, strategies, fit, on_event)
+    loop = _Loop(learner, strategies, fit, on_event, trained_tasks)
 
     _reset_peak_memory(device)
     start = time.perf_counter()
     if resume is None:
+        untrained = loop.evaluate()
         progress: dict[str, Any] = {
-            "baseline": loop.evaluate_all(),
+            "baseline": untrained.accuracy,
+            "baseline_perplexity": untrained.perplexity,
             "matrix": [],
             "task_aware": [],
+            "perplexity": [],
             "train_times": [],
             "eval_times": [],
+            "model_size": [],
             "elapsed": 0.0,
         }
         progress["baseline_eval"] = time.perf_counter() - start
         first = 0
         if on_event is not None:
-            on_event({"event": "start", "baseline": progress["baseline"]})
+            on_event(
+                {
+                    "event": "start",
+                    "baseline": progress["baseline"],
+                    **untrained.extra("baseline_perplexity"),
+                }
+            )
     else:
         progress = _restore(resume, learner, loop, strategies, len(stream))
+        progress.setdefault("perplexity", [])  # checkpoints of classification runs lack them
+        progress.setdefault("baseline_perplexity", None)
         first = resume.task + 1
     bar = tqdm(
         total=loop.total_steps(),
@@ -235,14 +270,21 @@ def train(
         for i in range(first, len(stream)):
             bar.set_postfix_str(f"task {i + 1}/{len(stream)}")
             t0 = time.perf_counter()
-            loop.fit_task(i, stream.tasks[i], bar)
+            if i < trained_tasks:
+                loop.recall_task(i, stream.tasks[i])
+            else:
+                loop.fit_task(i, stream.tasks[i], bar)
             t1 = time.perf_counter()
-            row, aware_row = loop.evaluate_with_task_aware()
+            evaluation = loop.evaluate()
+            row, aware_row = evaluation.accuracy, evaluation.task_aware
             progress["matrix"].append(row)
             if aware_row is not None:
                 progress["task_aware"].append(aware_row)
+            if evaluation.perplexity is not None:
+                progress["perplexity"].append(evaluation.perplexity)
             progress["train_times"].append(t1 - t0)
             progress["eval_times"].append(time.perf_counter() - t1)
+            progress.setdefault("model_size", []).append(_model_size(learner.model))
             if on_event is not None:
                 on_event(
                     {
@@ -253,24 +295,31 @@ def train(
                         "task_aware": aware_row,
                         "train_seconds": t1 - t0,
                         "eval_seconds": progress["eval_times"][-1],
+                        **evaluation.extra(),
                     }
                 )
             if on_task_end is not None:
                 on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
-    _warn_if_barely_learned(matrix, progress["baseline"], loop)
+    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
     strategy_name = "+".join(s.name for s in strategies)
+    if config is None:
+        config = {"fit": asdict(fit), "strategy": strategy_name}
+        if trained_tasks:
+            config["trained_tasks"] = trained_tasks
     return Result(
         accuracy_matrix=matrix,
         baseline=progress["baseline"],
         task_aware_matrix=task_aware or None,
+        perplexity_matrix=progress["perplexity"] or None,
+        baseline_perplexity=progress["baseline_perplexity"],
         task_names=stream.task_names,
         scenario=stream.name,
         protocol=stream.protocol.value,
         strategy=strategy_name,
         seed=seed,
-        config=config if config is not None else {"fit": asdict(fit), "strategy": strategy_name},
+        config=config,
         curves=loop.curves,
         losses=loop.losses,
         timings={
@@ -283,30 +332,62 @@ def train(
         },
         peak_memory_mb=_peak_memory_mb(device),
         strategy_state_bytes=sum(s.state_bytes() for s in strategies),
+        model_size=progress.get("model_size", []),
+        strategy_reports=_reports(learner, strategies),
         environment=_environment(device),
     )
 
 
-def _warn_if_barely_learned(matrix: list[list[float]], baseline: list[float], loop) -> None:
-    """Warn when tasks were barely learned: every figure of such a run (forgetting above all)
-    describes an untrained model, which looks like "no forgetting" and misleads."""
-    if len(matrix) < len(baseline):
+def _warn_if_barely_learned(
+    matrix: list[list[float]], baseline: list[float], loop, trained_tasks: int = 0
+) -> None:
+    """Warn when the tasks trained in this run were barely learned: every figure of such a run
+    (forgetting above all) describes an untrained model, which looks like "no forgetting" and
+    misleads. Tasks of a trained start are not trained here, so they are left out."""
+    trained = range(trained_tasks, len(baseline))
+    if len(matrix) < len(baseline) or not trained:
         return
-    gain = sum(matrix[i][i] - baseline[i] for i in range(len(baseline))) / len(baseline)
+    gain = sum(matrix[i][i] - baseline[i] for i in trained) / len(trained)
     if gain >= BARELY_LEARNED:
         return
-    learned = 100 * sum(matrix[i][i] for i in range(len(baseline))) / len(baseline)
-    untrained = 100 * sum(baseline) / len(baseline)
-    steps = loop.step / len(baseline)
+    learned = 100 * sum(matrix[i][i] for i in trained) / len(trained)
+    before = 100 * sum(baseline[i] for i in trained) / len(trained)
+    # The model may have come trained (a trained start, or a user's checkpoint): what it had
+    # before this run is not necessarily a random initialisation.
+    start = "the model as given, before this run trained it"
+    if not trained_tasks:
+        start += " (random initialisation, for a fresh model)"
+    steps = loop.step / len(trained)
     warnings.warn(
         f"the model barely learned its tasks: accuracy on each task right after training it "
-        f"averages {learned:.1f}%, against {untrained:.1f}% at random initialisation, after "
-        f"about {steps:.0f} optimiser steps per task. Forgetting measured on it means little: "
-        "train longer (--epochs, --iterations), raise the learning rate (--lr), or weaken the "
-        "strategy's regularisation",
+        f"averages {learned:.1f}%, against {before:.1f}% for {start}, after about {steps:.0f} "
+        "optimiser steps per task. Forgetting measured on it means little: train longer "
+        "(--epochs, --iterations), raise the learning rate (--lr), or weaken the strategy's "
+        "regularisation",
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[Strategy]) -> None:
+    if (
+        not isinstance(trained_tasks, int)
+        or isinstance(trained_tasks, bool)
+        or not 0 <= trained_tasks <= len(stream)
+    ):
+        raise ConfigError(
+            f"trained_tasks must be a whole number from 0 to the stream's {len(stream)} tasks "
+            f"(how many of its first tasks the given model has already learnt), got "
+            f"{trained_tasks!r}"
+        )
+    if not trained_tasks:
+        return
+    for s in strategies:
+        if s.trained_start_refusal:
+            raise ConfigError(
+                f"strategy {s.name!r} cannot start from a trained model (trained_tasks="
+                f"{trained_tasks}): {s.trained_start_refusal}"
+            )
 
 
 def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
@@ -327,18 +408,40 @@ def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
 
 
 def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dict[str, Any]:
-    """Put the learner, the loop and the strategies back as they were after ``snapshot.task``."""
+    """Put the learner, the loop and the strategies back as they were after ``snapshot.task``.
+
+    The order matters for models that change: every strategy first rebuilds the structure it
+    gave the model (columns, masks, wrappers), then the weights load into it, then each
+    strategy's state (whose model copies are made from the rebuilt model), then the optimiser,
+    built over the rebuilt model's trainable parameters.
+    """
     if not 0 <= snapshot.task < n_tasks or len(snapshot.strategies) != len(strategies):
         raise ConfigError(
             f"the checkpoint (after task {snapshot.task + 1}, {len(snapshot.strategies)} "
             f"strategies) does not fit this run ({n_tasks} tasks, {len(strategies)} strategies)"
         )
-    learner.model.load_state_dict(snapshot.model)
     learner.task_index = snapshot.task
-    learner.optimizer.load_state_dict(snapshot.optimizer)
-    learner.generator.set_state(snapshot.generator)
+    for strategy, state in zip(strategies, snapshot.strategies, strict=True):
+        strategy.rebuild(learner, state)
+    learner.record_initial_values()
+    try:
+        learner.model.load_state_dict(snapshot.model)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"the checkpoint's weights do not fit the model: {err}. A strategy that changes the "
+            "model must rebuild its structure from its saved state (Strategy.rebuild)"
+        ) from err
     for strategy, state in zip(strategies, snapshot.strategies, strict=True):
         strategy.load_state_dict(state, learner)
+    learner.new_optimizer()
+    try:
+        learner.optimizer.load_state_dict(snapshot.optimizer)
+    except ValueError as err:
+        raise ConfigError(
+            f"the checkpoint's optimiser does not fit the model's trainable parameters: {err}. "
+            "A strategy that changes the model must restore its requires_grad flags in rebuild"
+        ) from err
+    learner.generator.set_state(snapshot.generator)
     progress = dict(snapshot.progress)
     loop.step = snapshot.step
     loop.losses = list(progress.pop("losses"))
@@ -358,22 +461,73 @@ def _fit_config(fit: FitConfig | None, options: dict) -> FitConfig:
     return FitConfig(**options)
 
 
+def _check_task_ids(model: nn.Module, strategies: Sequence[Strategy], stream: Stream) -> None:
+    """Refuse pairings that cannot give honest numbers: a model or method that answers by the
+    task id, evaluated where the task id is not given (class- or domain-incremental learning)
+    with nothing to infer it; and a method that calls the model without task ids beside one."""
+    users = [s.name for s in strategies if s.needs_task_id]
+    if takes_task_id(model):
+        users.insert(0, f"the model ({type(model).__name__}, takes_task_id)")
+    if not users:
+        return
+    if stream.protocol is not Protocol.TASK and not any(s.infers_task for s in strategies):
+        raise ConfigError(
+            f"{', '.join(users)} needs the task id at test time, which the "
+            f"{stream.protocol.value}-incremental protocol does not give: use --protocol task, "
+            "or add a strategy that infers the task (a router)"
+        )
+    blind = [s.name for s in strategies if not s.supports_task_id_models]
+    if blind:
+        raise ConfigError(
+            f"strategy {', '.join(blind)} calls the model without task ids, so it cannot run "
+            f"beside {', '.join(users)}; choose another combination"
+        )
+
+
+def _model_size(model: nn.Module) -> dict[str, int]:
+    """Parameters (all, and those with ``requires_grad``) and bytes of parameters and buffers."""
+    params = list(model.parameters())
+    return {
+        "parameters": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "bytes": sum(t.numel() * t.element_size() for t in (*params, *model.buffers())),
+    }
+
+
+def _reports(learner: Learner, strategies: Sequence[Strategy]) -> dict[str, Any]:
+    reports: dict[str, Any] = {}
+    for s in strategies:
+        report = s.report(learner)
+        if report is not None:
+            key, n = s.name, 2
+            while key in reports:  # the same method twice in a hybrid
+                key, n = f"{s.name}#{n}", n + 1
+            reports[key] = report
+    return reports
+
+
 def _check_outputs(learner: Learner, stream: Stream) -> None:
-    x = stream.tasks[0].test.inputs(slice(0, 2)).to(learner.device)
+    """The model must give ``[batch, *target_shape, num_outputs]`` scores: ``[B, C]`` logits
+    for labels, ``[B, T, V]`` for next-token targets."""
+    test = stream.tasks[0].test
+    x = test.inputs(slice(0, 2)).to(learner.device)
     was_training = learner.model.training
     learner.model.eval()
     try:
         with torch.no_grad():
-            out = learner.model(x)
+            out = call_model(learner.model, x, 0)
     except RuntimeError as err:
         raise ConfigError(
             f"the model cannot take this stream's inputs of shape {stream.input_shape}: {err}"
         ) from err
     finally:
         learner.model.train(was_training)
-    if out.ndim != 2 or out.shape[1] != stream.num_outputs:
+    expected = (len(x), *test.target_shape, stream.num_outputs)
+    if tuple(out.shape) != expected:
+        shape = ", ".join(["batch", *map(str, expected[1:])])
+        hint = " (a language model, e.g. --model gpt, for text)" if test.target_shape else ""
         raise ConfigError(
-            f"the model must output [batch, {stream.num_outputs}] logits for stream {stream.name!r}, "
+            f"the model must output [{shape}] logits for stream {stream.name!r}{hint}, "
             f"got {tuple(out.shape)}"
         )
 
@@ -400,8 +554,10 @@ class _Loop:
         strategies: list[Strategy],
         fit: FitConfig,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        trained_tasks: int = 0,
     ):
         self.learner = learner
+        self.trained_tasks = trained_tasks
         self.on_event = on_event
         self._window: torch.Tensor | None = None  # losses since the last "loss" event
         self._window_steps = 0
@@ -417,7 +573,8 @@ class _Loop:
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
-        return sum(self._steps(len(task.train)) for task in self.learner.stream)
+        tasks = self.learner.stream.tasks[self.trained_tasks :]
+        return sum(self._steps(len(task.train)) for task in tasks)
 
     def _steps(self, examples: int, iterations_scale: int = 1) -> int:
         """Optimiser steps to fit ``examples`` examples under the epochs or iterations budget."""
@@ -427,17 +584,37 @@ class _Loop:
             return self.fit.iterations * iterations_scale
         return self.fit.epochs * -(-examples // self.fit.batch_size)
 
+    def recall_task(self, index: int, task) -> None:
+        """A task the model learnt before this run (a trained start): no step is taken; the
+        ``after_task`` hooks run, with ``learner.task_learnt_before`` set, as they would after
+        training it, so they build their importances, buffers or old models from its data."""
+        learner = self.learner
+        learner.task_index = index
+        learner.model.train()  # the mode fit_task leaves the model in for these hooks
+        learner.task_learnt_before = True
+        try:
+            for hook in self.hooks["after_task"]:
+                hook(learner, task)
+        finally:
+            learner.task_learnt_before = False
+
     def fit_task(self, index: int, task, bar) -> None:
         learner, fit = self.learner, self.fit
         learner.task_index = index
+        for hook in self.hooks["change_model"]:
+            hook(learner, task)
         for hook in self.hooks["before_task"]:
             hook(learner, task)
+        learner.record_initial_values()  # of whatever the hooks added, for reset_model
         data = TrainingData.of_task(task, index)
         for hook in self.hooks["training_data"]:
             data = hook(learner, task, data)
         if fit.reset_optimizer or index == 0:
             learner.new_optimizer()
+        elif learner.optimizer_is_stale():  # parameters added, wrapped or frozen: train them
+            learner.new_optimizer(keep_state=True)
         steps = self._steps(len(data), data.iterations_scale)
+        learner.task_steps = steps
         planned = self._steps(len(task.train))
         if steps != planned:  # joint/cumulative fit more (or less) than the task's own data
             bar.total += steps - planned
@@ -496,7 +673,7 @@ class _Loop:
         learner.new_examples = len(x)
         for hook in hooks["batch"]:
             x, y, t = hook(learner, x, y, t)
-        learner.outputs = learner.model(x)
+        learner.outputs = learner.forward(x, t)
         logits = learner.mask(learner.outputs, t)
         loss = None
         for hook in hooks["loss"]:
@@ -504,7 +681,7 @@ class _Loop:
             if loss is not None:
                 break
         if loss is None:
-            loss = F.cross_entropy(logits, y)
+            loss = cross_entropy(logits, y)
         for hook in hooks["penalty"]:
             term = hook(learner, x, y, t, logits)
             if term is not None:
@@ -519,44 +696,79 @@ class _Loop:
             hook(learner, x, y, t, logits)
         self.step += 1
         if self.fit.eval_every and self.step % self.fit.eval_every == 0:
-            curve = {"task": index, "step": self.step, "accuracy": self.evaluate_all()}
+            evaluation = self.evaluate()
+            curve = {"task": index, "step": self.step, "accuracy": evaluation.accuracy}
+            curve.update(evaluation.extra())
             self.curves.append(curve)
             if self.on_event is not None:
                 self.on_event({"event": "curve", **curve})
             learner.model.train()
         return loss.detach()
 
-    @torch.no_grad()
     def evaluate_all(self) -> list[float]:
         """Accuracy on every task's test set, in stream order."""
-        return self.evaluate_with_task_aware()[0]
+        return self.evaluate().accuracy
 
     def evaluate_with_task_aware(self) -> tuple[list[float], list[float] | None]:
-        """Accuracy on every task's test set and, for class-IL, the task-aware accuracy: the
-        same predictions restricted to the task's own units, as if its identity were given (how
-        the DER paper and Mammoth report task-IL figures of a class-IL run). ``None`` for
-        other protocols, where the first list already is that."""
+        """Accuracy on every task's test set and the task-aware accuracy (see :meth:`evaluate`)."""
+        evaluation = self.evaluate()
+        return evaluation.accuracy, evaluation.task_aware
+
+    @torch.no_grad()
+    def evaluate(self) -> Evaluation:
+        """Every task's test set, in stream order: the accuracy over all predictions (one per
+        example, or one per position for sequences); for class-IL, the task-aware accuracy (the
+        same predictions restricted to the task's own units, as if its identity were given: how
+        the DER paper and Mammoth report task-IL figures of a class-IL run); for sequence
+        targets, the perplexity ``exp(sum of token NLLs / tokens)`` over every test token.
+
+        Counts and NLL sums stay on the device and are read once per task, not per batch; the
+        NLL is summed in float64, so the perplexity is that of all tokens, not a mean of batch
+        means."""
         learner = self.learner
+        device = learner.device
         was_training = learner.model.training
         learner.model.eval()
         aware = learner.stream.protocol is Protocol.CLASS
-        accuracies, task_aware = [], []
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        accuracy, task_aware, perplexity = [], [], []
         for j, task in enumerate(learner.stream.tasks):
-            correct = correct_aware = 0
-            units = torch.tensor(task.units, device=learner.device)
-            for start in range(0, len(task.test), self.fit.eval_batch_size):
-                rows = slice(start, start + self.fit.eval_batch_size)
-                x = task.test.inputs(rows).to(learner.device)
-                y = task.test.y[rows].to(learner.device)
+            test = task.test
+            sequences = bool(test.target_shape)
+            units = torch.tensor(task.units, device=device)
+            # correct, correct within the task's units, sum of token NLLs (MPS has no float64)
+            totals = torch.zeros(3, dtype=wide, device=device)
+            rows_per_pass = self._eval_rows(test)
+            for start in range(0, len(test), rows_per_pass):
+                rows = slice(start, start + rows_per_pass)
+                x = test.inputs(rows).to(device)
+                y = test.y[rows].to(device)
                 scores = self._predict(x, j)
-                correct += int((scores.argmax(dim=1) == y).sum())
+                totals[0] += (scores.argmax(dim=-1) == y).sum()
                 if aware:
-                    within = units[scores.index_select(1, units).argmax(dim=1)]
-                    correct_aware += int((within == y).sum())
-            accuracies.append(correct / len(task.test))
-            task_aware.append(correct_aware / len(task.test))
+                    within = units[scores.index_select(-1, units).argmax(dim=-1)]
+                    totals[1] += (within == y).sum()
+                if sequences:
+                    nll = cross_entropy(scores, y, reduction="none")
+                    totals[2] += nll.sum(dtype=wide)
+            correct, correct_aware, nll_sum = totals.tolist()  # the one sync of this task
+            predictions = test.y.numel()
+            accuracy.append(int(correct) / predictions)
+            task_aware.append(int(correct_aware) / predictions)
+            if sequences:
+                perplexity.append(_exp(nll_sum / predictions))
         learner.model.train(was_training)
-        return accuracies, (task_aware if aware else None)
+        return Evaluation(
+            accuracy,
+            task_aware if aware else None,
+            perplexity if len(perplexity) == len(accuracy) else None,
+        )
+
+    def _eval_rows(self, test) -> int:
+        """Examples per evaluation pass: ``eval_batch_size``, fewer where one pass would
+        produce more than :data:`EVAL_LOGITS` scores (long sequences, large vocabularies)."""
+        per_row = max(1, test.y[:1].numel()) * self.learner.stream.num_outputs
+        return max(1, min(self.fit.eval_batch_size, EVAL_LOGITS // per_row))
 
     def _predict(self, x: torch.Tensor, j: int) -> torch.Tensor:
         for hook in self.hooks["predict"]:
@@ -564,6 +776,35 @@ class _Loop:
             if scores is not None:
                 return scores
         return self.learner.logits(x, j)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of every task of the stream (a row of each matrix).
+
+    Attributes:
+        accuracy: per task, the fraction of correct predictions (next-token accuracy for text).
+        task_aware: class-IL only: the same predictions restricted to each task's units.
+        perplexity: sequence streams only: per task, ``exp`` of the mean NLL per token.
+    """
+
+    accuracy: list[float]
+    task_aware: list[float] | None = None
+    perplexity: list[float] | None = None
+
+    def extra(self, name: str = "perplexity") -> dict[str, Any]:
+        """What an event record adds for sequence streams: ``{name: perplexity row}``; nothing
+        for classification, whose records stay as they were."""
+        return {} if self.perplexity is None else {name: self.perplexity}
+
+
+def _exp(value: float) -> float:
+    """``exp(value)``, infinite where it overflows (a model that puts zero probability on a
+    token has infinite perplexity)."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def _reset_peak_memory(device: torch.device) -> None:

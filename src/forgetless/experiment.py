@@ -29,10 +29,16 @@ class RunConfig:
     """Every option of ``forgetless run``, one field per flag (``--batch-size`` is ``batch_size``).
 
     Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
-    ``class_order``, ``data_dir``. Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``),
-    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
+    ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
+    ``tokenizer`` (None: ``"char"``). Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``,
+    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
+
+    A trained start: ``weights`` (a safetensors or ``torch.save`` state dict, read without
+    unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
+    of the stream's first tasks it has already learnt (evaluated, not trained; see
+    :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
     """
 
     scenario: str = "split-digits"
@@ -40,6 +46,8 @@ class RunConfig:
     n_tasks: int | None = None
     class_order: list[int] | None = None
     data_dir: str | None = None
+    sequence_length: int | None = None
+    tokenizer: str | None = None
     model: str = "mlp"
     hidden: list[int] | None = None
     strategy: str = "finetune"
@@ -59,6 +67,8 @@ class RunConfig:
     threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
+    weights: str | None = None
+    trained_tasks: int = 0
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -71,6 +81,21 @@ class RunConfig:
         # Typed now, so that the same run has one hash whether its values came as text or not.
         self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
         self.fit_config()  # validate the loop settings now, not after loading data
+        tasks = self.trained_tasks
+        if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
+            raise ConfigError(f"trained_tasks must be a non-negative integer, got {tasks!r}")
+        if self.sequence_length is not None and (
+            not isinstance(self.sequence_length, int)
+            or isinstance(self.sequence_length, bool)
+            or self.sequence_length < 1
+        ):
+            raise ConfigError(
+                f"sequence_length must be a positive integer, got {self.sequence_length!r}"
+            )
+        if self.tokenizer is not None:
+            from forgetless.data.text import parse_tokenizer
+
+            parse_tokenizer(self.tokenizer)
 
     def fit_config(self) -> FitConfig:
         """The loop settings as a :class:`FitConfig`."""
@@ -121,6 +146,9 @@ def load_config(path: str | Path) -> RunConfig:
 #: Fields that do not change a run's numbers: where data is read from, what is shown, how many
 #: threads compute it, how often losses are reported.
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
+#: Fields added after runs were first stored: they enter the hash only when set, so every run
+#: stored before them keeps its id (and a sweep finds it complete).
+HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights")
 
 
 def config_hash(config: RunConfig) -> str:
@@ -129,8 +157,22 @@ def config_hash(config: RunConfig) -> str:
     data = config.to_dict()
     for name in NON_RESULT_FIELDS:
         data.pop(name, None)
+    for name in HASHED_WHEN_SET:
+        if data.get(name) is None:
+            data.pop(name, None)
+    if not data["trained_tasks"]:  # configs from before the field keep their hash
+        data.pop("trained_tasks")
+    if "weights" in data:  # the file's contents decide the numbers, not where it lies
+        data["weights"] = _file_sha256(data["weights"])
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise ConfigError(f"cannot read the weights file {path}: {err.strerror}") from None
 
 
 def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
@@ -144,9 +186,19 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
         data_dir=config.data_dir,
         n_tasks=config.n_tasks,
         class_order=config.class_order,
+        sequence_length=config.sequence_length,
+        tokenizer=config.tokenizer,
     )
     torch.manual_seed(config.seed)
-    model = build_model(config.model, stream.input_shape, stream.num_outputs, config.hidden)
+    # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
+    vocab = len(stream.tasks[0].units)
+    model = build_model(
+        config.model, stream.input_shape, stream.num_outputs, config.hidden, vocab_size=vocab
+    )
+    if config.weights is not None:
+        from forgetless.production.loading import load_weights, put_weights
+
+        put_weights(model, load_weights(config.weights), config.weights, config.model)
     return stream, model, strategies
 
 
@@ -182,6 +234,7 @@ def run(
         on_event=on_event,
         on_task_end=on_task_end,
         resume=resume,
+        trained_tasks=config.trained_tasks,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,12 +53,54 @@ class TrainingData:
         return TrainingData(data.examples.subset(none), none)
 
 
+def takes_task_id(model: nn.Module) -> bool:
+    """Whether ``model`` declares ``takes_task_id = True``: it is then called as ``model(x, t)``,
+    ``t`` the task ids of the batch (a ``[batch]`` int64 tensor, or one ``int`` when every
+    example belongs to the same task, as in evaluation)."""
+    return bool(getattr(model, "takes_task_id", False))
+
+
+def call_model(model: nn.Module, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    """``model(x, t)`` for a model that takes the task id, else ``model(x)``."""
+    if takes_task_id(model):
+        return model(x, t)
+    return model(x)
+
+
+class TaskBound(nn.Module):
+    """A model that takes the task id, with the id fixed: a model of ``x`` alone, for code that
+    calls ``model(x)`` (Fisher information, MAS sensitivities). Its parameters are the
+    model's, in the same order."""
+
+    def __init__(self, model: nn.Module, task: int):
+        super().__init__()
+        self.model = model
+        self.task = int(task)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, self.task)
+
+
+def bind_task(model: nn.Module, task: int) -> nn.Module:
+    """``model`` answering as for ``task``: a :class:`TaskBound` if it takes the task id, else
+    the model itself."""
+    return TaskBound(model, task) if takes_task_id(model) else model
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters with ``requires_grad``, by name, in ``model.named_parameters()`` order."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
 class Learner:
     """The state a strategy may read and change: nothing else is global.
 
     Attributes:
-        model: the network (on ``device``).
-        optimizer: the current task's optimiser (rebuilt per task unless configured otherwise).
+        model: the network (on ``device``). A strategy may replace it (``learner.model =
+            wrapped``, moved to ``device`` on assignment) or grow it in its ``change_model``
+            hook; see ``docs/architecture.md``, "Models that change".
+        optimizer: the current task's optimiser (rebuilt per task unless configured otherwise,
+            and whenever the model's trainable parameters changed).
         device: where tensors live during training.
         stream: the whole stream; ``stream.tasks[: task_index + 1]`` are the tasks seen so far.
         task_index: position of the task being fitted (or last fitted).
@@ -67,6 +109,12 @@ class Learner:
             (hooks such as replay append stored examples after them).
         outputs: during a step, the model's raw outputs for the batch, before task masking
             (what DER stores and LwF distils), so no strategy needs a second forward pass.
+        task_learnt_before: True while the ``after_task`` hooks run for a task the model had
+            learnt before this run (a trained start, ``train(trained_tasks=k)``): no step was
+            taken on it, so a hook that gathers what it needs during steps (a replay buffer,
+            SI's path integral) must take it from the task's data now, or do without.
+        task_steps: optimiser steps planned for the task being fitted (set before its first
+            step; PackNet prunes part-way through them).
     """
 
     def __init__(
@@ -77,48 +125,104 @@ class Learner:
         device: torch.device,
         generator: torch.Generator,
     ):
-        self.model = model.to(device)
-        self.stream = stream
         self.device = device
+        self.model = model
+        self.stream = stream
         self.generator = generator
         self.task_index = 0
+        self.task_steps = 0
         # Set by the engine for each training step, before the strategies' hooks run:
         self.new_examples = 0  # rows of the batch that came from the task (before `batch` hooks)
         self.outputs: torch.Tensor | None = None  # the model's unmasked outputs for the batch
+        self.task_learnt_before = False  # set by the engine for a trained start's tasks
         self._make_optimizer = make_optimizer
         self.optimizer = make_optimizer(self.model)
-        self._initial_state = copy.deepcopy(self.model.state_dict())
+        # (tensor, its value when first seen) for every parameter and buffer the model has
+        # had: reset_model restores these, whatever the model grew since.
+        self._initial: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._seen: set[int] = set()
+        self.record_initial_values()
         mask = stream.output_mask()
         self.output_mask = None if mask is None else mask.to(device)
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        self._model = model.to(self.device)
 
     @property
     def seen_tasks(self) -> tuple[Task, ...]:
         return self.stream.tasks[: self.task_index + 1]
 
-    def task_generator(self, purpose: str) -> torch.Generator:
-        """A generator of its own for sampling done once per task (Fisher samples, MAS subsets).
+    def task_generator(self, purpose: str, task: int | None = None) -> torch.Generator:
+        """A generator of its own for sampling done once per task (Fisher samples, MAS subsets,
+        a new column's initial weights).
 
-        Seeded from the run's seed, the task index and ``purpose``, and independent of
-        :attr:`generator`: such draws leave the run's batch order untouched, so runs that differ
-        only in a strategy's strength see the same batches (strength 0 is exactly fine-tuning).
+        Seeded from the run's seed, the task index (``task``, else the current one) and
+        ``purpose``, and independent of :attr:`generator`: such draws leave the run's batch
+        order untouched, so runs that differ only in a strategy's strength see the same batches
+        (strength 0 is exactly fine-tuning), and a resumed run draws what an uninterrupted one
+        does.
         """
+        task = self.task_index if task is None else task
         words = np.frombuffer(purpose.encode().ljust(8, b"\0")[:8], dtype=np.uint32).tolist()
-        seed = np.random.SeedSequence([self.generator.initial_seed(), self.task_index, *words])
+        seed = np.random.SeedSequence([self.generator.initial_seed(), task, *words])
         return torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
 
-    def new_optimizer(self) -> torch.optim.Optimizer:
-        """Replace the optimiser with a fresh one over the model's current parameters."""
+    def new_optimizer(self, keep_state: bool = False) -> torch.optim.Optimizer:
+        """Replace the optimiser with a fresh one over the model's current trainable parameters.
+
+        With ``keep_state``, parameters the old optimiser updated keep their state (momentum,
+        Adam's moments and step count); parameters new to it start fresh.
+        """
+        old = self.optimizer
         self.optimizer = self._make_optimizer(self.model)
+        if keep_state:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p in old.state:
+                        self.optimizer.state[p] = old.state[p]
         return self.optimizer
 
+    def optimizer_is_stale(self) -> bool:
+        """Whether the optimiser's parameters are not exactly the model's trainable ones (the
+        model grew, was wrapped, or had parameters frozen or unfrozen)."""
+        updated = [p for group in self.optimizer.param_groups for p in group["params"]]
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return len(updated) != len(trainable) or any(
+            a is not b for a, b in zip(updated, trainable, strict=True)
+        )
+
+    def record_initial_values(self) -> None:
+        """Remember the current value of every parameter and buffer not seen before, as the value
+        :meth:`reset_model` restores. The engine calls it when the run starts and after each
+        task's ``change_model`` and ``before_task`` hooks, so parts added to the model are
+        reset to the values they were created with."""
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+            if id(tensor) not in self._seen:
+                self._seen.add(id(tensor))  # the reference kept below keeps the id unique
+                self._initial.append((tensor, tensor.detach().clone()))
+
+    @torch.no_grad()
     def reset_model(self) -> None:
-        """Restore the weights the model had before the first task (training from scratch)."""
-        self.model.load_state_dict(self._initial_state)
+        """Restore the weights the model had before the first task (training from scratch);
+        parameters and buffers added later get the values they had when first seen."""
+        present = {id(t) for t in itertools.chain(self.model.parameters(), self.model.buffers())}
+        for tensor, value in self._initial:
+            if id(tensor) in present:
+                tensor.copy_(value)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The model's raw outputs for ``x`` (task ids ``t`` passed if it takes them)."""
+        return call_model(self.model, x, t)
 
     def logits(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The model's outputs for ``x``; under task-incremental learning the units outside each
         example's task are set to ``-inf`` (separate heads as masks over one output layer)."""
-        return self.mask(self.model(x), t)
+        return self.mask(self.forward(x, t), t)
 
     def mask(self, out: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """``out`` with the units outside each example's task set to ``-inf`` (task-IL only)."""
@@ -127,4 +231,6 @@ class Learner:
         mask = self.output_mask[t]
         if mask.ndim == 1:
             mask = mask.expand_as(out)
+        elif out.ndim > 2:  # scores per position, [B, ..., C]: each example has one task
+            mask = mask.view(len(mask), *([1] * (out.ndim - 2)), mask.shape[-1])
         return out.masked_fill(~mask, float("-inf"))

@@ -4,6 +4,10 @@ Notation: ``R[i, j]`` is the accuracy on task ``j`` after training on tasks ``0.
 the number of tasks; ``b[j]`` the accuracy on task ``j`` of the randomly initialised model.
 Accuracies are fractions in ``[0, 1]``. A metric that is undefined for the given matrix (e.g. BWT
 for a single task) is ``None``, never a silent 0 or NaN.
+
+Language models also have ``P[i, j]``, the per-token perplexity on task ``j``'s held-out text
+after training task ``i`` (at least 1, lower is better); :func:`perplexity_summary` applies the
+same definitions to it, so a positive perplexity BWT is forgetting.
 """
 
 from __future__ import annotations
@@ -114,4 +118,40 @@ def summary(R: Matrix, baseline: Sequence[float], protocol: str) -> dict[str, fl
         "fwt": None if str(protocol) == "class" else forward_transfer(R, baseline),
         "forgetting": forgetting(R),
         "learning_accuracy": learning_accuracy(R),
+    }
+
+
+def _perplexities(P: Matrix) -> np.ndarray:
+    arr = np.asarray(P, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ConfigError(
+            f"the perplexity matrix must be square T x T with T >= 1, got shape {arr.shape}"
+        )
+    if np.isnan(arr).any() or arr.min() < 1:
+        raise ConfigError("perplexities must be numbers >= 1 (inf where a token had p = 0)")
+    return arr
+
+
+def perplexity_summary(P: Matrix) -> dict[str, float | None]:
+    """The accuracy metrics' definitions applied to the perplexity matrix ``P``:
+
+    - ``perplexity``: the mean final perplexity, ``(1/T) sum_j P[T-1, j]`` (as ACC);
+    - ``perplexity_bwt``: ``1/(T-1) sum_{j<T-1} (P[T-1, j] - P[j, j])`` (as BWT, Lopez-Paz and
+      Ranzato 2017, eq. 3); positive means forgetting, since perplexity rises as a model forgets;
+    - ``perplexity_forgetting``: the mean over ``j < T-1`` of ``P[T-1, j] - min_{l<T-1} P[l, j]``,
+      the rise from the best perplexity the task ever had (as Chaudhry et al. 2018's forgetting);
+    - ``learning_perplexity``: ``(1/T) sum_j P[j, j]``, each task's perplexity when just learnt.
+
+    BWT and forgetting are ``None`` for a single task.
+    """
+    arr = _perplexities(P)
+    T = len(arr)
+    several = T > 1
+    return {
+        "perplexity": float(arr[-1].mean()),
+        "perplexity_bwt": float(np.mean(arr[-1, :-1] - np.diag(arr)[:-1])) if several else None,
+        "perplexity_forgetting": (
+            float(np.mean(arr[-1, :-1] - arr[:-1, :-1].min(axis=0))) if several else None
+        ),
+        "learning_perplexity": float(np.mean(np.diag(arr))),
     }

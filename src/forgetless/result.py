@@ -21,12 +21,17 @@ class Result:
     """What a run measured. Serialises to JSON and back without loss.
 
     Attributes:
-        accuracy_matrix: ``R[i][j]``, accuracy on task ``j`` after training task ``i`` (fractions).
+        accuracy_matrix: ``R[i][j]``, accuracy on task ``j`` after training task ``i`` (fractions);
+            for text, next-token accuracy over every position of the task's held-out text.
         baseline: accuracy on each task of the randomly initialised model (for FWT).
         task_aware_matrix: class-IL runs only: like ``accuracy_matrix``, with each prediction
             restricted to the task's own classes (task identity given at test time). This is
             how the DER paper reports task-IL figures of class-IL-trained models; a run with
             protocol ``task`` also trains with the restriction, so it is not the same number.
+        perplexity_matrix: streams of token sequences (text) only: ``P[i][j]``, the per-token
+            perplexity on task ``j``'s held-out text after training task ``i``,
+            ``exp(sum of token NLLs / tokens)`` over all its tokens; lower is better.
+        baseline_perplexity: the untrained model's perplexity on each task (text only).
         task_names: one name per task.
         scenario, protocol, strategy: what was run.
         seed: the seed of the run.
@@ -43,6 +48,11 @@ class Result:
         strategy_state_bytes: bytes of tensor state the strategies hold at the end (importances,
             anchors, buffers, old models): what the method costs in memory, apart from the data
             and the model.
+        model_size: after each task, the model's ``parameters`` (elements), ``trainable``
+            (those with ``requires_grad``) and ``bytes`` (parameters and buffers): how a model
+            that grows (columns, specialists, adapters) grows.
+        strategy_reports: what each strategy reported at the end, by name (capacity used per
+            layer and task, routing accuracy, ...); see ``Strategy.report``.
         environment: versions of forgetless, torch, and the device.
     """
 
@@ -55,11 +65,15 @@ class Result:
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
     task_aware_matrix: list[list[float]] | None = None
+    perplexity_matrix: list[list[float]] | None = None
+    baseline_perplexity: list[float] | None = None
     curves: list[dict[str, Any]] = field(default_factory=list)
     losses: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     strategy_state_bytes: int = 0
+    model_size: list[dict[str, int]] = field(default_factory=list)
+    strategy_reports: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -69,10 +83,14 @@ class Result:
     @property
     def metrics(self) -> dict[str, float | None]:
         """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy; for class-IL
-        runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`."""
+        runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`; for text also the
+        same measures of the perplexity matrix (:func:`forgetless.metrics.perplexity_summary`:
+        ``perplexity``, ``perplexity_bwt``, ``perplexity_forgetting``, ``learning_perplexity``)."""
         summary = metrics.summary(self.accuracy_matrix, self.baseline, self.protocol)
         if self.task_aware_matrix:
             summary["task_aware_acc"] = metrics.average_accuracy(self.task_aware_matrix)
+        if self.perplexity_matrix:
+            summary.update(metrics.perplexity_summary(self.perplexity_matrix))
         return summary
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +175,22 @@ class Result:
         )
         return "\n".join(rows)
 
+    def perplexity_table(self) -> str:
+        """The perplexity matrix as a text table, with the random-init row (text runs only;
+        empty otherwise)."""
+        if not self.perplexity_matrix:
+            return ""
+        width = 9
+        head = "perplexity".ljust(16)
+        head += "".join(f"task {j + 1}".rjust(width) for j in range(self.num_tasks))
+        rows = [head]
+        named = [(f"after task {i + 1}", r) for i, r in enumerate(self.perplexity_matrix)]
+        if self.baseline_perplexity:
+            named.append(("random init", self.baseline_perplexity))
+        for name, row in named:
+            rows.append(name.ljust(16) + "".join(_perplexity(p).rjust(width) for p in row))
+        return "\n".join(rows)
+
     def metrics_line(self) -> str:
         """ACC, BWT, FWT, forgetting and learning accuracy on one line, in points."""
         m = self.metrics
@@ -170,15 +204,36 @@ class Result:
             ]
         )
 
+    def perplexity_line(self) -> str:
+        """The perplexity matrix's measures on one line (text runs only; empty otherwise)."""
+        if not self.perplexity_matrix:
+            return ""
+        m = self.metrics
+        bwt, forgetting = m["perplexity_bwt"], m["perplexity_forgetting"]
+        return "  ".join(
+            [
+                f"perplexity {_perplexity(m['perplexity'])}",
+                f"BWT {'n/a' if bwt is None else f'{bwt:+.3g}'}",
+                f"forgetting {'n/a' if forgetting is None else f'{forgetting:.3g}'}",
+                f"when learnt {_perplexity(m['learning_perplexity'])}",
+            ]
+        )
+
     def __str__(self) -> str:
         title = (
             f"{self.scenario} | {self.protocol}-incremental | {self.strategy} | seed {self.seed}"
         )
-        return "\n".join([title, self.table(), self.metrics_line(), describe(self)])
+        parts = [title, self.table(), self.metrics_line()]
+        if self.perplexity_matrix:
+            parts += [self.perplexity_table(), self.perplexity_line()]
+        return "\n".join([*parts, describe(self)])
 
 
 def describe(result: Result) -> str:
-    """One plain sentence of what happened to the earlier tasks."""
+    """One plain sentence of what happened to the earlier tasks (for text, of their
+    perplexity, whose rise is what forgetting looks like in a language model)."""
+    if result.perplexity_matrix:
+        return _describe_perplexity(result)
     R = result.accuracy_matrix
     T = len(R)
     if T < 2:
@@ -197,6 +252,28 @@ def describe(result: Result) -> str:
         f"After task {T}, accuracy on task {j + 1} ({names[j]}) fell from {100 * R[j][j]:.0f}% "
         f"to {100 * R[-1][j]:.0f}%."
     )
+
+
+def _describe_perplexity(result: Result) -> str:
+    P, names = result.perplexity_matrix, result.task_names
+    T = len(P)
+    if T < 2:
+        return f"One task: perplexity {_perplexity(P[0][0])}."
+    # The largest relative rise, from when the task was learnt to the end.
+    rises = [(P[-1][j] / P[j][j] if P[j][j] > 0 else math.inf, j) for j in range(T - 1)]
+    rise, j = max(rises, key=lambda r: (round(r[0], 9), -r[1]))
+    if rise < 1.01:
+        return f"After task {T}, no earlier task's perplexity rose by 1% or more."
+    return (
+        f"After task {T}, perplexity on task {j + 1} ({names[j]}) rose from "
+        f"{_perplexity(P[j][j])} to {_perplexity(P[-1][j])} ({rise:.2f}x)."
+    )
+
+
+def _perplexity(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if value < 1000 else f"{value:.4g}"
 
 
 def _points(value: float | None, signed: bool = False) -> str:
@@ -244,6 +321,26 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
         )
     ):
         raise fail("task_aware_matrix", f"null or {shape}")
+    def is_perplexity(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0  # NaN fails
+
+    perplexity = values.get("perplexity_matrix")
+    if perplexity is not None and (
+        not isinstance(perplexity, list)
+        or len(perplexity) != T
+        or any(
+            not isinstance(r, list) or len(r) != T or not all(map(is_perplexity, r))
+            for r in perplexity
+        )
+    ):
+        raise fail("perplexity_matrix", f"null or a square {T} x {T} matrix of perplexities")
+    base_perplexity = values.get("baseline_perplexity")
+    if base_perplexity is not None and (
+        not isinstance(base_perplexity, list)
+        or len(base_perplexity) != T
+        or not all(map(is_perplexity, base_perplexity))
+    ):
+        raise fail("baseline_perplexity", f"null or {T} perplexities, one per task")
     baseline = values["baseline"]
     if not isinstance(baseline, list) or len(baseline) != T or not all(map(is_fraction, baseline)):
         raise fail("baseline", f"{T} accuracies in [0, 1], one per task")
@@ -263,6 +360,8 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
         "environment": dict,
         "peak_memory_mb": (int, float),
         "strategy_state_bytes": int,
+        "model_size": list,
+        "strategy_reports": dict,
     }
     for name, kind in kinds.items():
         if name in values and not isinstance(values[name], kind):

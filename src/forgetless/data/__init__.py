@@ -4,6 +4,8 @@
   ``"fashion-mnist"``, ``"kmnist"`` (IDX files found locally or fetched once).
 - :func:`from_arrays`, :func:`from_dataset`: the user's own data.
 - :func:`two_task_binary`: a synthetic pair of competing tasks.
+- :mod:`forgetless.data.text`: text domains from files, folders or strings, tokenised into
+  token streams; :mod:`forgetless.data.shakespeare`: Shakespeare's works as four domains.
 """
 
 from __future__ import annotations

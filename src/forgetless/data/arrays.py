@@ -32,9 +32,11 @@ class ArraySet:
     Attributes:
         x: inputs, ``[N, *shape]``. Images stay in their compact storage dtype (uint8) and are
             scaled to floats a batch at a time, so long streams of image tasks stay small.
-        y: integer labels, ``[N]`` (int64).
+            Token sequences are int64 ids ``[N, T]``, given to the model as they are.
+        y: integer targets (int64): a label per example, ``[N]``, or one per position,
+            ``[N, *positions]`` (next-token targets ``[N, T]`` for text).
         scale: factor turning stored ``x`` into model inputs (``1/255`` for 8-bit images);
-            ``None`` when ``x`` already holds float inputs.
+            ``None`` when ``x`` already holds model inputs (floats, or int64 token ids).
     """
 
     x: torch.Tensor
@@ -46,16 +48,18 @@ class ArraySet:
             raise ConfigError(
                 f"x must be [N, *shape] with at least 2 dimensions, got {tuple(self.x.shape)}"
             )
-        if self.y.ndim != 1 or len(self.y) != len(self.x):
+        if self.y.ndim < 1 or len(self.y) != len(self.x):
             raise ConfigError(
-                f"y must be a 1-D tensor with one label per input: x has {len(self.x)} rows, "
-                f"y has shape {tuple(self.y.shape)}"
+                f"y must hold one label per input (or one row of targets per input sequence): x has "
+                f"{len(self.x)} rows, y has shape {tuple(self.y.shape)}"
             )
         if self.y.dtype != torch.int64:
             object.__setattr__(self, "y", self.y.long())
-        if self.scale is None and not self.x.is_floating_point():
+        # int64 inputs are token ids (an embedding's input); other integer storage is images.
+        if self.scale is None and not (self.x.is_floating_point() or self.x.dtype == torch.int64):
             raise ConfigError(
-                f"x of dtype {self.x.dtype} needs a scale (e.g. 1/255 for 8-bit images)"
+                f"x of dtype {self.x.dtype} needs a scale (e.g. 1/255 for 8-bit images); "
+                "token ids must be int64"
             )
 
     def __len__(self) -> int:
@@ -65,6 +69,11 @@ class ArraySet:
     def shape(self) -> tuple[int, ...]:
         """Shape of one input example."""
         return tuple(self.x.shape[1:])
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Shape of one example's targets: ``()`` for a label, ``(T,)`` for a token sequence."""
+        return tuple(self.y.shape[1:])
 
     def inputs(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Model-ready float inputs for the rows in ``index`` (all rows if ``None``)."""

@@ -1,5 +1,8 @@
 """The known MNIST-family IDX data sets: where to find them locally, and how to load them.
 
+The text source ``shakespeare`` (:mod:`forgetless.data.shakespeare`) is listed and located
+here too, from its own known places (the installed ``shakespeare`` package's files).
+
 Hashes are pinned on the *uncompressed* content (sha256), so any gzip recompression of a file
 (Debian's ``dataset-fashion-mnist`` package ships recompressed ``.gz`` files, for example) is
 accepted as long as the data is identical.
@@ -161,6 +164,13 @@ def get_spec(name: str) -> IdxSourceSpec:
     key = name.strip().lower().replace("_", "-")
     if key in IDX_SOURCES:
         return IDX_SOURCES[key]
+    if key == "shakespeare":
+        from forgetless.data import shakespeare
+
+        raise ConfigError(
+            f"shakespeare is a text source that forgetless does not download: "
+            f"{shakespeare.HOW_TO_GET}"
+        )
     known = sorted(IDX_SOURCES)
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -218,8 +228,9 @@ def candidate_folders(name: str, data_dir: Path | str | None = None) -> list[tup
     return places
 
 
-def locate(name: str, data_dir: Path | str | None = None) -> Location | None:
-    """Find the four files of IDX data set ``name``.
+def locate(name: str, data_dir: Path | str | None = None):
+    """Find the four files of IDX data set ``name`` (or the texts of ``"shakespeare"``: see
+    :func:`forgetless.data.shakespeare.locate`).
 
     Looks in ``data_dir`` (as ``data_dir/<name>/`` or directly), then ``$FORGETLESS_DATA``
     (same two layouts), then ``cache_dir()/<name>/``, then each of :data:`SYSTEM_DIRS`
@@ -231,6 +242,10 @@ def locate(name: str, data_dir: Path | str | None = None) -> Location | None:
     Raises:
         ConfigError: ``name`` is not a known IDX data set.
     """
+    if name.strip().lower() == "shakespeare":
+        from forgetless.data import shakespeare
+
+        return shakespeare.locate(data_dir)
     spec = get_spec(name)
     for folder, origin in candidate_folders(spec.name, data_dir):
         files = [find_file(folder, f) for f in FILE_NAMES]
@@ -425,7 +440,10 @@ class SourceStatus:
 
 
 def source_status(data_dir: Path | str | None = None) -> list[SourceStatus]:
-    """One :class:`SourceStatus` per known IDX data set, in catalog order (reads no data)."""
+    """One :class:`SourceStatus` per known IDX data set, in catalog order, then the text
+    source ``shakespeare`` (reads no data)."""
+    from forgetless.data import shakespeare
+
     statuses = []
     for spec in IDX_SOURCES.values():
         location = locate(spec.name, data_dir)
@@ -434,4 +452,7 @@ def source_status(data_dir: Path | str | None = None) -> list[SourceStatus]:
         else:
             hint = f"found in {location.folder} ({location.origin})"
         statuses.append(SourceStatus(spec.name, spec.title, location, hint))
+    texts = shakespeare.locate(data_dir)
+    hint = shakespeare.HOW_TO_GET if texts is None else f"found in {texts.folder} ({texts.origin})"
+    statuses.append(SourceStatus(shakespeare.NAME, shakespeare.TITLE, texts, hint))
     return statuses

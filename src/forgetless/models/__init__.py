@@ -1,4 +1,11 @@
-"""Small, standard networks as plain ``nn.Module``s, and :func:`build_model` to make one by name."""
+"""Small, standard networks as plain ``nn.Module``s, and :func:`build_model` to make one by name.
+
+Classifiers (:class:`MLP`, :class:`CNN`, :class:`ResidualCNN`) here; the causal transformer
+language model in :mod:`forgetless.models.gpt`; Hugging Face causal LMs built from a config in
+:mod:`forgetless.models.hf`; the parts of models that change: masked layers
+(:mod:`forgetless.models.masked`), the columns of progressive networks
+(:mod:`forgetless.models.progressive`), adapters (:mod:`forgetless.models.adapters`).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import ConfigError
+from forgetless.models.masked import (
+    LayerMask,
+    MaskedConv2d,
+    MaskedLinear,
+    MaskedNet,
+    masked_layers,
+    to_masked,
+)
+from forgetless.models.progressive import Column, ProgressiveNet, column_of
 
-MODEL_NAMES = ("mlp", "cnn", "cnn-skip")
+MODEL_NAMES = ("mlp", "cnn", "cnn-skip", "gpt")
 
 #: Elementwise activation modules: their outputs are a network's hidden units (for the
 #: representation measures of ``forgetless.analysis`` and for continual backprop).
@@ -107,20 +123,30 @@ def build_model(
     num_outputs: int,
     hidden: Sequence[int] | None = None,
     seed: int | None = None,
+    vocab_size: int | None = None,
 ) -> nn.Module:
     """Make a network by name.
 
     Args:
         name: ``"mlp"``, ``"cnn"`` or ``"cnn-skip"`` (:class:`ResidualCNN`, the CNN with skip
-            connections; the same seed gives it the CNN's initial weights).
-        input_shape: shape of one input, e.g. ``(1, 28, 28)``.
+            connections; the same seed gives it the CNN's initial weights); for token
+            sequences, ``"gpt"`` (:class:`~forgetless.models.gpt.GPT`) or ``"hf:TYPE"``, a
+            Hugging Face causal LM of that model type (``hf:gpt2``, ``hf:llama``) or local
+            ``config.json`` (``hf:path/config.json``), randomly initialised (needs
+            ``transformers``).
+        input_shape: shape of one input, e.g. ``(1, 28, 28)``; ``(T,)`` for sequences.
         num_outputs: output units (the stream's ``num_outputs``).
         hidden: hidden layer sizes for the MLP (default ``(400, 400)``), or one size for the
-            CNN's fully connected layer (default ``128``).
+            CNN's fully connected layer (default ``128``), or one width per transformer block,
+            all equal (gpt default ``(128, 128, 128, 128)``: 4 blocks of width 128).
         seed: if given, initialise the weights from this seed.
+        vocab_size: language models: distinct input token ids (default ``num_outputs``; less
+            under the ``task`` protocol, whose outputs hold a copy of the vocabulary per task).
     """
     if seed is not None:
         torch.manual_seed(seed)
+    if name == "gpt" or name.startswith("hf:"):
+        return _language_model(name, input_shape, num_outputs, hidden, vocab_size)
     if name == "mlp":
         return MLP(input_shape, num_outputs, tuple(hidden) if hidden else (400, 400))
     if name in ("cnn", "cnn-skip"):
@@ -130,4 +156,50 @@ def build_model(
         return model(input_shape, num_outputs, hidden[0] if hidden else 128)
     hint = difflib.get_close_matches(name, MODEL_NAMES, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    raise ConfigError(f"unknown model {name!r}{suggestion}; known: {', '.join(MODEL_NAMES)}")
+    raise ConfigError(
+        f"unknown model {name!r}{suggestion}; known: {', '.join(MODEL_NAMES)}, or hf:TYPE"
+    )
+
+
+def _language_model(
+    name: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    hidden: Sequence[int] | None,
+    vocab_size: int | None,
+) -> nn.Module:
+    if len(input_shape) != 1:
+        raise ConfigError(
+            f"{name} is a language model: it takes token sequences [T], not inputs of shape "
+            f"{tuple(input_shape)}; use a text scenario (--scenario text or shakespeare)"
+        )
+    block_size = input_shape[0]
+    if name.startswith("hf:"):
+        from forgetless.models.hf import build_causal_lm
+
+        return build_causal_lm(name.removeprefix("hf:"), num_outputs, block_size, hidden)
+    from forgetless.models.gpt import GPT
+
+    widths = tuple(hidden) if hidden else (128,) * 4
+    if len(set(widths)) != 1:
+        raise ConfigError(f"the gpt's blocks share one width, got {list(widths)}")
+    return GPT(vocab_size or num_outputs, block_size, widths[0], len(widths), outputs=num_outputs)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "CNN",
+    "MLP",
+    "MODEL_NAMES",
+    "Column",
+    "LayerMask",
+    "MaskedConv2d",
+    "MaskedLinear",
+    "MaskedNet",
+    "ProgressiveNet",
+    "ResidualCNN",
+    "build_model",
+    "column_of",
+    "masked_layers",
+    "to_masked",
+]

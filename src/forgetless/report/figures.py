@@ -48,6 +48,36 @@ def accuracy_heatmap(result: Result, title: str | None = None):
     return fig
 
 
+def perplexity_heatmap(result: Result, title: str | None = None):
+    """The perplexity matrix ``P[i, j]`` of a text run as a heatmap on a log colour scale
+    (perplexities span orders of magnitude), each cell labelled; brighter is better, so
+    forgetting shows as cells darkening down a column, as in :func:`accuracy_heatmap`."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    if not result.perplexity_matrix:
+        raise ConfigError("this result has no perplexity matrix (only text runs have one)")
+    P = result.perplexity_matrix
+    n = len(P)
+    finite = [v for row in P for v in row if v < float("inf")] or [1.0]
+    low, high = max(1.0, min(finite)), max(max(finite), min(finite) * 1.01)
+    fig, ax = plt.subplots(figsize=(0.9 * n + 2.2, 0.65 * n + 1.6), layout="constrained")
+    image = ax.imshow(P, norm=LogNorm(vmin=low, vmax=high), cmap="viridis_r")
+    middle = (low * high) ** 0.5
+    for i in range(n):
+        for j in range(n):
+            label = f"{P[i][j]:.3g}" if P[i][j] < 1e4 else f"{P[i][j]:.1e}"
+            ax.text(j, i, label, ha="center", va="center",
+                    color="white" if P[i][j] > middle else "black", fontsize=8)  # fmt: skip
+    ax.set_xticks(range(n), [f"task {j + 1}" for j in range(n)], rotation=30, ha="right")
+    ax.set_yticks(range(n), [f"after {i + 1}" for i in range(n)])
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained up to")
+    ax.set_title(title or f"{result.strategy}: perplexity per token", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="perplexity (log scale)")
+    return fig
+
+
 def forgetting_curves(result: Result, title: str | None = None):
     """Accuracy on each task along the stream: one line per task, from the moment it is learnt.
 

@@ -27,6 +27,8 @@ th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 .run { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 .note { color: #555; font-size: 0.9em; }
+.pass { color: #1a7f37; } .fail { color: #c62828; font-weight: 600; }
+.inconclusive { color: #b26a00; } tr.flag td { background: #fdecea; }
 """
 
 
@@ -39,15 +41,11 @@ def build_report(
     by accuracy, memory and compute, the stability-plasticity frontier when the runs sweep a
     strategy's strength (:func:`~forgetless.analysis.frontier.frontiers_in`), the SVG files
     ``extra_figures`` (e.g. from ``forgetless landscape``), then per run its accuracy-matrix
-    heatmap, forgetting curves and a one-line account of what it forgot."""
+    heatmap, forgetting curves, for text runs its perplexity-matrix heatmap, and a one-line
+    account of what it forgot."""
     if not results:
         raise ConfigError("a report needs at least one complete run")
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(results)} run(s). Accuracies in percent. R[i, j] is the accuracy '
         "on task j after training task i; ACC the mean of the last row, BWT the mean change of "
         "each old task from when it was learnt to the end.</p>",
@@ -82,9 +80,25 @@ def build_report(
             '<div class="run">',
             _figure(figures.accuracy_heatmap(result), f"accuracy matrix, {name}"),
             _figure(figures.forgetting_curves(result), f"forgetting curves, {name}"),
-            "</div>",
         ]
-    parts.append("</body></html>")
+        if result.perplexity_matrix:
+            parts.append(_figure(figures.perplexity_heatmap(result), f"perplexity matrix, {name}"))
+        parts.append("</div>")
+    return page(title, parts)
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained HTML page: ``title`` as its heading, then the ``body`` fragments (HTML
+    already escaped where needed), with the report's style inline."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *body,
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 
@@ -126,6 +140,10 @@ def _figure(fig, caption: str) -> str:
         f'<figure aria-label="{html.escape(caption)}">{figures.svg_text(fig)}'
         f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
     )
+
+
+#: A matplotlib figure as an inline SVG ``<figure>`` with its caption (for other pages).
+figure = _figure
 
 
 def _summary_table(results: Sequence[Result]) -> str:

@@ -3,6 +3,7 @@
 from forgetless.scenarios.builders import permuted, rotated, sequence, split
 from forgetless.scenarios.presets import PRESETS, Preset, make_stream
 from forgetless.scenarios.stream import Protocol, Stream, Task
+from forgetless.scenarios.text import text
 
 __all__ = [
     "PRESETS",
@@ -15,4 +16,5 @@ __all__ = [
     "rotated",
     "sequence",
     "split",
+    "text",
 ]

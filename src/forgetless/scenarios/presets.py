@@ -23,6 +23,8 @@ class Preset:
     build: Callable[..., Stream]
     sources: tuple[str, ...]
     default_tasks: int | None = None
+    #: text scenarios also take ``sequence_length`` and ``tokenizer``
+    text: bool = False
 
 
 def _split(source: str, n: int = 5):
@@ -64,6 +66,41 @@ def _mnist_fashion(seed, protocol, data_dir, n_tasks, class_order):
 def _two_task_binary(seed, protocol, data_dir, n_tasks, class_order):
     _fixed_tasks("two-task-binary", n_tasks, 2, class_order)
     return builders.sequence(data.two_task_binary(seed), protocol, seed, name="two-task-binary")
+
+
+def _text_domains(name: str, domains, n_tasks, class_order):
+    _no_class_order(class_order, name)
+    if n_tasks is not None:
+        if not 1 <= n_tasks <= len(domains):
+            raise ConfigError(
+                f"{name} has {len(domains)} domains ({', '.join(d.name for d in domains)}); "
+                f"n_tasks must be 1..{len(domains)}, got {n_tasks}"
+            )
+        domains = domains[:n_tasks]
+    return domains
+
+
+def _text(seed, protocol, data_dir, n_tasks, class_order, sequence_length, tokenizer):
+    from forgetless.data.text import read_domains
+    from forgetless.scenarios.text import text
+
+    if data_dir is None:
+        raise ConfigError(
+            "the text scenario reads its domains from --data-dir DIR: one .txt file or one "
+            "folder of .txt files per domain, in the order of their names (the first is the "
+            "general corpus); or use --scenario shakespeare"
+        )
+    domains = _text_domains("text", read_domains(data_dir), n_tasks, class_order)
+    return text(domains, sequence_length, protocol, seed, tokenizer, name="text")
+
+
+def _shakespeare(seed, protocol, data_dir, n_tasks, class_order, sequence_length, tokenizer):
+    from forgetless.data import shakespeare
+    from forgetless.scenarios.text import text
+
+    domains = shakespeare.load_domains(data_dir)
+    domains = _text_domains("shakespeare", domains, n_tasks, class_order)
+    return text(domains, sequence_length, protocol, seed, tokenizer, name="shakespeare")
 
 
 def _no_class_order(class_order, name: str) -> None:
@@ -152,6 +189,26 @@ PRESETS: dict[str, Preset] = {
             (),
             2,
         ),
+        Preset(
+            "text",
+            "text domains from --data-dir, one .txt file or folder each, the first the general "
+            "corpus (next-token prediction)",
+            Protocol.DOMAIN,
+            _text,
+            (),
+            None,
+            text=True,
+        ),
+        Preset(
+            "shakespeare",
+            "Shakespeare: modern-spelling plays (general), First Folio plays, poems, "
+            "Britannica's article (next-token prediction)",
+            Protocol.DOMAIN,
+            _shakespeare,
+            ("shakespeare",),
+            4,
+            text=True,
+        ),
     ]
 }
 
@@ -163,6 +220,8 @@ def make_stream(
     data_dir: str | Path | None = None,
     n_tasks: int | None = None,
     class_order: list[int] | None = None,
+    sequence_length: int | None = None,
+    tokenizer: str | None = None,
 ) -> Stream:
     """Build a named scenario.
 
@@ -173,6 +232,8 @@ def make_stream(
         data_dir: where to look first for data files (see :func:`forgetless.data.load`).
         n_tasks: number of tasks, for scenarios that take one.
         class_order: the order of classes, for split scenarios.
+        sequence_length: tokens per example, for text scenarios (default 128).
+        tokenizer: ``"char"`` (default), ``"bpe"`` or ``"bpe:SIZE"``, for text scenarios.
     """
     preset = PRESETS.get(name)
     if preset is None:
@@ -180,4 +241,14 @@ def make_stream(
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(f"unknown scenario {name!r}{suggestion}; known: {', '.join(PRESETS)}")
     chosen = preset.protocol if protocol is None else Protocol.parse(protocol)
+    if preset.text:
+        from forgetless.scenarios.text import DEFAULT_SEQUENCE_LENGTH
+
+        length = DEFAULT_SEQUENCE_LENGTH if sequence_length is None else sequence_length
+        return preset.build(
+            seed, chosen, data_dir, n_tasks, class_order, length, tokenizer or "char"
+        )
+    given = [n for n, v in (("sequence_length", sequence_length), ("tokenizer", tokenizer)) if v]
+    if given:
+        raise ConfigError(f"{name} is not a text scenario; drop {', '.join(given)}")
     return preset.build(seed, chosen, data_dir, n_tasks, class_order)

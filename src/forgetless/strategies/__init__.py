@@ -25,6 +25,8 @@ from forgetless.strategies.joint import Cumulative, Joint
 from forgetless.strategies.l2 import L2
 from forgetless.strategies.lwf import LwF
 from forgetless.strategies.mas import MAS
+from forgetless.strategies.packnet import PackNet
+from forgetless.strategies.pnn import PNN
 from forgetless.strategies.replay import Replay
 from forgetless.strategies.shrink_perturb import ShrinkPerturb
 from forgetless.strategies.si import SI
@@ -40,7 +42,8 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-# Baselines, regularisers, rehearsal, plasticity: the order `forgetless run --help` lists.
+# Baselines, regularisers, rehearsal, plasticity, isolation: the order `forgetless run --help`
+# lists.
 for _cls in (
     Finetune,
     Joint,
@@ -59,6 +62,8 @@ for _cls in (
     DERPP,
     ContinualBackprop,
     ShrinkPerturb,
+    PNN,
+    PackNet,
 ):
     register(_cls)
 
@@ -194,6 +199,7 @@ __all__ = [
     "HOOKS",
     "L2",
     "MAS",
+    "PNN",
     "SI",
     "STRATEGIES",
     "ContinualBackprop",
@@ -203,6 +209,7 @@ __all__ = [
     "Joint",
     "LwF",
     "OnlineEWC",
+    "PackNet",
     "Replay",
     "ShrinkPerturb",
     "Strategy",

@@ -49,14 +49,17 @@ class AGEM(Rehearsal):
 
     def before_task(self, learner: Learner, task: Task) -> None:
         if learner.task_index == 0:
-            tasks = len(learner.stream)
-            if self.buffer_size < tasks:
-                raise ConfigError(
-                    f"agem: buffer_size={self.buffer_size} gives no room per task; it must be at "
-                    f"least the number of tasks ({tasks})"
-                )
-            self._projections = torch.zeros((), dtype=torch.int64, device=learner.device)
+            self._start(learner)
         super().before_task(learner, task)
+
+    def _start(self, learner: Learner) -> None:
+        tasks = len(learner.stream)
+        if self.buffer_size < tasks:
+            raise ConfigError(
+                f"agem: buffer_size={self.buffer_size} gives no room per task; it must be at "
+                f"least the number of tasks ({tasks})"
+            )
+        self._projections = torch.zeros((), dtype=torch.int64, device=learner.device)
 
     def reference_gradient(
         self, learner: Learner, params: list[torch.Tensor]
@@ -82,6 +85,10 @@ class AGEM(Rehearsal):
         self._projections += dot < 0
 
     def after_task(self, learner: Learner, task: Task) -> None:
+        # A trained start's first task (no before_task ran) fills its share as any task does.
+        if getattr(learner, "task_learnt_before", False) and learner.task_index == 0:
+            self._start(learner)
+            self._buffer = self.new_buffer(learner)
         buf = self.buffer
         share = self.buffer_size // len(learner.stream)
         pick = torch.randperm(len(task.train), generator=learner.generator)[:share]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from forgetless.learner import Learner, TrainingData
 
 HOOKS = (
+    "change_model",
     "training_data",
     "before_task",
     "batch",
@@ -37,11 +38,42 @@ class Strategy:
         protocols: the protocols the method supports; a stream of another protocol is a clear
             error before training starts.
         stores_raw_data: True if the method keeps past inputs (for data-retention policies).
+        trained_start_refusal: why the method cannot start from a trained model
+            (``train(trained_tasks=k)``), as a sentence that says what to use instead; empty if
+            it can. A method that can builds its state for such a task in ``after_task``, which
+            the engine calls with ``learner.task_learnt_before`` set and no step taken.
+        needs_task_id: True if the method answers with the part of the model chosen by the task
+            id (columns, masks, specialists): under class- or domain-incremental learning, where
+            no task id is given at test time, it then needs a strategy that ``infers_task``.
+        infers_task: True if the method infers each test input's task itself (a router, in its
+            ``predict`` hook), so that task-id models and methods can run without the task given.
+        supports_task_id_models: False if the method calls the model as ``model(x)`` itself
+            (so it cannot run with a model that takes the task id, or a method that needs one).
+        transient: attributes :meth:`state_dict` leaves out (references into the live model,
+            rebuilt after a restore).
     """
 
     name: ClassVar[str] = "strategy"
     protocols: ClassVar[frozenset[Protocol]] = frozenset(Protocol)
     stores_raw_data: ClassVar[bool] = False
+    trained_start_refusal: ClassVar[str] = ""
+    needs_task_id: ClassVar[bool] = False
+    infers_task: ClassVar[bool] = False
+    supports_task_id_models: ClassVar[bool] = True
+    transient: ClassVar[tuple[str, ...]] = ()
+
+    def change_model(self, learner: Learner, task: Task) -> None:
+        """Called before any strategy's ``before_task``: the place to change the model's
+        structure (add columns, heads or masks; wrap or replace ``learner.model``; freeze what
+        earlier tasks own). Afterwards the engine rebuilds the optimiser if the trainable
+        parameters changed. A strategy that changes the model here must rebuild the same
+        structure in :meth:`rebuild` so that a stopped run can resume."""
+
+    def rebuild(self, learner: Learner, state: Any) -> None:
+        """On resume, before any weights load: give ``learner.model`` the structure (and the
+        ``requires_grad`` flags) it had when ``state`` (this strategy's :meth:`state_dict`) was
+        saved, after task ``learner.task_index``. The engine then loads the model's weights,
+        then every strategy's :meth:`load_state_dict`, then the optimiser."""
 
     def training_data(self, learner: Learner, task: Task, data: TrainingData) -> TrainingData:
         """The examples to fit on for ``task``; ``data`` is the task's own (or the previous
@@ -102,6 +134,13 @@ class Strategy:
         """Scores for evaluation on task ``t`` (``None``: the model's masked logits)."""
         return None
 
+    def report(self, learner: Learner) -> dict[str, Any] | None:
+        """Plain data (numbers, strings, lists, dicts) about what the method did, kept in the
+        result's ``strategy_reports`` under its name when the run ends: capacity used, routing
+        accuracy. Build it from the model and restored state only, so a resumed run reports the
+        same."""
+        return None
+
     def overrides(self, hook: str) -> bool:
         """Whether this strategy's class implements ``hook`` (the engine skips the rest)."""
         return getattr(type(self), hook) is not getattr(Strategy, hook)
@@ -119,7 +158,8 @@ class Strategy:
         """Everything the strategy holds, as plain nested data of tensors and scalars (see
         :mod:`forgetless.state`), so that a checkpoint can restore it without pickling.
         Called between tasks; per-step scratch may be included or not."""
-        return pack({k: v for k, v in vars(self).items() if k != "_forgetless_used"}, self.name)
+        skip = {"_forgetless_used", *self.transient}
+        return pack({k: v for k, v in vars(self).items() if k not in skip}, self.name)
 
     def load_state_dict(self, state: Any, learner: Learner) -> None:
         """Restore what :meth:`state_dict` saved; model copies are rebuilt from

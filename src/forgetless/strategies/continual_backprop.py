@@ -111,6 +111,7 @@ class ContinualBackprop(Strategy):
     """
 
     name = "continual-backprop"
+    supports_task_id_models = False  # finds and hooks an MLP's own layers
 
     def __init__(self, rho: float = 1e-4, maturity: int = 100, eta: float = 0.99):
         self.rho = check_range("rho", rho, 0.0, 1.0)

@@ -48,6 +48,15 @@ class DER(Rehearsal):
             self.buffer_size, stream.input_shape, stream.num_outputs, device=learner.device
         )
 
+    def logits_of(self, learner: Learner, x: torch.Tensor) -> torch.Tensor:
+        # A trained start's task: the given model's responses, the "dark knowledge" DER keeps.
+        was_training = learner.model.training
+        learner.model.eval()
+        try:
+            return learner.model(x)
+        finally:
+            learner.model.train(was_training)
+
     def penalty(self, learner, x, y, t, logits):
         n = self._incoming
         # The raw outputs: under task-IL the logits passed in are masked with -inf.
@@ -59,7 +68,7 @@ class DER(Rehearsal):
     def replay_loss(self, learner: Learner) -> torch.Tensor:
         """``alpha * MSE(h(x'), z')`` on a buffer sample."""
         past = self.buffer.get(self.sample(learner))
-        return self.alpha * F.mse_loss(learner.model(past.x), past.logits)
+        return self.alpha * F.mse_loss(learner.forward(past.x, past.t), past.logits)
 
     def after_step(self, learner, x, y, t, logits):
         n = self._incoming

@@ -6,7 +6,7 @@ import torch
 
 from forgetless.errors import ConfigError
 from forgetless.fisher import FISHER_KINDS, diagonal_fisher
-from forgetless.learner import Learner
+from forgetless.learner import Learner, bind_task
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.quadratic import QuadraticPenalty
 from forgetless.validation import check_range, check_samples
@@ -69,7 +69,7 @@ class EWC(QuadraticPenalty):
         # Drawing Fisher samples leaves the run's batch order as it is: lam = 0 is fine-tuning.
         generator = learner.task_generator("fisher")
         return diagonal_fisher(
-            learner.model,
+            bind_task(learner.model, learner.task_index),
             task.train.lazy_inputs,  # floats a chunk at a time: MNIST's 60,000 are 188 MB
             task.train.y,
             units,

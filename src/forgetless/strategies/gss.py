@@ -79,6 +79,11 @@ class GSS(Strategy):
 
     name = "gss"
     stores_raw_data = True
+    trained_start_refusal = (
+        "GSS chooses its buffer from the gradients of the steps it trains, and a trained start "
+        "takes none on the learnt tasks; use replay (a uniform sample) or der"
+    )
+    supports_task_id_models = False  # its gradient scores call model(x)
 
     def __init__(
         self,

@@ -73,6 +73,11 @@ class ICaRL(Strategy):
     name = "icarl"
     protocols = frozenset({Protocol.CLASS})
     stores_raw_data = True
+    trained_start_refusal = (
+        "iCaRL's exemplars and class means belong to a model trained with its own sigmoid loss "
+        "and distillation; use replay or der, which store a sample of the learnt tasks"
+    )
+    supports_task_id_models = False  # features and the old model are called as model(x)
 
     def __init__(
         self,

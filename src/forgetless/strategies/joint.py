@@ -18,6 +18,10 @@ class Joint(Strategy):
 
     name = "joint"
     stores_raw_data = True
+    trained_start_refusal = (
+        "joint training fits every task at once at the first one, so there is no trained "
+        "start to continue; use cumulative (retrain on all data seen) instead"
+    )
 
     def training_data(self, learner: Learner, task: Task, data: TrainingData) -> TrainingData:
         if learner.task_index > 0:
@@ -32,7 +36,9 @@ class Cumulative(Strategy):
         from_scratch: re-initialise the weights before each task (True, as a team that retrains
             from scratch would), or keep training from the current weights (False).
 
-    Its cost grows with the stream: task ``t`` fits ``t + 1`` tasks' data.
+    Its cost grows with the stream: task ``t`` fits ``t + 1`` tasks' data. From a trained
+    start, the first new task retrains on the learnt tasks' data too, and ``from_scratch``
+    goes back to the weights the model was given (the trained ones), not to a random draw.
     """
 
     name = "cumulative"

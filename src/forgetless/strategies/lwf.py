@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetless.learner import Learner
+from forgetless.learner import Learner, call_model
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.base import Strategy
 from forgetless.validation import check_range
@@ -59,7 +59,7 @@ class LwF(Strategy):
         if self._old is None or self.alpha == 0.0 or learner.task_index == 0:
             return None
         with torch.no_grad():
-            old = self._old(x)
+            old = call_model(self._old, x, t)
         # Under task-IL the logits passed in are masked to the current task's head; the old
         # heads' units are in the unmasked outputs.
         new = learner.outputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from forgetless.fisher import output_sensitivity
-from forgetless.learner import Learner
+from forgetless.learner import Learner, bind_task
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.quadratic import QuadraticPenalty
 from forgetless.validation import check_samples
@@ -49,7 +49,7 @@ class MAS(QuadraticPenalty):
         units = task.units if learner.stream.protocol is Protocol.TASK else None
         # Its own generator: the run's batch order stays untouched, so lam = 0 is fine-tuning.
         return output_sensitivity(
-            learner.model,
+            bind_task(learner.model, learner.task_index),
             task.train.lazy_inputs,  # floats a chunk at a time, not all at once
             units=units,
             n_samples=self.samples,

@@ -5,10 +5,14 @@ from __future__ import annotations
 import torch
 
 from forgetless.buffer import MemoryBuffer
+from forgetless.errors import ConfigError
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.base import Strategy
 from forgetless.validation import check_positive_int
+
+#: Examples of a learnt task offered to the buffer at once by :meth:`Rehearsal.remember`.
+REMEMBER_CHUNK = 4096
 
 
 class Rehearsal(Strategy):
@@ -55,6 +59,30 @@ class Rehearsal(Strategy):
         self._incoming = len(x)
         return x, y, t
 
+    def after_task(self, learner: Learner, task: Task) -> None:
+        if getattr(learner, "task_learnt_before", False):
+            if self._buffer is None:
+                self._buffer = self.new_buffer(learner)
+            self.remember(learner, task)
+
+    @torch.no_grad()
+    def remember(self, learner: Learner, task: Task) -> None:
+        """Store a task the model learnt before this run (a trained start), as if its training
+        examples had been offered during its steps: all of them go through the reservoir, in
+        chunks, so the buffer holds a uniform sample of them (all of them, if they fit)."""
+        generator = learner.task_generator("remember")  # the batch order stays untouched
+        index = torch.full((REMEMBER_CHUNK,), learner.task_index, dtype=torch.int64)
+        for start in range(0, len(task.train), REMEMBER_CHUNK):
+            rows = slice(start, start + REMEMBER_CHUNK)
+            x = task.train.inputs(rows).to(learner.device)
+            y = task.train.y[rows].to(learner.device)
+            t = index[: len(x)].to(learner.device)
+            self.buffer.reservoir_add(x, y, t, self.logits_of(learner, x), generator)
+
+    def logits_of(self, learner: Learner, x: torch.Tensor) -> torch.Tensor | None:
+        """What the buffer stores with remembered inputs besides labels (DER: the logits)."""
+        return None
+
     def sample(self, learner: Learner) -> torch.Tensor:
         """Slots of a uniform sample of the buffer, ``replay_batch_size`` of them (or as many
         as the incoming batch)."""
@@ -75,13 +103,32 @@ class Replay(Rehearsal):
     masked to its own task). After the step the incoming examples, and only they, are offered to
     the buffer by reservoir sampling, which keeps a uniform sample of the whole stream.
 
+    From a trained start (``train(trained_tasks=k)``) the learnt tasks' training examples are
+    offered to the buffer when their ``after_task`` runs (:meth:`Rehearsal.remember`). Where
+    those examples are a retained sample of old data, ``store_new=False`` replays that sample
+    as it is: the reservoir would otherwise let the new examples displace it, keeping about
+    ``len(sample) / (len(sample) + examples trained)`` of it by the end.
+
     Args:
         buffer_size: examples the buffer holds (>= 1).
         replay_batch_size: stored examples added to each batch; ``None``: as many as the
             incoming batch has (the paper's setting).
+        store_new: offer each step's incoming examples to the buffer (the paper); ``False``
+            keeps only what the learnt tasks of a trained start put there.
     """
 
     name = "replay"
+
+    def __init__(
+        self,
+        buffer_size: int = 200,
+        replay_batch_size: int | None = None,
+        store_new: bool = True,
+    ):
+        super().__init__(buffer_size, replay_batch_size)
+        if not isinstance(store_new, bool):
+            raise ConfigError(f"replay: store_new must be True or False, got {store_new!r}")
+        self.store_new = store_new
 
     def batch(self, learner, x, y, t):
         self._incoming = len(x)
@@ -91,5 +138,7 @@ class Replay(Rehearsal):
         return torch.cat([x, past.x]), torch.cat([y, past.y]), torch.cat([t, past.t])
 
     def after_step(self, learner, x, y, t, logits):
+        if not self.store_new:
+            return
         n = self._incoming
         self.buffer.reservoir_add(x[:n], y[:n], t[:n], generator=learner.generator)

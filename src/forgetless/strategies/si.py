@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from forgetless.learner import Learner
+from forgetless.learner import Learner, trainable_parameters
 from forgetless.scenarios.stream import Task
-from forgetless.strategies.quadratic import QuadraticPenalty, _trainable
+from forgetless.strategies.quadratic import QuadraticPenalty
 from forgetless.validation import check_range
 
 
@@ -34,6 +36,9 @@ class SI(QuadraticPenalty):
     and one anchor: memory is five copies of the parameters (with ``omega``, the weights at the
     start of the task and before the step), whatever the number of tasks.
 
+    From a trained start (``train(trained_tasks=k)``) the learnt tasks get no importance (a
+    warning says so): they were trained before the run, so no path integral exists for them.
+
     With plain SGD, a step is stable only while ``2 c Omega_i lr < 2`` for every weight; a
     strong ``c`` with a large learning rate makes the penalty itself diverge (Adam does not).
 
@@ -49,13 +54,31 @@ class SI(QuadraticPenalty):
         self.c = check_range("c", c, 0.0)
         self.xi = check_range("xi", xi, 0.0, low_open=True)
         super().__init__(lam=2.0 * self.c, online=True, gamma=1.0)
+        self._names: list[str] = []
         self._params: list[torch.Tensor] = []
         self._start: list[torch.Tensor] = []
         self._before: list[torch.Tensor] = []
         self._omega: list[torch.Tensor] = []
 
+    def after_task(self, learner: Learner, task: Task) -> None:
+        if getattr(learner, "task_learnt_before", False):
+            # The path integral is gathered over a task's training steps, and a trained start
+            # takes none on its learnt tasks: there is nothing to measure importance from.
+            warnings.warn(
+                f"si: task {task.name!r} was learnt before this run, and SI's importance is the "
+                "path integral of its training, which did not happen here: SI gives it no "
+                "protection (ewc or mas measure importance from the task's data)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        super().after_task(learner, task)
+
     def before_task(self, learner: Learner, task: Task) -> None:
-        self._params = _trainable(learner)
+        super().before_task(learner, task)
+        named = trainable_parameters(learner.model)
+        self._names = list(named)
+        self._params = list(named.values())
         self._start = [p.detach().clone() for p in self._params]
         self._before = [torch.empty_like(p) for p in self._params]
         self._omega = [torch.zeros_like(p) for p in self._params]
@@ -77,14 +100,16 @@ class SI(QuadraticPenalty):
             torch._foreach_sub_(before, [self._params[i] for i in index])
             torch._foreach_addcmul_([self._omega[i] for i in index], list(grads), before)
 
-    def importance(self, learner: Learner, task: Task) -> list[torch.Tensor]:
+    def importance(self, learner: Learner, task: Task) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            omega = [
-                w / ((p.detach() - s).pow(2) + self.xi)
-                for w, p, s in zip(self._omega, self._params, self._start, strict=True)
-            ]
+            omega = {
+                name: w / ((p.detach() - s).pow(2) + self.xi)
+                for name, w, p, s in zip(
+                    self._names, self._omega, self._params, self._start, strict=True
+                )
+            }
         # Per-task bookkeeping ends with the task: only the merged importance is kept.
-        self._params, self._start, self._omega, self._before = [], [], [], []
+        self._names, self._params, self._start, self._omega, self._before = [], [], [], [], []
         return omega
 
     @property
