@@ -321,6 +321,7 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
         )
     ):
         raise fail("task_aware_matrix", f"null or {shape}")
+
     def is_perplexity(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0  # NaN fails
 
