@@ -469,6 +469,8 @@ def test_non_finite_inputs_and_empty_sets_are_data_errors_naming_the_array():
         from_arrays(x, y, x[:0], y[:0])
     with pytest.raises(ConfigError, match="the train set is empty"):
         from_arrays(x[:0], y[:0], x, y)
+    with pytest.raises(ConfigError, match=r"scale must be in \(0, inf\), got inf"):
+        from_arrays(x, y, x, y, scale=math.inf)
 
 
 @pytest.mark.parametrize(

@@ -63,12 +63,6 @@ def restorable(name: str):
     return register
 
 
-def restorable_names() -> list[str]:
-    """The names on the allow-list (after the built-in strategies have registered theirs)."""
-    _load_builtin_classes()
-    return sorted(_RESTORABLE)
-
-
 def _load_builtin_classes() -> None:
     # The built-in restorable classes live in these modules; importing them registers them.
     # The module names are fixed here: nothing a file says chooses what is imported.

@@ -82,12 +82,6 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_finite(name: str, value: object, low: float = 0.0, low_open: bool = True) -> float:
-    """``value`` as a finite float above ``low`` (open by default): learning rates and the
-    like. ``inf`` and NaN are refused, and so are strings and bools."""
-    return check_range(name, value, low, low_open=low_open)
-
-
 def check_optional_positive_int(name: str, value: object) -> int | None:
     """``None``, or ``value`` as a positive int (see :func:`check_positive_int`)."""
     return None if value is None else check_positive_int(name, value)

@@ -10,6 +10,7 @@ import torch
 
 from forgetless.data.arrays import ArraySet, SourceData, check_finite
 from forgetless.errors import ConfigError
+from forgetless.validation import check_range
 
 
 def as_tensor(values: Any, name: str) -> torch.Tensor:
@@ -45,6 +46,8 @@ def from_arrays(
     Returns:
         SourceData ready for any scenario builder.
     """
+    if scale is not None:
+        scale = check_range("scale", scale, 0.0, low_open=True)  # finite: inf makes inputs inf
     sets = []
     for split, (x, y) in {"train": (x_train, y_train), "test": (x_test, y_test)}.items():
         xt, yt = as_tensor(x, f"x_{split}"), as_tensor(y, f"y_{split}")
