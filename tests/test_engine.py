@@ -162,7 +162,7 @@ def test_model_that_does_not_fit_the_stream_is_a_clear_error():
     ("options", "message"),
     [
         ({"epochs": 0}, "epochs must be a positive integer"),
-        ({"lr": -1.0}, "lr must be > 0"),
+        ({"lr": -1.0}, r"lr must be in \(0, inf\)"),
         ({"optimizer": "rmsprop"}, "optimizer must be one of"),
         ({"batch_size": 2.5}, "batch_size must be a positive integer"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),

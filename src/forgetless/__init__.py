@@ -8,10 +8,7 @@ with the deployed one on old-data slices), from :mod:`forgetless.production`.
 
 __version__ = "0.1.0"
 
-from forgetless.engine import FitConfig, train
 from forgetless.errors import ConfigError, DataError, ForgetlessError
-from forgetless.production import gate, update
-from forgetless.result import Result
 
 __all__ = [
     "ConfigError",
@@ -24,3 +21,23 @@ __all__ = [
     "train",
     "update",
 ]
+
+# Imported on first use, so that importing a light module of the package (the sweep workers'
+# guard, the command line's parser) does not import torch first.
+_LAZY = {
+    "FitConfig": "forgetless.engine",
+    "train": "forgetless.engine",
+    "Result": "forgetless.result",
+    "gate": "forgetless.production",
+    "update": "forgetless.production",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'forgetless' has no attribute {name!r}")

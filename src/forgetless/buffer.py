@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from forgetless.errors import ConfigError
+from forgetless.state import restorable
 from forgetless.validation import check_positive_int
 
 
@@ -35,6 +37,49 @@ class Stored(NamedTuple):
     logits: torch.Tensor | None
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device``: free GPU memory, or on the CPU the
+    kernel's estimate of memory available without swapping (``MemAvailable``; else the
+    physical memory). ``None`` where the platform does not say."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except RuntimeError:
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: int, device: torch.device, what: str) -> None:
+    """Refuse, before allocating, ``nbytes`` for ``what`` that ``device`` cannot hold: a
+    ConfigError with both figures (a buffer of 10^12 examples would otherwise ask the
+    allocator for hundreds of terabytes and fail with its own message, or swap the machine)."""
+    available = available_memory(device)
+    if available is not None and nbytes > available:
+        raise ConfigError(
+            f"{what} needs {_bytes_text(nbytes)} on {device}, more than the "
+            f"{_bytes_text(available)} available; choose a smaller size"
+        )
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+@restorable("MemoryBuffer")
 class MemoryBuffer:
     """A fixed number of stored examples: inputs, targets, task ids and optionally logits.
 
@@ -67,6 +112,8 @@ class MemoryBuffer:
         self.capacity = check_positive_int("capacity", capacity)
         shape = tuple(int(s) for s in input_shape)
         device = torch.device(device)
+        per_example = 4 * math.prod(shape) + 8 + 8 + 4 * (num_logits or 0)
+        check_memory(self.capacity * per_example, device, f"a memory of {self.capacity} examples")
         self.x = torch.zeros((self.capacity, *shape), dtype=torch.float32, device=device)
         self.y = torch.zeros(self.capacity, dtype=torch.int64, device=device)
         self.t = torch.zeros(self.capacity, dtype=torch.int64, device=device)

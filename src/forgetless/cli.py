@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from forgetless.errors import ConfigError, ForgetlessError
+from forgetless.validation import check_positive_int
 
 EXAMPLES_RUN = """\
 examples:
@@ -31,6 +32,11 @@ def _run_epilog() -> str:
         flags = " ".join(f"--{p.replace('_', '-')} {v.default}" for p, v in params.items())
         lines.append(f"  {name:<12} {flags}".rstrip())
     return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
+
+
+def _say(message: str) -> None:
+    """A line for the user on stderr (stdout may be JSON)."""
+    print(f"forgetless: {message}", file=sys.stderr, flush=True)
 
 
 def _ints(text: str) -> list[int]:
@@ -328,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--store", metavar="DIR", help=store_help)
     summary.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
+    reindex = runs_sub.add_parser(
+        "reindex",
+        help="rebuild index.sqlite from the run folders (done by itself when it is missing "
+        "or corrupt)",
+    )
+    reindex.add_argument("--store", metavar="DIR", help=store_help)
 
     data = sub.add_parser("data", help="list, fetch or locate data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -373,11 +385,11 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from pathlib import Path
 
     from forgetless.experiment import RunConfig, run, save_run
-    from forgetless.runs import RunStore
+    from forgetless.runs import RunStore, is_store
 
     if args.resume:
         folder = Path(args.resume)
-        result = RunStore(folder.parent).resume(folder)
+        result = RunStore(folder.parent).resume(folder, rerun=args.rerun, on_wait=_say)
         print(result.to_json() if args.json else result)
         return 0
     config = RunConfig(
@@ -414,11 +426,12 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.store:
         store = RunStore(args.store)
         folder = store.folder(store.run_id(config))
-        row = store.index.get(folder.name)
+        row = store.index.get(folder.name) if is_store(args.store) else None
         if row is not None and row["status"] == "complete" and not args.rerun:
-            print(f"already complete in the store: {folder} (--rerun trains it again)")
+            # On stderr: with --json, stdout must be the JSON alone.
+            _say(f"already complete in the store: {folder} (--rerun trains it again)")
         loggers = [n.strip() for n in args.log.split(",") if n.strip()] if args.log else []
-        result = store.execute(config, rerun=args.rerun, loggers=loggers)
+        result = store.execute(config, rerun=args.rerun, loggers=loggers, on_wait=_say)
     else:
         result = run(config)
     print(result.to_json() if args.json else result)
@@ -466,17 +479,22 @@ def _merge_config_file(path: str, from_flags, extra: Sequence[str]):
 def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pathlib import Path
 
-    from forgetless.runs import RunStore, default_store
+    from forgetless.runs import RunStore, default_store, is_store
 
     if args.runs_command is None:
         parser.parse_args(["runs", "--help"])
         return 2
     root = Path(args.store) if args.store else default_store()
-    if not (root / "index.sqlite").is_file():
+    if not is_store(root):
         raise ConfigError(
             f"no run store at {root} (create one with 'forgetless run --store {root}')"
         )
     store = RunStore(root)
+    if args.runs_command == "reindex":
+        counts = store.reindex()
+        found = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
+        print(f"rebuilt {root / 'index.sqlite'} from the run folders: {found}")
+        return 0
     if args.runs_command == "ls":
         where = {
             k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)
@@ -493,7 +511,7 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.runs_command == "summary":
         from forgetless.sweeps import format_summary, summarise
 
-        complete = [store.result(r["id"]) for r in store.index.find(status="complete")]
+        complete = store.complete_results()
         print(format_summary(summarise(complete), args.format), end="")
         return 0
     if args.runs_command == "show":
@@ -828,7 +846,7 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
     from pathlib import Path
 
     from forgetless.result import Result
-    from forgetless.runs import RunStore, default_store
+    from forgetless.runs import RunStore, default_store, is_store
 
     results = []
     for name in names:
@@ -837,12 +855,11 @@ def _collect_results(names: Sequence[str], store_dir: str | None) -> list:
             results.append(Result.load(path))
         elif (path / "result.json").is_file():
             results.append(Result.load(path / "result.json"))
-        elif (path / "index.sqlite").is_file():
-            store = RunStore(path)
-            results += [store.result(r["id"]) for r in store.index.find(status="complete")]
+        elif is_store(path):
+            results += RunStore(path).complete_results()
         else:
             root = Path(store_dir) if store_dir else default_store()
-            if not (root / "index.sqlite").is_file():
+            if not is_store(root):
                 raise ConfigError(f"{name!r} is not a run folder, a result file or a run store")
             store = RunStore(root)
             results.append(store.result(str(store.locate(name))))
@@ -1028,7 +1045,7 @@ def _cmd_plasticity(args: argparse.Namespace) -> int:
 
     specs = [_strategy_spec(s) for s in (args.strategy or ["finetune"])]
     specs = [(name, coerce_params(name, params)) for name, params in specs]
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(check_positive_int("--threads", args.threads))
     source = data.load(args.data, args.data_dir)
     fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
     runs = []
@@ -1073,7 +1090,7 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
     from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import overlap_forgetting
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(check_positive_int("--threads", args.threads))
     source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
     fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
     records = []
@@ -1148,6 +1165,10 @@ def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
         # The reader went away (`forgetless runs ls | head`): stop quietly, as Unix tools do.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stdout must stay open until exit)
         return 0
+    except OSError as err:  # a folder that cannot be written, a disk that is full, ...
+        where = f": {err.filename}" if err.filename else ""
+        print(f"forgetless: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

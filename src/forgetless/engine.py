@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from forgetless.errors import ConfigError
+from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
+from forgetless.validation import available_device, check_device_name, check_range
 
 OPTIMIZERS = ("sgd", "adam")
 # Mean gain of each trained task's accuracy right after training it over the given model's
@@ -91,10 +92,9 @@ class FitConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_range("lr", self.lr, 0.0, low_open=True)  # finite: lr = inf diverges at once
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_device_name(self.device)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
@@ -210,7 +210,7 @@ def train(
     _check_task_ids(model, strategies, stream)
     if fit.threads is not None:
         torch.set_num_threads(fit.threads)
-    device = torch.device(fit.device)
+    device = available_device(fit.device)
     generator = torch.Generator().manual_seed(seed)
     learner = Learner(model, stream, fit.make_optimizer, device, generator)
     _check_outputs(learner, stream)
@@ -532,6 +532,19 @@ def _check_outputs(learner: Learner, stream: Stream) -> None:
         )
 
 
+def _diverged(sums: torch.Tensor, first_step: int, index: int, epoch: int, fit: FitConfig):
+    """Raise the TrainingError for an epoch whose running loss sums ``sums`` turned non-finite
+    (the sums after each of its steps, which begin at step ``first_step + 1``)."""
+    bad = int((~torch.isfinite(sums)).nonzero()[0])
+    loss = float(sums[bad] - (sums[bad - 1] if bad else 0.0))
+    raise TrainingError(
+        f"the training loss became {loss} at step {first_step + bad + 1} (task {index + 1}, "
+        f"epoch {epoch + 1}): training diverged, and every number after it would be "
+        f"meaningless. Lower the learning rate (lr = {fit.lr:g}) or the strategy's strength, "
+        "or check the inputs for extreme values"
+    )
+
+
 class _Loop:
     """The fit and evaluate steps, with the strategies' overridden hooks resolved once."""
 
@@ -609,20 +622,23 @@ class _Loop:
             bar.refresh()
         learner.model.train()
         for epoch, batches in enumerate(self._epochs(len(data), steps)):
-            total = torch.zeros((), device=learner.device)
-            for idx in batches:
+            # Running sums of the epoch's losses, slot k+1 = slot k + loss k: the same float
+            # additions in the same order as one accumulator, and a NaN or inf stays in every
+            # later slot. So the first non-finite step is found once per epoch, at the .item()
+            # the mean loss needs anyway, with no device sync per step.
+            sums = torch.zeros(len(batches) + 1, device=learner.device).unbind()
+            first_step = self.step
+            for k, idx in enumerate(batches):
                 loss = self._train_step(data, idx, index)
-                total += loss
+                torch.add(sums[k], loss, out=sums[k + 1])
                 bar.update(1)
                 if self.on_event is not None:
                     self._log_loss(index, loss)
+            total = sums[-1].item()
+            if not math.isfinite(total):
+                _diverged(torch.stack(sums[1:]), first_step, index, epoch, fit)
             self.losses.append(
-                {
-                    "task": index,
-                    "epoch": epoch,
-                    "step": self.step,
-                    "loss": total.item() / len(batches),
-                }
+                {"task": index, "epoch": epoch, "step": self.step, "loss": total / len(batches)}
             )
         for hook in self.hooks["after_task"]:
             hook(learner, task)

@@ -11,3 +11,7 @@ class DataError(ForgetlessError):
 
 class ConfigError(ForgetlessError, ValueError):
     """A parameter, scenario, protocol, model or strategy choice is invalid."""
+
+
+class TrainingError(ForgetlessError):
+    """Training cannot go on: the loss became NaN or infinite (the run diverged)."""

@@ -19,6 +19,7 @@ from forgetless.models import build_model
 from forgetless.result import Result
 from forgetless.scenarios import Stream, make_stream
 from forgetless.strategies import Strategy, coerce_params, make_strategies
+from forgetless.validation import check_run_fields
 
 _FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
 
@@ -70,6 +71,7 @@ class RunConfig:
     trained_tasks: int = 0
 
     def __post_init__(self) -> None:
+        check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.strategy, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -10,6 +11,7 @@ from typing import Any
 
 from forgetless import metrics
 from forgetless.errors import ConfigError
+from forgetless.json_file import loads_json
 
 FORMAT_VERSION = 1
 
@@ -99,26 +101,41 @@ class Result:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Result:
+    def from_dict(cls, data: dict[str, Any], source: str | Path = "result") -> Result:
+        """A Result from plain data, checked as untrusted input: each field must have its type
+        and the matrices their shape (square, one column per task, fractions in [0, 1]), else
+        a ConfigError naming ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: not a forgetless result (not a JSON object)")
         version = data.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(
-                f"result format {version} is not supported (this forgetless reads {FORMAT_VERSION})"
+                f"{source}: result format {version!r} is not supported (this forgetless reads "
+                f"{FORMAT_VERSION})"
             )
         names = {f.name for f in fields(cls)}
         missing = [
             f.name for f in fields(cls) if f.name not in data and f.default is f.default_factory
         ]
         if missing:
-            raise ConfigError(f"not a forgetless result: missing {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+            raise ConfigError(f"{source}: not a forgetless result: missing {', '.join(missing)}")
+        values = {k: v for k, v in data.items() if k in names}
+        _check_fields(values, source)
+        return cls(**values)
 
     @classmethod
-    def from_json(cls, text: str) -> Result:
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"not valid JSON: {err}") from err
+    def from_json(cls, text: str | bytes, source: str | Path = "result") -> Result:
+        """A Result from JSON text; invalid JSON, a checksum that does not match, or a field of
+        the wrong type is a ConfigError naming ``source``."""
+        data = loads_json(text, source)
+        if isinstance(data, dict) and "checksum" in data:
+            stored = data.pop("checksum")
+            if stored != json_checksum(data):
+                raise ConfigError(
+                    f"{source} is corrupt: its content does not match its checksum (it was "
+                    "changed or damaged after it was written)"
+                )
+        return cls.from_dict(data, source)
 
     def save(self, path: str | Path) -> Path:
         """Write ``result.json`` (or the given file path)."""
@@ -131,12 +148,17 @@ class Result:
 
     @classmethod
     def load(cls, path: str | Path) -> Result:
+        """Read ``result.json`` (or the given file), its checksum verified if it has one."""
         path = Path(path)
         if path.is_dir():
             path = path / "result.json"
         if not path.exists():
             raise ConfigError(f"no result at {path}")
-        return cls.from_json(path.read_text())
+        try:
+            text = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"cannot read the result {path}: {err.strerror or err}") from None
+        return cls.from_json(text, path)
 
     def table(self) -> str:
         """The accuracy matrix as a text table, in percent, with the random-init row."""
@@ -258,3 +280,90 @@ def _points(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def json_checksum(data: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of ``data`` (without a ``checksum`` key) in canonical JSON: the checksum
+    the run store writes into ``result.json`` (see :mod:`forgetless.runs.files`)."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    canonical = json.dumps(json.loads(json.dumps(body)), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_fields(values: dict[str, Any], source: str | Path) -> None:
+    def fail(name: str, expected: str) -> ConfigError:
+        got = values[name]
+        shown = repr(got) if len(repr(got)) < 60 else f"a {type(got).__name__}"
+        return ConfigError(f"{source}: {name} must be {expected}, got {shown}")
+
+    def is_fraction(v: Any) -> bool:
+        return (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and 0 <= v <= 1
+        )
+
+    matrix = values["accuracy_matrix"]
+    if not isinstance(matrix, list) or not matrix or not all(isinstance(r, list) for r in matrix):
+        raise fail("accuracy_matrix", "a list of rows (lists of accuracies)")
+    T = len(matrix)
+    shape = f"a square {T} x {T} matrix of accuracies in [0, 1]"
+    if any(len(row) != T or not all(is_fraction(v) for v in row) for row in matrix):
+        raise fail("accuracy_matrix", shape)
+    aware = values.get("task_aware_matrix")
+    if aware is not None and (
+        not isinstance(aware, list)
+        or len(aware) != T
+        or any(
+            not isinstance(r, list) or len(r) != T or not all(is_fraction(v) for v in r)
+            for r in aware
+        )
+    ):
+        raise fail("task_aware_matrix", f"null or {shape}")
+
+    def is_perplexity(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0  # NaN fails
+
+    perplexity = values.get("perplexity_matrix")
+    if perplexity is not None and (
+        not isinstance(perplexity, list)
+        or len(perplexity) != T
+        or any(
+            not isinstance(r, list) or len(r) != T or not all(map(is_perplexity, r))
+            for r in perplexity
+        )
+    ):
+        raise fail("perplexity_matrix", f"null or a square {T} x {T} matrix of perplexities")
+    base_perplexity = values.get("baseline_perplexity")
+    if base_perplexity is not None and (
+        not isinstance(base_perplexity, list)
+        or len(base_perplexity) != T
+        or not all(map(is_perplexity, base_perplexity))
+    ):
+        raise fail("baseline_perplexity", f"null or {T} perplexities, one per task")
+    baseline = values["baseline"]
+    if not isinstance(baseline, list) or len(baseline) != T or not all(map(is_fraction, baseline)):
+        raise fail("baseline", f"{T} accuracies in [0, 1], one per task")
+    names = values["task_names"]
+    if not isinstance(names, list) or len(names) != T or not all(isinstance(n, str) for n in names):
+        raise fail("task_names", f"{T} names, one per task")
+    for name in ("scenario", "protocol", "strategy"):
+        if not isinstance(values[name], str):
+            raise fail(name, "a string")
+    if not isinstance(values["seed"], int) or isinstance(values["seed"], bool):
+        raise fail("seed", "an integer")
+    kinds = {
+        "config": dict,
+        "curves": list,
+        "losses": list,
+        "timings": dict,
+        "environment": dict,
+        "peak_memory_mb": (int, float),
+        "strategy_state_bytes": int,
+        "model_size": list,
+        "strategy_reports": dict,
+    }
+    for name, kind in kinds.items():
+        if name in values and not isinstance(values[name], kind):
+            raise fail(name, f"a {getattr(kind, '__name__', 'number')}")

@@ -30,14 +30,13 @@ restarts where it was; one that was interrupted continues from its last task.
 
 from __future__ import annotations
 
-import ctypes
 import difflib
 import itertools
 import json
 import math
 import multiprocessing
+import os
 import random
-import signal
 import statistics
 import sys
 import time
@@ -50,6 +49,7 @@ from typing import Any
 from forgetless.errors import ConfigError
 from forgetless.experiment import NON_RESULT_FIELDS, RunConfig, config_from_flat, config_hash
 from forgetless.toml_file import read_toml
+from forgetless.worker import die_with_parent
 
 _TOP_KEYS = ("seeds", "sample_seed", "base", "grid", "random")
 _DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
@@ -105,7 +105,7 @@ def sweep_from_dict(spec: dict[str, Any], where: str = "sweep") -> Sweep:
         label = f"{where} [[{kind}]] #{n}"
         if kind == "grid":
             _check_keys(block, label)
-            settings = _grid(block)
+            settings = _grid(block, label)
         else:
             settings = _random(block, rng, label)
         for setting in settings:
@@ -116,15 +116,19 @@ def sweep_from_dict(spec: dict[str, Any], where: str = "sweep") -> Sweep:
 _LIST_FIELDS = ("hidden", "class_order")
 
 
-def _grid(block: dict[str, Any]) -> list[dict[str, Any]]:
+def _grid(block: dict[str, Any], label: str = "[[grid]]") -> list[dict[str, Any]]:
     """The product of the block's lists. ``hidden`` and ``class_order`` take lists as values,
-    so for them only a list of lists varies."""
+    so for them only a list of lists varies. An empty list would make the product empty (a
+    sweep that runs nothing), so it is an error."""
     axes = []
     for key, value in block.items():
-        if key in _LIST_FIELDS:
-            varies = (
-                isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
+        if isinstance(value, list) and not value:
+            raise ConfigError(
+                f"{label}: {key} = [] gives no values, so the grid would run nothing; list at "
+                "least one value, or remove the key"
             )
+        if key in _LIST_FIELDS:
+            varies = isinstance(value, list) and all(isinstance(v, list) for v in value)
         else:
             varies = isinstance(value, list)
         axes.append(value if varies else [value])
@@ -152,7 +156,13 @@ def _draw(value: Any, rng: random.Random, label: str) -> Any:
         )
     kind, args = next(iter(value.items()))
     if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{label}: choice needs a non-empty list of values, got {args!r}")
         return rng.choice(args)
+    numbers = isinstance(args, list) and len(args) == 2
+    numbers = numbers and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    if not numbers or not all(math.isfinite(a) for a in args) or args[0] > args[1]:
+        raise ConfigError(f"{label}: {kind} needs [low, high], two finite numbers, got {args!r}")
     low, high = args
     if kind == "uniform":
         return rng.uniform(low, high)
@@ -213,13 +223,15 @@ def run_sweep(
         keep_weights: keep each run's weights after every task (``False``: see
             :class:`~forgetless.runs.RunStore`; a stopped run still resumes).
     """
-    from forgetless.runs import RunStore
+    from forgetless.runs import RunStore, check_runnable
 
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     runs = sweep.runs()
+    for config in runs:  # before the store is created or touched
+        check_runnable(config)
     run_store = RunStore(store)
     report = SweepReport(total=len(runs))
     pending = []
@@ -252,30 +264,26 @@ def run_sweep(
 def execute_one(
     config_data: dict[str, Any], store: str, keep_weights: bool = True
 ) -> tuple[str, str | None]:
-    """Run one config into the store (in a worker process); returns ``(run id, error)``."""
+    """Run one config into the store (in a worker process); returns ``(run id, error)``.
+
+    A run another process is writing (an overlapping sweep) is waited for, with a line on
+    stderr naming the holder; then its result is taken as it is, or, if the holder died, the
+    run is continued here. Each process writes one run at a time, so waiting cannot deadlock.
+    """
     from forgetless.runs import RunStore
 
     config = RunConfig.from_dict(config_data)
     run_store = RunStore(store, keep_weights)
     run_id = run_store.run_id(config)
     try:
-        run_store.execute(config)
+        run_store.execute(config, on_wait=_say)
     except Exception as err:  # one bad run must not stop the sweep; it is reported
         return run_id, f"{type(err).__name__}: {err}"
     return run_id, None
 
 
-def _die_with_parent() -> None:
-    """Worker initialiser: on Linux, ask the kernel to kill this worker when its parent dies,
-    so that a sweep killed with -9 leaves no orphan still writing a run that a restarted sweep
-    is about to resume."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+def _say(message: str) -> None:
+    print(f"forgetless: {message}", file=sys.stderr, flush=True)
 
 
 def _run_local(pending, store, workers, address, keep_weights=True):
@@ -285,7 +293,9 @@ def _run_local(pending, store, workers, address, keep_weights=True):
     # Workers are reused: starting a process (importing torch, loading the data) costs more than
     # a small run. Nothing a run leaves behind changes the next one's numbers (each seeds its
     # own generators; peak memory is counted per run).
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    )
     try:
         futures = [pool.submit(execute_one, c.to_dict(), store, keep_weights) for c in pending]
         for future in as_completed(futures):

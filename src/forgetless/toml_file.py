@@ -8,15 +8,26 @@ from typing import Any
 import tomllib
 
 from forgetless.errors import ConfigError
+from forgetless.json_file import check_depth
 
 
 def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """The parsed contents of ``path``; a missing or malformed file is a :class:`ConfigError`
-    that says which ``what`` it was."""
+    """The parsed contents of ``path``; a missing, unreadable, malformed or absurdly nested
+    file is a :class:`ConfigError` that says which ``what`` it was."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no {what} {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"the {what} {path} is a folder, not a TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read the {what} {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML nested too deep to read") from None
+    check_depth(data, path)
+    return data

@@ -6,7 +6,23 @@ from dataclasses import dataclass, field
 
 import torch
 
-from forgetless.errors import ConfigError
+from forgetless.errors import ConfigError, DataError
+
+
+def check_finite(values: torch.Tensor, name: str) -> None:
+    """Raise a DataError naming ``name`` if the float tensor ``values`` holds NaN or infinity
+    (one pass over the data; integer tensors cannot). A single NaN input makes every loss NaN
+    and every later number meaningless, so it is refused where the data comes in."""
+    if not values.is_floating_point() and not values.is_complex():
+        return
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        count = int(bad.sum())
+        row = int(bad.reshape(len(values), -1).any(dim=1).nonzero()[0]) if values.ndim else 0
+        raise DataError(
+            f"{name} holds {count} NaN or infinite value(s) (the first in row {row}); "
+            "replace or drop those examples before training"
+        )
 
 
 @dataclass(frozen=True)

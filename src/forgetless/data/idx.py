@@ -29,31 +29,96 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 
-def read_idx_bytes(path: Path) -> bytes:
-    """The uncompressed content of the IDX file at ``path``.
+#: The most element bytes an IDX header may announce. The largest files of the format in use
+#: (EMNIST ByClass) hold 0.55 GB; a header announcing more is corrupt or crafted.
+MAX_IDX_BYTES = 2**30
 
-    A file starting with the gzip magic bytes is decompressed whatever its suffix.
+#: Deflate never compresses better than about 1032:1, so a gzip file of n bytes cannot hold more
+#: than this many times n uncompressed bytes (plus a little for its own header).
+MAX_DEFLATE_RATIO = 1032
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The uncompressed content of the IDX file at ``path``: its header, and at most the data
+    bytes that header announces.
+
+    A file starting with the gzip magic bytes is decompressed whatever its suffix. The stream is
+    decompressed only as far as the header says the data reaches (plus one byte, to tell a
+    file with trailing garbage), so a small gzip of zeros claiming gigabytes cannot make the
+    process allocate them ("gzip bomb"): memory stays bounded by the header's claim, itself
+    capped at :data:`MAX_IDX_BYTES` and at what the compressed size can hold.
 
     Returns:
-        the raw IDX bytes (header and data).
+        the raw IDX bytes (header and data); a short file comes back short, for
+        :func:`parse_idx` to report.
 
     Raises:
-        DataError: the file cannot be read, or it is a corrupt or truncated gzip stream.
+        DataError: the file cannot be read, it is a corrupt or truncated gzip stream, its header
+            announces more data than the format allows, or data follows the announced end.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            if not compressed:
+                return _read_bounded(raw, path, size, limit=None)
+            limit = MAX_DEFLATE_RATIO * size + 1024
+            try:
+                with gzip.GzipFile(fileobj=raw) as stream:
+                    return _read_bounded(stream, path, size, limit)
+            except (OSError, EOFError, zlib.error) as err:
+                raise DataError(
+                    f"{path}: corrupt gzip stream ({err}); the file is damaged or was only "
+                    "partly downloaded, replace it with a fresh copy"
+                ) from err
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err}") from err
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as err:
+
+
+def _read_bounded(stream, path: Path, size: int, limit: int | None) -> bytes:
+    """Header then data from ``stream``, no more than the header announces; ``limit`` bounds
+    what a compressed file of ``size`` bytes can hold (``None``: ``stream`` is the raw file)."""
+    head = stream.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES or not head[3]:
+        return head + stream.read(64)  # parse_idx names what is wrong with so little
+    dtype, ndim = IDX_DTYPES[head[2]], head[3]
+    dims_bytes = stream.read(4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        return head + dims_bytes
+    dims = tuple(int(d) for d in np.frombuffer(dims_bytes, dtype=">u4"))
+    expected = math.prod(dims) * dtype.itemsize
+    shape = "x".join(str(d) for d in dims)
+    if expected > MAX_IDX_BYTES:
         raise DataError(
-            f"{path}: corrupt gzip stream ({err}); the file is damaged or was only partly "
-            "downloaded, replace it with a fresh copy"
-        ) from err
+            f"{path}: the IDX header announces {shape} elements of {dtype.itemsize} byte(s) = "
+            f"{expected} data bytes, more than the {MAX_IDX_BYTES} this reader accepts; the "
+            "file is corrupt or not an IDX file"
+        )
+    header_size = 4 + 4 * ndim
+    available = size - header_size if limit is None else limit
+    if expected > available:
+        what = "the file has" if limit is None else f"a gzip file of {size} bytes can hold"
+        raise DataError(
+            f"{path}: truncated IDX file: the header says {shape} elements of "
+            f"{dtype.itemsize} byte(s) = {expected} data bytes, but {what} only {available} "
+            "after the header; replace the file"
+        )
+    if limit is None and expected < available:
+        raise DataError(
+            f"{path}: trailing garbage after IDX data: the header says {shape} elements of "
+            f"{dtype.itemsize} byte(s) = {expected} data bytes, but {available} follow the "
+            "header; replace the file"
+        )
+    data = stream.read(expected)
+    if len(data) == expected and stream.read(1):  # also makes gzip check its CRC at the end
+        raise DataError(
+            f"{path}: trailing garbage after IDX data: the header says {shape} elements of "
+            f"{dtype.itemsize} byte(s) = {expected} data bytes, but more follow; replace the "
+            "file"
+        )
+    return head + dims_bytes + data
 
 
 def sha256_hex(data: bytes) -> str:

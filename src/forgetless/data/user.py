@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from forgetless.data.arrays import ArraySet, SourceData
+from forgetless.data.arrays import ArraySet, SourceData, check_finite
 from forgetless.errors import ConfigError
+from forgetless.validation import check_range
 
 
 def as_tensor(values: Any, name: str) -> torch.Tensor:
@@ -45,9 +46,18 @@ def from_arrays(
     Returns:
         SourceData ready for any scenario builder.
     """
+    if scale is not None:
+        scale = check_range("scale", scale, 0.0, low_open=True)  # finite: inf makes inputs inf
     sets = []
     for split, (x, y) in {"train": (x_train, y_train), "test": (x_test, y_test)}.items():
         xt, yt = as_tensor(x, f"x_{split}"), as_tensor(y, f"y_{split}")
+        if len(xt) == 0 or len(yt) == 0:
+            raise ConfigError(
+                f"the {split} set is empty (x_{split} has {len(xt)} rows, y_{split} "
+                f"{len(yt)}); every task needs examples to {'fit' if split == 'train' else 'measure'}"
+            )
+        check_finite(xt, f"x_{split}")
+        check_finite(yt, f"y_{split}")
         if yt.is_floating_point() and not torch.equal(yt, yt.round()):
             raise ConfigError(f"y_{split} must hold integer class labels, got non-integer floats")
         if len(yt) and int(yt.min()) < 0:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from forgetless.errors import DataError
+
 COLUMNS = (
     "id",
     "config_hash",
@@ -53,28 +55,69 @@ CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
 """
 
 
+class IndexCorrupt(DataError):
+    """The index file is not a readable SQLite database, or was deleted while in use (it can be
+    rebuilt from the run folders)."""
+
+
 class RunIndex:
-    """Rows of ``runs`` in the SQLite file ``path`` (created if missing)."""
+    """Rows of ``runs`` in the SQLite file ``path`` (created if missing).
+
+    The index is a cache of what the run folders hold (see
+    :meth:`forgetless.runs.RunStore.reindex`): a damaged file raises :class:`IndexCorrupt`,
+    which the store answers by rebuilding it."""
 
     def __init__(self, path: str | Path, timeout: float = 60.0):
         self.path = Path(path)
         self.timeout = timeout
-        with self._connect() as db:
+        with self._connect(create=True) as db:
+            if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             have = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if set(COLUMNS) - have - {"pid", "host"}:
+                raise sqlite3.DatabaseError("its table of runs lacks columns")
             for name, kind in (("pid", "INTEGER"), ("host", "TEXT")):  # stores made before
                 if name not in have:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        if not create and not self.path.exists():  # deleted while open: connecting would
+            # create an empty file without the table, and the rows would be lost unnoticed
+            raise IndexCorrupt(f"the run index {self.path} was deleted")
+        try:
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.OperationalError as err:
+            raise DataError(f"cannot open the run index {self.path}: {err}") from None
         db.row_factory = sqlite3.Row
         try:
             yield db
+        except sqlite3.OperationalError as err:  # locked past the timeout, disk full, ...
+            raise DataError(f"the run index {self.path}: {err}") from None
+        except sqlite3.DatabaseError as err:  # not a database, or a malformed one
+            raise IndexCorrupt(
+                f"the run index {self.path} is corrupt ({err}); `forgetless runs reindex "
+                f"--store {self.path.parent}` rebuilds it from the run folders"
+            ) from None
         finally:
             db.close()
+
+    def replace_all(self, rows: list[dict[str, Any]]) -> None:
+        """Make the rows exactly ``rows`` (each with at least ``id``, ``config_hash`` and
+        ``status``), in one transaction: readers see the old index or the new one."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM runs")
+            for row in rows:
+                unknown = set(row) - set(COLUMNS)
+                if unknown:
+                    raise ValueError(f"unknown index columns: {sorted(unknown)}")
+                names = ", ".join(row)
+                marks = ", ".join("?" for _ in row)
+                db.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", tuple(row.values()))
+            db.execute("COMMIT")
 
     def upsert(self, run_id: str, **fields: Any) -> None:
         """Create the row ``run_id`` with ``fields``, or update it if it exists (``updated`` is

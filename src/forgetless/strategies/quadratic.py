@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner, trainable_parameters
 from forgetless.scenarios.stream import Task
+from forgetless.state import restorable
 from forgetless.strategies.base import Strategy
 from forgetless.validation import check_range
 
@@ -193,6 +194,7 @@ class QuadraticPenalty(Strategy):
         return {k: getattr(self, k) for k in accepted if k in vars(self)}
 
 
+@restorable("MergedQuadratic")
 class _Merged:
     """The per-task terms as one quadratic: ``sum_t Omega_t (theta - theta*_t)^2 =
     Omega (theta - m)^2 + C`` (see the module docstring), by parameter name."""
