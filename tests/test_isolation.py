@@ -297,7 +297,7 @@ def test_packnet_freezes_normalisation_and_handles_layers_without_bias():
 # Protocol pairings and resuming
 
 
-@pytest.mark.parametrize("strategy", ["pnn", "packnet"])
+@pytest.mark.parametrize("strategy", ["pnn", "packnet", "hat", "hypermask"])
 def test_task_id_methods_without_the_task_or_a_router_are_clear_errors(strategy, capsys):
     stream = make_stream("split-digits", seed=0, protocol="class")
     model = build_model("mlp", stream.input_shape, stream.num_outputs, [16], seed=0)
@@ -324,7 +324,15 @@ def _crash_after(task: int):
 
 @pytest.mark.parametrize(
     ("strategy", "params", "keep"),
-    [("pnn", {}, False), ("pnn+ewc", {"lam": 100.0}, True), ("packnet", {}, True)],
+    [
+        ("pnn", {}, False),
+        ("pnn+ewc", {"lam": 100.0}, True),
+        ("packnet", {}, True),
+        ("hat", {}, True),
+        ("hat+ewc", {"lam": 100.0}, False),
+        ("hypermask", {"lam_target": 0.03}, True),
+        pytest.param("hypermask+ewc", {"lam": 100.0}, False, marks=pytest.mark.slow),
+    ],
 )
 def test_a_grown_model_resumed_after_a_crash_ends_as_if_never_stopped(
     tmp_path, strategy, params, keep
@@ -351,9 +359,10 @@ def test_a_grown_model_resumed_after_a_crash_ends_as_if_never_stopped(
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("strategy", ["pnn", "hat", "hypermask"])
+def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(tmp_path, strategy):
     args = [
-        "run", "--scenario", "split-digits", "--protocol", "task", "--strategy", "pnn",
+        "run", "--scenario", "split-digits", "--protocol", "task", "--strategy", strategy,
         "--hidden", "32,32", "--iterations", "300", "--optimizer", "adam", "--lr", "0.005",
         "--threads", "1", "--no-progress", "--seed", "4", "--store", str(tmp_path),
     ]  # fmt: skip
@@ -378,6 +387,6 @@ def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(tmp
     folder = tmp_path / row["id"]
     assert main(["run", "--resume", str(folder), "--json"]) == 0
     resumed = json.loads((folder / "result.json").read_text())
-    expected = run(RunConfig(**{**QUICK, "iterations": 300}, strategy="pnn", seed=4))
+    expected = run(RunConfig(**{**QUICK, "iterations": 300}, strategy=strategy, seed=4))
     assert resumed["accuracy_matrix"] == expected.accuracy_matrix
     assert resumed["model_size"] == expected.model_size

@@ -102,9 +102,9 @@ def test_si_warns_that_a_learnt_task_has_no_path_integral(learnt):
     assert si.accuracy_matrix == finetune.accuracy_matrix  # no importance: exactly fine-tuning
 
 
-@pytest.mark.parametrize("name", ["gss", "icarl", "joint", "pnn", "packnet"])
+@pytest.mark.parametrize("name", ["gss", "icarl", "joint", "pnn", "packnet", "hat", "hypermask"])
 def test_strategies_that_cannot_start_trained_say_why(name):
-    protocol = "task" if name in ("pnn", "packnet") else None
+    protocol = "task" if name in ("pnn", "packnet", "hat", "hypermask") else None
     stream = make_stream("split-digits", seed=0, protocol=protocol)[:2]
     model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden=[8], seed=0)
     with pytest.raises(ConfigError, match="cannot start from a trained model"):

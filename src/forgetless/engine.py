@@ -615,6 +615,7 @@ class _Loop:
             learner.new_optimizer(keep_state=True)
         steps = self._steps(len(data), data.iterations_scale)
         learner.task_steps = steps
+        learner.epoch_steps = -(-len(data) // fit.batch_size)  # batches per pass over the data
         planned = self._steps(len(task.train))
         if steps != planned:  # joint/cumulative fit more (or less) than the task's own data
             bar.total += steps - planned

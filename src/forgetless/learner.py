@@ -115,6 +115,9 @@ class Learner:
             SI's path integral) must take it from the task's data now, or do without.
         task_steps: optimiser steps planned for the task being fitted (set before its first
             step; PackNet prunes part-way through them).
+        epoch_steps: batches in one pass over the task's training data (the task's steps come
+            in passes of this many, the last pass cut short where the steps run out; HAT anneals
+            its gates within each pass).
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Learner:
         self.generator = generator
         self.task_index = 0
         self.task_steps = 0
+        self.epoch_steps = 0
         # Set by the engine for each training step, before the strategies' hooks run:
         self.new_examples = 0  # rows of the batch that came from the task (before `batch` hooks)
         self.outputs: torch.Tensor | None = None  # the model's unmasked outputs for the batch

@@ -20,6 +20,8 @@ from forgetless.strategies.der import DER, DERPP
 from forgetless.strategies.ewc import EWC, OnlineEWC
 from forgetless.strategies.finetune import Finetune
 from forgetless.strategies.gss import GSS
+from forgetless.strategies.hat import HAT
+from forgetless.strategies.hypermask import HyperMask
 from forgetless.strategies.icarl import ICaRL
 from forgetless.strategies.joint import Cumulative, Joint
 from forgetless.strategies.l2 import L2
@@ -64,6 +66,8 @@ for _cls in (
     ShrinkPerturb,
     PNN,
     PackNet,
+    HAT,
+    HyperMask,
 ):
     register(_cls)
 
@@ -196,6 +200,7 @@ __all__ = [
     "DERPP",
     "EWC",
     "GSS",
+    "HAT",
     "HOOKS",
     "L2",
     "MAS",
@@ -205,6 +210,7 @@ __all__ = [
     "ContinualBackprop",
     "Cumulative",
     "Finetune",
+    "HyperMask",
     "ICaRL",
     "Joint",
     "LwF",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from forgetless.errors import ConfigError
-from forgetless.learner import Learner
+from forgetless.learner import Learner, takes_task_id
 from forgetless.models.masked import NORMALISATION, LayerMask, MaskedNet, masked_layers, to_masked
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.base import Strategy
@@ -148,7 +148,9 @@ class PackNet(Strategy):
         k = learner.task_index
         if k >= FREE:
             raise ConfigError(f"packnet holds at most {FREE} tasks, this is task {k + 1}")
-        if not isinstance(learner.model, MaskedNet):
+        if not (
+            isinstance(learner.model, MaskedNet) and isinstance(learner.model.masks, Ownership)
+        ):
             self._wrap(learner)
         net = learner.model
         if k >= 1:
@@ -172,6 +174,12 @@ class PackNet(Strategy):
         self._step, self._released = 0, False
 
     def _wrap(self, learner: Learner) -> None:
+        if takes_task_id(learner.model):
+            raise ConfigError(
+                f"packnet masks the weights of a plain model, but the model "
+                f"({type(learner.model).__name__}) already takes the task id: another strategy "
+                "wrapped it. Use packnet alone or with a regulariser (packnet+ewc)"
+            )
         body = to_masked(learner.model)
         layers = masked_layers(body)
         if not layers:
@@ -223,9 +231,9 @@ class PackNet(Strategy):
         # Frozen from now on: no optimiser state may move them (momentum, Adam's moments).
         k = learner.task_index
         for layer, own in zip(net.layers.values(), net.masks.owners, strict=True):
-            _zero_optimizer_state(learner.optimizer, layer.weight, own.weight == k)
+            zero_optimizer_state(learner.optimizer, layer.weight, own.weight == k)
             if own.bias is not None:
-                _zero_optimizer_state(learner.optimizer, layer.bias, own.bias == k)
+                zero_optimizer_state(learner.optimizer, layer.bias, own.bias == k)
 
     @torch.no_grad()
     def _release(self, learner: Learner) -> None:
@@ -255,7 +263,7 @@ class PackNet(Strategy):
             weight.view(-1)[released] = 0.0
             mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
             mask[released] = True
-            _zero_optimizer_state(learner.optimizer, weight, mask.view_as(weight))
+            zero_optimizer_state(learner.optimizer, weight, mask.view_as(weight))
         ownership.changed()
 
     def report(self, learner: Learner) -> dict[str, Any] | None:
@@ -301,7 +309,7 @@ def _freeze_shared(net: MaskedNet) -> None:
         net.train(net.training)
 
 
-def _zero_optimizer_state(
+def zero_optimizer_state(
     optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor
 ) -> None:
     """Zero the per-weight optimiser buffers (momentum, Adam's moments) of ``param`` where
