@@ -64,3 +64,10 @@ def test_bad_matrices_are_rejected(bad):
 def test_baseline_length_is_checked():
     with pytest.raises(ConfigError, match="one accuracy per task"):
         metrics.forward_transfer(R, [0.1, 0.2])
+
+
+def test_forgetting_ignores_rows_before_a_task_was_learnt():
+    # Task 1 scores 0.9 by chance before it is trained (row 0), is learnt to 0.8 and kept: the
+    # drop counted is from 0.8, not from the chance score.
+    R_chance = [[0.9, 0.9, 0.5], [0.9, 0.8, 0.5], [0.9, 0.8, 0.7]]
+    assert metrics.forgetting(R_chance) == pytest.approx(0.0)

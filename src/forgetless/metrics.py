@@ -75,15 +75,29 @@ def forward_transfer(R: Matrix, baseline: Sequence[float]) -> float | None:
 def forgetting(R: Matrix) -> float | None:
     """Average forgetting (Chaudhry et al. 2018, "Riemannian Walk", eq. 3-4).
 
-    For each task ``j < T-1``: ``f_j = max_{l in 0..T-2} R[l, j] - R[T-1, j]``, the drop from
-    the best accuracy it ever had to its final one; the metric is the mean of ``f_j``.
+    For each task ``j < T-1``: ``f_j = max_{l in j..T-2} R[l, j] - R[T-1, j]``, the drop from
+    the best accuracy it had once learnt to its final one; the metric is the mean of ``f_j``.
     ``None`` for a single task.
+
+    The paper's maximum runs over every earlier row, ``l in 0..T-2``; rows ``l < j`` come before
+    task ``j`` was trained, and a chance-level score there (50% on a binary task-IL head, or
+    forward transfer) would count as "forgotten" by a method that never changes the task's
+    weights. So the maximum starts at the row where the task was learnt (as Avalanche's
+    forgetting starts from the accuracy after training).
     """
     arr = _square(R)
     if len(arr) < 2:
         return None
-    best = arr[:-1, :-1].max(axis=0)
-    return float(np.mean(best - arr[-1, :-1]))
+    return float(np.mean(_best_since_learnt(arr, np.max) - arr[-1, :-1]))
+
+
+def _best_since_learnt(arr: np.ndarray, best) -> np.ndarray:
+    """For each task ``j < T-1``, ``best`` (``np.max`` or ``np.min``) of ``arr[l, j]`` over the
+    rows ``j <= l <= T-2``: from the row where the task was learnt to the one before last."""
+    before = arr[:-1, :-1]
+    learnt = np.tril(np.ones_like(before, dtype=bool))  # row l >= column j
+    fill = -np.inf if best is np.max else np.inf
+    return best(np.where(learnt, before, fill), axis=0)
 
 
 def learning_accuracy(R: Matrix) -> float:
@@ -138,8 +152,8 @@ def perplexity_summary(P: Matrix) -> dict[str, float | None]:
     - ``perplexity``: the mean final perplexity, ``(1/T) sum_j P[T-1, j]`` (as ACC);
     - ``perplexity_bwt``: ``1/(T-1) sum_{j<T-1} (P[T-1, j] - P[j, j])`` (as BWT, Lopez-Paz and
       Ranzato 2017, eq. 3); positive means forgetting, since perplexity rises as a model forgets;
-    - ``perplexity_forgetting``: the mean over ``j < T-1`` of ``P[T-1, j] - min_{l<T-1} P[l, j]``,
-      the rise from the best perplexity the task ever had (as Chaudhry et al. 2018's forgetting);
+    - ``perplexity_forgetting``: the mean over ``j < T-1`` of ``P[T-1, j] - min_{j<=l<T-1} P[l, j]``,
+      the rise from the best perplexity the task had once learnt (as :func:`forgetting`);
     - ``learning_perplexity``: ``(1/T) sum_j P[j, j]``, each task's perplexity when just learnt.
 
     BWT and forgetting are ``None`` for a single task.
@@ -151,7 +165,7 @@ def perplexity_summary(P: Matrix) -> dict[str, float | None]:
         "perplexity": float(arr[-1].mean()),
         "perplexity_bwt": float(np.mean(arr[-1, :-1] - np.diag(arr)[:-1])) if several else None,
         "perplexity_forgetting": (
-            float(np.mean(arr[-1, :-1] - arr[:-1, :-1].min(axis=0))) if several else None
+            float(np.mean(arr[-1, :-1] - _best_since_learnt(arr, np.min))) if several else None
         ),
         "learning_perplexity": float(np.mean(np.diag(arr))),
     }
