@@ -148,6 +148,7 @@ def train(
     on_task_end: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
     trained_tasks: int = 0,
+    schedule: Sequence[int] | None = None,
     **fit_options,
 ) -> Result:
     """Train ``model`` on ``stream`` task by task and measure the accuracy matrix.
@@ -185,6 +186,11 @@ def train(
             MAS importances, LwF's old model and replay buffers are built from the old data
             without a step on it. Strategies that cannot start so say why before anything runs
             (see :attr:`~forgetless.strategies.Strategy.trained_start_refusal`).
+        schedule: a stream that revisits tasks: the task (index into ``stream.tasks``, from 0)
+            to train in each phase, e.g. ``[0, 1, 0, 1]``; every task at least once. The
+            matrices get a row per phase (``Result.schedule``; metrics as in
+            :mod:`forgetless.metrics`), and snapshots count phases. ``None``: each task once,
+            in order.
 
     Returns:
         A :class:`Result` with the matrix, the baseline, curves, losses and timings; for
@@ -194,6 +200,7 @@ def train(
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
     _check_trained_tasks(trained_tasks, stream, strategies)
+    phases = _check_schedule(schedule, stream, strategies, trained_tasks)
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
             raise ConfigError(
@@ -225,7 +232,7 @@ def train(
                 stacklevel=2,
             )
         s._forgetless_used = True
-    loop = _Loop(learner, strategies, fit, on_event, trained_tasks)
+    loop = _Loop(learner, strategies, fit, on_event, trained_tasks, phases)
 
     _reset_peak_memory(device)
     start = time.perf_counter()
@@ -253,7 +260,7 @@ def train(
                 }
             )
     else:
-        progress = _restore(resume, learner, loop, strategies, len(stream))
+        progress = _restore(resume, learner, loop, strategies, phases)
         progress.setdefault("perplexity", [])  # checkpoints of classification runs lack them
         progress.setdefault("baseline_perplexity", None)
         first = resume.task + 1
@@ -267,10 +274,14 @@ def train(
         file=sys.stderr,
     )
     with bar:
-        for i in range(first, len(stream)):
-            bar.set_postfix_str(f"task {i + 1}/{len(stream)}")
+        for phase in range(first, len(phases)):
+            i = phases[phase]
+            bar.set_postfix_str(
+                f"task {i + 1}/{len(stream)}" if schedule is None
+                else f"phase {phase + 1}/{len(phases)}, task {i + 1}"
+            )  # fmt: skip
             t0 = time.perf_counter()
-            if i < trained_tasks:
+            if phase < trained_tasks:
                 loop.recall_task(i, stream.tasks[i])
             else:
                 loop.fit_task(i, stream.tasks[i], bar)
@@ -290,6 +301,7 @@ def train(
                     {
                         "event": "task",
                         "task": i,
+                        **({} if schedule is None else {"phase": phase}),
                         "step": loop.step,
                         "accuracy": row,
                         "task_aware": aware_row,
@@ -299,7 +311,7 @@ def train(
                     }
                 )
             if on_task_end is not None:
-                on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
+                on_task_end(_snapshot(phase, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
     _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
@@ -335,6 +347,7 @@ def train(
         model_size=progress.get("model_size", []),
         strategy_reports=_reports(learner, strategies),
         environment=_environment(device),
+        schedule=None if schedule is None else list(phases),
     )
 
 
@@ -344,14 +357,15 @@ def _warn_if_barely_learned(
     """Warn when the tasks trained in this run were barely learned: every figure of such a run
     (forgetting above all) describes an untrained model, which looks like "no forgetting" and
     misleads. Tasks of a trained start are not trained here, so they are left out."""
-    trained = range(trained_tasks, len(baseline))
-    if len(matrix) < len(baseline) or not trained:
+    phases = loop.phases  # the task of each row (each task once, unless a schedule revisits)
+    trained = range(trained_tasks, len(phases))
+    if len(matrix) < len(phases) or not trained:
         return
-    gain = sum(matrix[i][i] - baseline[i] for i in trained) / len(trained)
+    gain = sum(matrix[p][phases[p]] - baseline[phases[p]] for p in trained) / len(trained)
     if gain >= BARELY_LEARNED:
         return
-    learned = 100 * sum(matrix[i][i] for i in trained) / len(trained)
-    before = 100 * sum(baseline[i] for i in trained) / len(trained)
+    learned = 100 * sum(matrix[p][phases[p]] for p in trained) / len(trained)
+    before = 100 * sum(baseline[phases[p]] for p in trained) / len(trained)
     # The model may have come trained (a trained start, or a user's checkpoint): what it had
     # before this run is not necessarily a random initialisation.
     start = "the model as given, before this run trained it"
@@ -390,6 +404,41 @@ def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[St
             )
 
 
+def _check_schedule(
+    schedule: Sequence[int] | None,
+    stream: Stream,
+    strategies: list[Strategy],
+    trained_tasks: int,
+) -> list[int]:
+    """The task of each phase: ``schedule`` checked, or each task once, in order."""
+    if schedule is None:
+        return list(range(len(stream)))
+    phases = list(schedule)
+    T = len(stream)
+    if not phases or not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < T for t in phases
+    ):
+        raise ConfigError(
+            f"a schedule lists tasks of the stream by index (0..{T - 1}), one per phase; got "
+            f"{list(schedule)!r}"
+        )
+    missing = sorted(set(range(T)) - set(phases))
+    if missing:
+        raise ConfigError(
+            f"the schedule {phases} never trains task(s) {', '.join(str(t) for t in missing)}; "
+            "every task of the stream must be trained (cut the stream to fewer tasks instead)"
+        )
+    if trained_tasks:
+        raise ConfigError("a trained start (trained_tasks) cannot be combined with a schedule")
+    once = [s.name for s in strategies if not s.revisits]
+    if once and len(set(phases)) != len(phases):
+        raise ConfigError(
+            f"strategy {', '.join(once)} learns each task once (it builds a part or its data "
+            "per task), so it cannot revisit tasks; drop the schedule or the repeat"
+        )
+    return phases
+
+
 def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
     return Snapshot(
         task=task,
@@ -407,7 +456,7 @@ def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
     )
 
 
-def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dict[str, Any]:
+def _restore(snapshot: Snapshot, learner, loop, strategies, phases: list[int]) -> dict[str, Any]:
     """Put the learner, the loop and the strategies back as they were after ``snapshot.task``.
 
     The order matters for models that change: every strategy first rebuilds the structure it
@@ -415,12 +464,13 @@ def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dic
     strategy's state (whose model copies are made from the rebuilt model), then the optimiser,
     built over the rebuilt model's trainable parameters.
     """
-    if not 0 <= snapshot.task < n_tasks or len(snapshot.strategies) != len(strategies):
+    if not 0 <= snapshot.task < len(phases) or len(snapshot.strategies) != len(strategies):
         raise ConfigError(
             f"the checkpoint (after task {snapshot.task + 1}, {len(snapshot.strategies)} "
-            f"strategies) does not fit this run ({n_tasks} tasks, {len(strategies)} strategies)"
+            f"strategies) does not fit this run ({len(phases)} tasks, {len(strategies)} "
+            "strategies)"
         )
-    learner.task_index = snapshot.task
+    learner.task_index = phases[snapshot.task]
     for strategy, state in zip(strategies, snapshot.strategies, strict=True):
         strategy.rebuild(learner, state)
     learner.record_initial_values()
@@ -555,9 +605,11 @@ class _Loop:
         fit: FitConfig,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         trained_tasks: int = 0,
+        phases: list[int] | None = None,
     ):
         self.learner = learner
         self.trained_tasks = trained_tasks
+        self.phases = list(range(len(learner.stream))) if phases is None else phases
         self.on_event = on_event
         self._window: torch.Tensor | None = None  # losses since the last "loss" event
         self._window_steps = 0
@@ -573,8 +625,8 @@ class _Loop:
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
-        tasks = self.learner.stream.tasks[self.trained_tasks :]
-        return sum(self._steps(len(task.train)) for task in tasks)
+        tasks = self.learner.stream.tasks
+        return sum(self._steps(len(tasks[i].train)) for i in self.phases[self.trained_tasks :])
 
     def _steps(self, examples: int, iterations_scale: int = 1) -> int:
         """Optimiser steps to fit ``examples`` examples under the epochs or iterations budget."""

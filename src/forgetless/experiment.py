@@ -17,11 +17,17 @@ from forgetless.engine import FitConfig, Snapshot, train
 from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
-from forgetless.scenarios import Stream, make_stream
+from forgetless.scenarios import PRESETS, Stream, make_stream
+from forgetless.scenarios.presets import Loop
 from forgetless.strategies import Strategy, coerce_params, make_strategies
-from forgetless.validation import check_run_fields
+from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
 _FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
+#: The loop settings a scenario preset fills in where the config leaves them ``None``.
+LOOP_FIELDS = tuple(f.name for f in fields(Loop))
+_OPTIMIZER_FIELDS = ("optimizer", "lr", "momentum")
+#: The learning rate an optimiser gets when it is named without one.
+USUAL_LR = {"sgd": FitConfig.lr, "adam": 1e-3}
 
 
 @dataclass
@@ -35,10 +41,25 @@ class RunConfig:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
 
+    The loop settings ``epochs``, ``iterations``, ``batch_size``, ``optimizer``, ``lr`` and
+    ``momentum`` left ``None`` are the scenario's (``PRESETS[scenario].loop``, settings that
+    learn it); :meth:`resolved` fills them in, and what a run records (``config.json``,
+    ``Result.config``) and hashes into its id is the resolved config. Two groups go
+    together: giving ``epochs`` or ``iterations`` replaces the preset's budget as a whole
+    (``epochs=3`` on a preset that counts iterations trains 3 epochs), and giving any of
+    ``optimizer``, ``lr``, ``momentum`` replaces the preset's optimiser as a whole, the
+    others being the plain defaults (``lr=0.1`` alone is SGD at 0.1; ``optimizer="adam"``
+    alone is Adam at 1e-3, :data:`USUAL_LR`).
+
     A trained start: ``weights`` (a safetensors or ``torch.save`` state dict, read without
     unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
     of the stream's first tasks it has already learnt (evaluated, not trained; see
     :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
+
+    A stream that revisits its tasks: ``repeat=N`` trains the tasks in order ``N`` times
+    (A, B, A, B for two tasks and ``N = 2``; each visit fits the full budget), or
+    ``schedule`` lists the task of each phase by index from 0 (``[0, 1, 0, 1]``; the CLI's
+    ``--schedule`` counts from 1, as its tables do). The matrix then has a row per phase.
     """
 
     scenario: str = "split-digits"
@@ -53,12 +74,12 @@ class RunConfig:
     strategy: str = "finetune"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    epochs: int = FitConfig.epochs
-    iterations: int | None = FitConfig.iterations
-    batch_size: int = FitConfig.batch_size
-    optimizer: str = FitConfig.optimizer
-    lr: float = FitConfig.lr
-    momentum: float = FitConfig.momentum
+    epochs: int | None = None
+    iterations: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
     reset_optimizer: bool = FitConfig.reset_optimizer
     eval_every: int | None = FitConfig.eval_every
     log_every: int = FitConfig.log_every
@@ -69,6 +90,8 @@ class RunConfig:
     retain_raw_data: bool = FitConfig.retain_raw_data
     weights: str | None = None
     trained_tasks: int = 0
+    repeat: int | None = None
+    schedule: list[int] | None = None
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -96,10 +119,55 @@ class RunConfig:
             from forgetless.data.text import parse_tokenizer
 
             parse_tokenizer(self.tokenizer)
+        if self.repeat is not None:
+            check_positive_int("repeat", self.repeat)
+            if self.repeat == 1:  # each task once: the same run as without a repeat, one id
+                self.repeat = None
+        if self.schedule is not None:
+            check_int_list("schedule", self.schedule)
+            if not self.schedule or min(self.schedule) < 0:
+                raise ConfigError(
+                    f"schedule lists task indices from 0, one per phase; got {self.schedule!r}"
+                )
+            if self.repeat is not None:
+                raise ConfigError("give repeat or schedule, not both")
+
+    def phases(self, n_tasks: int) -> list[int] | None:
+        """The task of each training phase for a stream of ``n_tasks`` tasks, or ``None``
+        for each task once, in order."""
+        if self.schedule is not None:
+            return list(self.schedule)
+        if self.repeat is not None and self.repeat > 1:
+            return list(range(n_tasks)) * self.repeat
+        return None
+
+    def resolved(self) -> RunConfig:
+        """This config with every loop setting left ``None`` taken from the scenario preset
+        (see the class docstring). A resolved config resolves to itself, so a stored
+        ``config.json`` (always resolved) keeps its run id."""
+        preset = PRESETS.get(self.scenario)
+        loop = preset.loop if preset is not None else Loop()
+        values = {name: getattr(loop, name) for name in LOOP_FIELDS if getattr(self, name) is None}
+        if self.epochs is not None or self.iterations is not None:
+            values.pop("iterations", None)  # the user's budget, not the preset's
+        if any(getattr(self, name) is not None for name in _OPTIMIZER_FIELDS):
+            # A learning rate belongs to its optimiser: with any of the three given, the
+            # others are the plain defaults (SGD, its usual rate), not the preset's.
+            optimizer = self.optimizer or FitConfig.optimizer
+            values["optimizer"] = optimizer
+            values["lr"] = self.lr if self.lr is not None else USUAL_LR.get(optimizer, loop.lr)
+            values["momentum"] = self.momentum if self.momentum is not None else 0.0
+            for name in _OPTIMIZER_FIELDS:
+                if getattr(self, name) is not None:
+                    values.pop(name)
+        if not values:
+            return self
+        return RunConfig(**{**self.to_dict(), **values})
 
     def fit_config(self) -> FitConfig:
-        """The loop settings as a :class:`FitConfig`."""
-        return FitConfig(**{name: getattr(self, name) for name in _FIT_FIELDS})
+        """The loop settings as a :class:`FitConfig`, the preset's where none are given."""
+        config = self.resolved()
+        return FitConfig(**{name: getattr(config, name) for name in _FIT_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,13 +216,19 @@ def load_config(path: str | Path) -> RunConfig:
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
 #: Fields added after runs were first stored: they enter the hash only when set, so every run
 #: stored before them keeps its id (and a sweep finds it complete).
-HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights")
+HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights", "repeat", "schedule")
 
 
 def config_hash(config: RunConfig) -> str:
     """A short hash of everything that decides a run's numbers (16 hex digits): two configs
-    with the same hash give the same result on the same machine."""
-    data = config.to_dict()
+    with the same hash give the same result on the same machine.
+
+    It is the hash of the *resolved* config (:meth:`RunConfig.resolved`): a loop setting the
+    preset filled in counts as its value, exactly as if it had been given, so a config and
+    its resolved form (what ``config.json`` holds) have one id. Fields added after runs were
+    first stored enter the hash only when set (:data:`HASHED_WHEN_SET`), so adding a field
+    never renames a stored run."""
+    data = config.resolved().to_dict()
     for name in NON_RESULT_FIELDS:
         data.pop(name, None)
     for name in HASHED_WHEN_SET:
@@ -223,6 +297,7 @@ def run(
         config = RunConfig.from_dict(options)
     elif options:
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
+    config = config.resolved()  # the result records the settings the run was trained with
     stream, model, strategies = prepare(config)
     return train(
         stream,
@@ -235,6 +310,7 @@ def run(
         on_task_end=on_task_end,
         resume=resume,
         trained_tasks=config.trained_tasks,
+        schedule=config.phases(len(stream)),
     )
 
 

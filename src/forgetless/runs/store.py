@@ -7,7 +7,8 @@ Layout of a store folder::
                                    the folders, rebuilt from them when missing or corrupt
       RUN_ID/
         lock                       held (flock) by the one process writing the run
-        config.json                the whole RunConfig, with its checksum
+        config.json                the whole RunConfig, resolved (the preset's loop settings
+                                   written out), with its checksum
         events.jsonl               records as they happen (one JSON object per line)
         checkpoints/
           model-task-1.safetensors ...   the weights after each task (plain safetensors;
@@ -204,6 +205,7 @@ class RunStore:
             if name not in LOGGERS:
                 raise ConfigError(f"unknown logger {name!r}; known: {', '.join(LOGGERS)}")
         check_runnable(config)
+        config = config.resolved()  # config.json holds the settings the run is trained with
         run_id = self.run_id(config)
         folder = self.folder(run_id)
         if not rerun and (folder / "result.json").exists():
@@ -544,8 +546,8 @@ def _complete_row(config: RunConfig, result: Result, folder: Path) -> dict[str, 
         "strategy": config.strategy,
         "seed": config.seed,
         "status": "complete",
-        "tasks_done": result.num_tasks,
-        "n_tasks": result.num_tasks,
+        "tasks_done": result.num_phases,  # with a schedule, "tasks" counts training phases
+        "n_tasks": result.num_phases,
         "acc": m["acc"],
         "bwt": m["bwt"],
         "fwt": m["fwt"],
