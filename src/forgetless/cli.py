@@ -213,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         "options given here override it",
     )
     g = run.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        help="this run's folder: config.json, events.jsonl and checkpoints as it goes, "
+        "result.json at the end (as a run in a store); --resume DIR continues it",
+    )
     g.add_argument(
         "--store",
         metavar="DIR",
@@ -231,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the stored run in RUN_DIR from its last completed task (its config.json "
-        "decides everything; other options are ignored)",
+        help="continue the run in RUN_DIR (of a store, or written with --out) from its last "
+        "completed task (its config.json decides everything; other options are ignored)",
     )
     g.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
@@ -411,14 +416,12 @@ def _strategy_params(extra: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from pathlib import Path
-
-    from forgetless.experiment import RunConfig, run, save_run
-    from forgetless.runs import RunStore, is_store
+    from forgetless.experiment import RunConfig, run
+    from forgetless.runs import RunStore, is_store, open_run_folder
 
     if args.resume:
-        folder = Path(args.resume)
-        result = RunStore(folder.parent).resume(folder, rerun=args.rerun, on_wait=_say)
+        store, folder = open_run_folder(args.resume)
+        result = store.resume(folder, rerun=args.rerun, on_wait=_say)
         print(result.to_json() if args.json else result)
         return 0
     config = RunConfig(
@@ -452,26 +455,30 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     if args.config:
         config = _merge_config_file(args.config, config, extra)
-    if args.log and not args.store:
-        raise ConfigError("--log needs --store (the loggers write next to the stored run)")
-    if args.store:
-        store = RunStore(args.store)
+    if args.store and args.out:
+        raise ConfigError(
+            "give --store DIR (a folder per run, with an index) or --out DIR (this run's "
+            "folder), not both: they write the same files"
+        )
+    if args.log and not (args.store or args.out):
+        raise ConfigError("--log needs --store or --out (the loggers write next to the run)")
+    if args.store or args.out:
+        store = RunStore(args.store) if args.store else RunStore.run_folder(args.out)
         folder = store.folder(store.run_id(config))
-        row = store.index.get(folder.name) if is_store(args.store) else None
-        if row is not None and row["status"] == "complete" and not args.rerun:
+        done = (folder / "result.json").is_file()
+        if args.store and is_store(args.store):
+            row = store.index.get(folder.name)
+            done = row is not None and row["status"] == "complete"
+        if done and not args.rerun:
             # On stderr: with --json, stdout must be the JSON alone.
-            _say(f"already complete in the store: {folder} (--rerun trains it again)")
+            _say(f"already complete: {folder} (--rerun trains it again)")
         loggers = [n.strip() for n in args.log.split(",") if n.strip()] if args.log else []
         result = store.execute(config, rerun=args.rerun, loggers=loggers, on_wait=_say)
     else:
         result = run(config)
     print(result.to_json() if args.json else result)
-    if args.store and not args.json:
-        print(f"stored in {folder}")
-    if args.out:
-        out = save_run(result, args.out)
-        if not args.json:
-            print(f"saved {out / 'config.json'} and {out / 'result.json'}")
+    if (args.store or args.out) and not args.json:
+        print(f"stored in {folder} (continue an interrupted run: forgetless run --resume {folder})")
     return 0
 
 

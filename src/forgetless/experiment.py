@@ -27,7 +27,7 @@ _FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
 LOOP_FIELDS = tuple(f.name for f in fields(Loop))
 _OPTIMIZER_FIELDS = ("optimizer", "lr", "momentum")
 #: The learning rate an optimiser gets when it is named without one.
-USUAL_LR = {"sgd": FitConfig.lr, "adam": 1e-3}
+USUAL_LR = {"sgd": FitConfig.lr, "adam": 1e-3, "adamw": 1e-3}
 
 
 @dataclass
@@ -315,9 +315,14 @@ def run(
 
 
 def save_run(result: Result, out: str | Path) -> Path:
-    """Write ``config.json`` and ``result.json`` into the folder ``out``."""
+    """Write a finished run's ``config.json`` and ``result.json`` into the folder ``out``, as
+    the run store writes them (atomically, each with its checksum). To save a run as it goes,
+    so that it survives a crash and continues, run it in a run folder instead:
+    ``forgetless.runs.RunStore.run_folder(out).execute(config)`` (``forgetless run --out``)."""
+    from forgetless.runs.files import write_json
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(result.config, indent=1) + "\n")
-    result.save(out / "result.json")
+    write_json(out / "config.json", result.config, "config")
+    write_json(out / "result.json", result.to_dict(), "result")
     return out

@@ -119,6 +119,17 @@ class RunStore:
         self.root = Path(root)
         self.keep_weights = bool(keep_weights)
         self._index: RunIndex | None = None
+        self._single: Path | None = None
+
+    @classmethod
+    def run_folder(cls, folder: str | Path, keep_weights: bool = True) -> RunStore:
+        """One run in the folder ``folder`` itself (``forgetless run --out DIR``): the same
+        files, written the same way, as a run of a store (config first, events as they
+        happen, checkpoints after each task, the result last), without an index. It holds
+        one run: executing another config there is an error."""
+        store = cls(folder, keep_weights)
+        store._single = Path(folder)
+        return store
 
     # --- where things are --------------------------------------------------------------------
 
@@ -150,7 +161,10 @@ class RunStore:
 
     def _record(self, run_id: str, **fields: Any) -> None:
         """Write ``fields`` into the run's index row (created if missing). An index deleted
-        or damaged meanwhile is rebuilt from the folders first: it is only a cache."""
+        or damaged meanwhile is rebuilt from the folders first: it is only a cache. A run
+        folder of its own has no index."""
+        if self._single is not None:
+            return
         try:
             self.index.upsert(run_id, **fields)
         except IndexCorrupt:
@@ -165,7 +179,9 @@ class RunStore:
 
     def folder(self, run_id: str) -> Path:
         """The folder of ``run_id``, checked to lie inside the store (an id from a damaged or
-        crafted index cannot lead elsewhere)."""
+        crafted index cannot lead elsewhere); for :meth:`run_folder`, that folder."""
+        if self._single is not None:
+            return self._single
         if not isinstance(run_id, str) or not run_id or _SLUG.search(run_id.replace("_", "")):
             raise ConfigError(f"{run_id!r} is not a run id (letters, digits, _ + . - only)")
         if run_id.startswith("."):
@@ -208,6 +224,8 @@ class RunStore:
         config = config.resolved()  # config.json holds the settings the run is trained with
         run_id = self.run_id(config)
         folder = self.folder(run_id)
+        if self._single is not None:
+            _check_same_run(folder, config, run_id, rerun)
         if not rerun and (folder / "result.json").exists():
             return self._complete(config, run_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +269,7 @@ class RunStore:
         never finished one, or with ``rerun``); a complete run just returns its result."""
         folder = Path(folder)
         config = read_config(folder)
-        if folder.resolve() != self.folder(self.run_id(config)).resolve():
+        if self._single is None and folder.resolve() != self.folder(self.run_id(config)).resolve():
             raise ConfigError(
                 f"{folder} holds run {self.run_id(config)}, which belongs in {self.root}"
             )
@@ -262,7 +280,7 @@ class RunStore:
         checkpoints a crash left behind after the result was written removed."""
         folder = self.folder(run_id)
         result = self._read_result(folder)
-        row = self.index.get(run_id)
+        row = None if self._single is not None else self.index.get(run_id)
         if row is None or row["status"] != "complete":
             self._record(run_id, **_complete_row(config, result, folder))
         checkpoints = folder / "checkpoints"
@@ -527,6 +545,34 @@ def read_config(folder: str | Path) -> RunConfig:
         return RunConfig.from_dict(data)
     except (ConfigError, TypeError) as err:
         raise DataError(f"the run config {path} is not a valid config: {err}") from None
+
+
+def open_run_folder(folder: str | Path) -> tuple[RunStore, Path]:
+    """The store that holds the run folder ``folder``, and the folder: the store above it
+    when the folder is one of its runs (named by its config's run id, beside an index), else
+    the folder as a run of its own (as ``--out DIR`` writes it)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    parent = RunStore(folder.parent)
+    if (folder.parent / INDEX_NAME).is_file() and folder.name == parent.run_id(config):
+        return parent, folder
+    return RunStore.run_folder(folder), folder
+
+
+def _check_same_run(folder: Path, config: RunConfig, run_id: str, rerun: bool) -> None:
+    """A run folder of its own holds one run: another config there is refused (unless
+    ``rerun`` replaces it), before anything is written."""
+    if not (folder / "config.json").is_file():
+        return
+    stored = read_config(folder)
+    if config_hash(stored) == config_hash(config):
+        return
+    if not rerun:
+        raise ConfigError(
+            f"{folder} holds another run ({RunStore(folder).run_id(stored)}, not {run_id}): "
+            f"continue it with 'forgetless run --resume {folder}', write this one elsewhere, "
+            "or add --rerun to replace it"
+        )
 
 
 def check_runnable(config: RunConfig) -> None:
