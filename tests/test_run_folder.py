@@ -23,6 +23,7 @@ CONFIG = RunConfig(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_out_writes_the_store_layout_as_it_goes_and_resume_continues(tmp_path, capsys):
     out = tmp_path / "x"
     seen = {}

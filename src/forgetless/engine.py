@@ -25,7 +25,8 @@ from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.validation import available_device, check_device_name, check_range
 
-OPTIMIZERS = ("sgd", "adam")
+#: The optimisers known by name (``FitConfig.optimizer`` also takes a class or factory).
+OPTIMIZERS = ("sgd", "adam", "adamw")
 # Mean gain of each trained task's accuracy right after training it over the given model's
 # accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
 # barely trained.
@@ -44,9 +45,22 @@ class FitConfig:
         epochs: passes over each task's training data (ignored when ``iterations`` is set).
         iterations: optimiser steps per task, instead of epochs (van de Ven's protocols).
         batch_size: examples per step.
-        optimizer: ``"sgd"`` or ``"adam"``.
+        optimizer: a name (``"sgd"``, ``"adam"``, ``"adamw"``), or an optimiser class or
+            factory called as ``optimizer(params, lr=lr, **optimizer_options)``
+            (``torch.optim.AdamW``, ``functools.partial(torch.optim.RMSprop, alpha=0.9)``).
         lr: learning rate.
-        momentum: SGD momentum.
+        momentum: SGD momentum (for ``"sgd"`` by name; pass it in ``optimizer_options`` to a
+            class).
+        optimizer_options: further keyword arguments of the optimiser (``{"weight_decay":
+            0.01}``).
+        loss: the training loss, ``loss(logits, targets) -> scalar tensor`` (e.g.
+            ``torch.nn.CrossEntropyLoss(label_smoothing=0.1)``); ``None``: cross-entropy. A
+            strategy's ``loss`` hook still replaces it; penalties are added to it. Under
+            task-incremental learning the logits of other tasks' units are ``-inf`` (the
+            task's mask), which a loss must allow (label smoothing does not).
+        scheduler: a learning-rate schedule, ``scheduler(optimizer) -> LRScheduler`` (e.g.
+            ``lambda opt: torch.optim.lr_scheduler.StepLR(opt, 50)``): built at the start of
+            each task, after its optimiser, and stepped after every optimiser step.
         reset_optimizer: build a fresh optimiser at each task (the usual protocol). If False,
             one optimiser is kept; it is still rebuilt when a strategy changed the model's
             trainable parameters, carrying the state of those that persist.
@@ -67,9 +81,12 @@ class FitConfig:
     epochs: int = 1
     iterations: int | None = None
     batch_size: int = 128
-    optimizer: str = "sgd"
+    optimizer: str | Callable[..., torch.optim.Optimizer] = "sgd"
     lr: float = 0.01
     momentum: float = 0.0
+    optimizer_options: dict[str, Any] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
     reset_optimizer: bool = True
     eval_every: int | None = None
     log_every: int = 50
@@ -95,16 +112,59 @@ class FitConfig:
         check_range("lr", self.lr, 0.0, low_open=True)  # finite: lr = inf diverges at once
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_device_name(self.device)
-        if self.optimizer not in OPTIMIZERS:
+        if not callable(self.optimizer) and self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, or an optimiser class or "
+                f"factory such as torch.optim.AdamW; got {self.optimizer!r}"
             )
+        options = self.optimizer_options
+        if options is not None and (
+            not isinstance(options, dict) or not all(isinstance(k, str) for k in options)
+        ):
+            raise ConfigError(
+                f"optimizer_options must be a dict of keyword arguments, got {options!r}"
+            )
+        for name in ("loss", "scheduler"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigError(f"{name} must be a callable or None, got {value!r}")
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """A fresh optimiser over ``model``'s trainable parameters."""
         params = [p for p in model.parameters() if p.requires_grad]
+        options = dict(self.optimizer_options or {})
+        if callable(self.optimizer):
+            try:
+                return self.optimizer(params, **{"lr": self.lr, **options})
+            except TypeError as err:
+                raise ConfigError(
+                    f"the optimizer {describe_callable(self.optimizer)} could not be built as "
+                    f"optimizer(params, lr=..., **optimizer_options): {err}"
+                ) from None
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+            return torch.optim.Adam(params, lr=self.lr, **options)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, **options)
+        return torch.optim.SGD(params, lr=self.lr, **{"momentum": self.momentum, **options})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (a callable by its dotted name), as a result records
+        them."""
+        data = asdict(self)
+        for name in ("optimizer", "loss", "scheduler"):
+            if callable(data[name]):
+                data[name] = describe_callable(data[name])
+        return data
+
+
+def describe_callable(obj: Any) -> str:
+    """``module.qualname`` of a class or function, else its ``repr`` (a partial, a loss
+    object): what a result records of a callable setting."""
+    name = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    if name and module:
+        return f"{module}.{name}"
+    return repr(obj)
 
 
 @dataclass
@@ -142,7 +202,7 @@ def train(
     model: nn.Module,
     strategy: str | Strategy | Sequence[Strategy | str] = "finetune",
     fit: FitConfig | None = None,
-    seed: int = 0,
+    seed: int | torch.Generator = 0,
     config: dict | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_task_end: Callable[[Snapshot], None] | None = None,
@@ -167,7 +227,8 @@ def train(
         strategy: a name (``"finetune"``), ``"a+b"``, an instance, or a list (a hybrid).
         fit: loop settings; or pass them as keywords (``epochs=1, lr=0.1``).
         seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
-            :func:`forgetless.experiment.run`, which does).
+            :func:`forgetless.experiment.run`, which does): an int, or a ``torch.Generator``,
+            from which the run's seed is drawn (the same generator state, the same numbers).
         config: recorded in the result as is.
         on_event: called with plain-data records as training goes: ``{"event": "start",
             "baseline"}``, ``"loss"`` (``task``, ``step``, mean ``loss`` over the last
@@ -198,6 +259,7 @@ def train(
         position, and the result also holds the perplexity matrix.
     """
     fit = _fit_config(fit, fit_options)
+    seed = _seed(seed)
     strategies = make_strategies(strategy)
     _check_trained_tasks(trained_tasks, stream, strategies)
     phases = _check_schedule(schedule, stream, strategies, trained_tasks)
@@ -317,7 +379,7 @@ def train(
     _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
     strategy_name = "+".join(s.name for s in strategies)
     if config is None:
-        config = {"fit": asdict(fit), "strategy": strategy_name}
+        config = {"fit": fit.to_dict(), "strategy": strategy_name}
         if trained_tasks:
             config["trained_tasks"] = trained_tasks
     return Result(
@@ -402,6 +464,15 @@ def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[St
                 f"strategy {s.name!r} cannot start from a trained model (trained_tasks="
                 f"{trained_tasks}): {s.trained_start_refusal}"
             )
+
+
+def _seed(seed: int | torch.Generator) -> int:
+    """The run's seed: ``seed``, or one drawn from a ``torch.Generator``."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**31 - 1, (), generator=seed))
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer or a torch.Generator, got {seed!r}")
+    return seed
 
 
 def _check_schedule(
@@ -622,6 +693,8 @@ class _Loop:
         self.curves: list[dict] = []
         self.losses: list[dict] = []
         self.step = 0
+        self.scheduler = None  # the task's learning-rate schedule (FitConfig.scheduler)
+        self._tests: dict[int, Any] = {}  # each task's test set on the device
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
@@ -665,6 +738,10 @@ class _Loop:
             learner.new_optimizer()
         elif learner.optimizer_is_stale():  # parameters added, wrapped or frozen: train them
             learner.new_optimizer(keep_state=True)
+        self.scheduler = None if fit.scheduler is None else fit.scheduler(learner.optimizer)
+        # Tensor-resident on the device for the whole task: one copy, then batches are
+        # indexed there (a no-op on the CPU).
+        data = data.to(learner.device)
         steps = self._steps(len(data), data.iterations_scale)
         learner.task_steps = steps
         learner.epoch_steps = -(-len(data) // fit.batch_size)  # batches per pass over the data
@@ -712,7 +789,9 @@ class _Loop:
         """Batches of indices, reshuffled each pass, until ``steps`` steps are taken."""
         size = self.fit.batch_size
         while steps > 0:
-            order = torch.randperm(n, generator=self.learner.generator)
+            # Drawn on the CPU (the run's generator: the same order on every device), moved
+            # to the data's device once per pass.
+            order = torch.randperm(n, generator=self.learner.generator).to(self.learner.device)
             batches = list(order.split(size))[:steps]
             steps -= len(batches)
             yield batches
@@ -734,7 +813,7 @@ class _Loop:
             if loss is not None:
                 break
         if loss is None:
-            loss = cross_entropy(logits, y)
+            loss = cross_entropy(logits, y) if self.fit.loss is None else self.fit.loss(logits, y)
         for hook in hooks["penalty"]:
             term = hook(learner, x, y, t, logits)
             if term is not None:
@@ -745,6 +824,8 @@ class _Loop:
         for hook in hooks["after_backward"]:
             hook(learner)
         optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         for hook in hooks["after_step"]:
             hook(learner, x, y, t, logits)
         self.step += 1
@@ -786,7 +867,7 @@ class _Loop:
         wide = torch.float32 if device.type == "mps" else torch.float64
         accuracy, task_aware, perplexity = [], [], []
         for j, task in enumerate(learner.stream.tasks):
-            test = task.test
+            test = self._test_set(j, task)
             sequences = bool(test.target_shape)
             units = torch.tensor(task.units, device=device)
             # correct, correct within the task's units, sum of token NLLs (MPS has no float64)
@@ -816,6 +897,13 @@ class _Loop:
             task_aware if aware else None,
             perplexity if len(perplexity) == len(accuracy) else None,
         )
+
+    def _test_set(self, j: int, task) -> Any:
+        """Task ``j``'s test set on the device, copied there once per run, not per
+        evaluation (on the CPU, the set itself)."""
+        if j not in self._tests:
+            self._tests[j] = task.test.to(self.learner.device)
+        return self._tests[j]
 
     def _eval_rows(self, test) -> int:
         """Examples per evaluation pass: ``eval_batch_size``, fewer where one pass would

@@ -22,7 +22,11 @@ from forgetless.scenarios.presets import Loop
 from forgetless.strategies import Strategy, coerce_params, make_strategies
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
-_FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
+#: FitConfig's fields a RunConfig has: all but the Python objects (an optimiser class, a loss,
+#: a schedule), which a config file cannot hold; pass those to forgetless.train.
+_FIT_FIELDS = tuple(
+    f.name for f in fields(FitConfig) if f.name not in ("optimizer_options", "loss", "scheduler")
+)
 #: The loop settings a scenario preset fills in where the config leaves them ``None``.
 LOOP_FIELDS = tuple(f.name for f in fields(Loop))
 _OPTIMIZER_FIELDS = ("optimizer", "lr", "momentum")

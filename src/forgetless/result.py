@@ -20,6 +20,10 @@ FORMAT_VERSION = 1
 class Result:
     """What a run measured. Serialises to JSON and back without loss.
 
+    Units: accuracies and the metrics built on them (ACC, BWT, forgetting, ...) are
+    *fractions* in ``[0, 1]`` here and in ``result.json``; the command line and the tables
+    (``str(result)``, :meth:`table`) show them in percent (points).
+
     Attributes:
         accuracy_matrix: ``R[i][j]``, accuracy on task ``j`` after training task ``i`` (fractions);
             for text, next-token accuracy over every position of the task's held-out text.
@@ -97,7 +101,8 @@ class Result:
 
     @property
     def metrics(self) -> dict[str, float | None]:
-        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy; for class-IL
+        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy, as fractions
+        (``0.965``, not 96.5; BWT ``-0.05`` is 5 points forgotten); for class-IL
         runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`; for text also the
         same measures of the perplexity matrix (:func:`forgetless.metrics.perplexity_summary`:
         ``perplexity``, ``perplexity_bwt``, ``perplexity_forgetting``, ``learning_perplexity``)."""
