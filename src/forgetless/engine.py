@@ -177,7 +177,7 @@ class Snapshot:
     :mod:`forgetless.runs`) before training goes on.
 
     Attributes:
-        task: index of the last completed task.
+        task: index of the last completed task (of the last completed phase, with a schedule).
         step: optimiser steps taken so far.
         model: the model's ``state_dict``.
         optimizer: the optimiser's ``state_dict``.
