@@ -359,7 +359,7 @@ def test_a_grown_model_resumed_after_a_crash_ends_as_if_never_stopped(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["pnn", "hat", "hypermask"])
+@pytest.mark.parametrize("strategy", ["pnn", "hat", "hypermask", "specialists"])
 def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(tmp_path, strategy):
     args = [
         "run", "--scenario", "split-digits", "--protocol", "task", "--strategy", strategy,
