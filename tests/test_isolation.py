@@ -297,7 +297,7 @@ def test_packnet_freezes_normalisation_and_handles_layers_without_bias():
 # Protocol pairings and resuming
 
 
-@pytest.mark.parametrize("strategy", ["pnn", "packnet", "hat", "hypermask"])
+@pytest.mark.parametrize("strategy", ["pnn", "packnet", "hat", "hypermask", "specialists"])
 def test_task_id_methods_without_the_task_or_a_router_are_clear_errors(strategy, capsys):
     stream = make_stream("split-digits", seed=0, protocol="class")
     model = build_model("mlp", stream.input_shape, stream.num_outputs, [16], seed=0)
