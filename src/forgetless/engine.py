@@ -490,7 +490,7 @@ def _check_task_ids(model: nn.Module, strategies: Sequence[Strategy], stream: St
         raise ConfigError(
             f"{', '.join(users)} needs the task id at test time, which the "
             f"{stream.protocol.value}-incremental protocol does not give: use --protocol task, "
-            "or add a strategy that infers the task (a router)"
+            "or infer it with a router (--router entropy, mahalanobis or ncm)"
         )
     blind = [s.name for s in strategies if not s.supports_task_id_models]
     if blind:

@@ -115,6 +115,10 @@ class Learner:
             SI's path integral) must take it from the task's data now, or do without.
         task_steps: optimiser steps planned for the task being fitted (set before its first
             step; PackNet prunes part-way through them).
+        task_units: ``[num_tasks, num_outputs]`` booleans, True on each task's own output
+            units, whatever the protocol (a router restricts an answer to its inferred task's).
+        output_mask: ``task_units`` under task-incremental learning (each task answers on its
+            own units), else ``None``.
         epoch_steps: batches in one pass over the task's training data (the task's steps come
             in passes of this many, the last pass cut short where the steps run out; HAT anneals
             its gates within each pass).
