@@ -189,3 +189,16 @@ def test_the_cli_prints_routing_and_the_result_checks_it(tmp_path, capsys):
     for bad in ([[1.5] * 5] * 5, [[0.5] * 4] * 5, "all"):
         with pytest.raises(ConfigError, match="routing_accuracy must be"):
             Result.from_dict({**data, "routing_accuracy": bad})
+
+
+@pytest.mark.slow
+def test_under_domain_il_the_mahalanobis_router_tells_permutations_apart():
+    domain = {**CLASS, "scenario": "permuted-digits", "protocol": "domain", "n_tasks": 3}
+    finetune = run(strategy="finetune", **domain)
+    for strategy in ("specialists", "hat"):
+        result = run(strategy=strategy, router="mahalanobis", **domain)
+        _check_routing(result)
+        m = result.metrics
+        assert m["routing_acc"] > 0.95  # a permutation's features are far from the others'
+        assert m["acc"] == pytest.approx(m["task_aware_acc"], abs=0.02)  # as if it were given
+        assert m["acc"] > finetune.metrics["acc"] + 0.1

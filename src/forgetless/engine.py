@@ -124,7 +124,8 @@ class Snapshot:
         generator: the state of the run's random generator (batch order, sampling).
         strategies: each strategy's :meth:`~forgetless.strategies.Strategy.state_dict`.
         progress: what the result has so far: ``baseline``, ``matrix``, ``task_aware``,
-            ``losses``, ``curves``, ``train_times``, ``eval_times``, ``baseline_eval``,
+            ``losses``, ``curves``, ``train_times``, ``eval_times``, ``routing`` (with a
+            router), ``baseline_eval``,
             ``elapsed`` (wall seconds of the runs so far).
     """
 

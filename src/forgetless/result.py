@@ -28,6 +28,9 @@ class Result:
             restricted to the task's own classes (task identity given at test time). This is
             how the DER paper reports task-IL figures of class-IL-trained models; a run with
             protocol ``task`` also trains with the restriction, so it is not the same number.
+            In a run with a router (class- or domain-IL) it is the model's answer with the true
+            task id given, restricted to the task's units: the "task given" number beside the
+            ``accuracy_matrix``'s "task inferred".
         perplexity_matrix: streams of token sequences (text) only: ``P[i][j]``, the per-token
             perplexity on task ``j``'s held-out text after training task ``i``,
             ``exp(sum of token NLLs / tokens)`` over all its tokens; lower is better.
@@ -255,8 +258,8 @@ class Result:
         title = (
             f"{self.scenario} | {self.protocol}-incremental | {self.strategy} | seed {self.seed}"
         )
-        if self.routing_accuracy:
-            title += f" | router {self.config.get('router', '?')}"
+        if self.routing_accuracy and self.config.get("router"):
+            title += f" | router {self.config['router']}"
         parts = [title, self.table(), self.metrics_line()]
         if self.routing_accuracy:
             parts.append(self.routing_table())

@@ -198,6 +198,9 @@ class Router(Strategy):
         distances = (fp * f).sum(1, keepdim=True) - 2 * fp @ mu.T + ((mu @ p) * mu).sum(1)
         return distances.min(dim=1).values
 
+    def params(self) -> dict[str, object]:
+        return {"kind": self.kind}
+
     def report(self, learner: Learner) -> dict[str, Any] | None:
         if self.kind != "mahalanobis":
             return {"kind": self.kind}

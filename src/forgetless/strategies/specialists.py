@@ -78,6 +78,9 @@ class Specialists(Strategy):
             net.add()  # structure only: the weights load next
         learner.model = net
 
+    def params(self) -> dict[str, object]:
+        return {"start": self.start}
+
     def report(self, learner: Learner) -> dict[str, Any] | None:
         if not isinstance(learner.model, SpecialistNet):
             return None
