@@ -15,7 +15,7 @@ import torch
 from forgetless import ConfigError, train
 from forgetless.cli import main
 from forgetless.experiment import RunConfig, run
-from forgetless.models import build_model
+from forgetless.models import SpecialistNet, build_model
 from forgetless.result import Result
 from forgetless.routing import Router, ledoit_wolf
 from forgetless.runs import RunStore
@@ -117,6 +117,11 @@ def test_wrong_router_pairings_are_clear_errors(capsys):
     model = build_model("mlp", stream.input_shape, stream.num_outputs, [16], seed=0)
     with pytest.raises(ConfigError, match="finetune answers every task with the same model"):
         train(stream, model, "finetune", router="entropy", iterations=2, progress=False)
+    # A model that takes the task id is something to route, whatever the method.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    own = train(stream[:2], SpecialistNet(model), "finetune", router="entropy", iterations=2,
+                progress=False)  # fmt: skip
+    assert own.routing_accuracy is not None and own.config["router"] == "entropy"
     with pytest.raises(ConfigError, match="router must be one of entropy, mahalanobis, ncm"):
         train(stream, model, "specialists", router="oracle", iterations=2, progress=False)
     with pytest.raises(ConfigError, match="router must be one of"):

@@ -203,7 +203,7 @@ def train(
     strategies = make_strategies(strategy)
     strategy_name = "+".join(s.name for s in strategies)
     if router is not None:
-        strategies.append(_router(router, stream, strategies))
+        strategies.append(_router(router, stream, strategies, model))
     _check_trained_tasks(trained_tasks, stream, strategies)
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
@@ -323,7 +323,7 @@ def train(
         if trained_tasks:
             config["trained_tasks"] = trained_tasks
         if router is not None:
-            config["router"] = strategies[-1].kind
+            config["router"] = getattr(strategies[-1], "kind", strategies[-1].name)
     return Result(
         accuracy_matrix=matrix,
         baseline=progress["baseline"],
@@ -501,9 +501,12 @@ def _check_task_ids(model: nn.Module, strategies: Sequence[Strategy], stream: St
         )
 
 
-def _router(router: str | Strategy, stream: Stream, strategies: Sequence[Strategy]) -> Strategy:
+def _router(
+    router: str | Strategy, stream: Stream, strategies: Sequence[Strategy], model: nn.Module
+) -> Strategy:
     """The router for ``train(router=...)``, after refusing pairings where it would mean
-    nothing: the task given (task-IL), or nothing that answers by the task id."""
+    nothing: the task given (task-IL), or nothing that answers by the task id (neither a
+    method that needs it nor a model that takes it)."""
     from forgetless.routing import make_router
 
     if stream.protocol is Protocol.TASK:
@@ -514,7 +517,7 @@ def _router(router: str | Strategy, stream: Stream, strategies: Sequence[Strateg
     made = make_router(router) if isinstance(router, str) else router
     if not made.infers_task:
         raise ConfigError(f"router must infer the task (infers_task), got {made!r}")
-    if not any(s.needs_task_id for s in strategies):
+    if not takes_task_id(model) and not any(s.needs_task_id for s in strategies):
         names = "+".join(s.name for s in strategies)
         raise ConfigError(
             f"a router chooses the part of the model that answers each input, and {names} "
