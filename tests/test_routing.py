@@ -190,6 +190,8 @@ def test_the_cli_prints_routing_and_the_result_checks_it(tmp_path, capsys):
     assert "routed (%)" in capsys.readouterr().out
     data = json.loads((folder / "result.json").read_text())
     data.pop("checksum")
+    assert main(["report", str(folder), "--out", str(tmp_path / "report.html")]) == 0
+    assert "routing acc" in (tmp_path / "report.html").read_text()
     assert Result.from_dict(data).routing_accuracy == data["routing_accuracy"]
     for bad in ([[1.5] * 5] * 5, [[0.5] * 4] * 5, "all"):
         with pytest.raises(ConfigError, match="routing_accuracy must be"):

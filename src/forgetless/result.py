@@ -246,13 +246,19 @@ class Result:
             rows.append(
                 f"after task {i + 1}".ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in row)
             )
-        m = self.metrics
-        given = f"ACC {_points(m.get('task_aware_acc'))}"
-        rows.append(
-            f"task inferred: ACC {_points(m['acc'])}, routing acc {_points(m['routing_acc'])}"
-            f"  |  task given: {given}"
-        )
+        rows.append(self.routing_line())
         return "\n".join(rows)
+
+    def routing_line(self) -> str:
+        """ACC with the task inferred, the routing accuracy, and ACC with the task given, on
+        one line (runs with a router only; empty otherwise)."""
+        if not self.routing_accuracy:
+            return ""
+        m = self.metrics
+        return (
+            f"task inferred: ACC {_points(m['acc'])}, routing acc {_points(m['routing_acc'])}"
+            f"  |  task given: ACC {_points(m.get('task_aware_acc'))}"
+        )
 
     def __str__(self) -> str:
         title = (
