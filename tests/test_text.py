@@ -139,9 +139,11 @@ def test_new_config_fields_keep_stored_hashes():
     """Fields added for text enter the hash only when set: runs stored before keep their ids."""
     config = RunConfig(scenario="split-digits")
     data = config.resolved().to_dict()  # the hash is of the resolved config (issue 18)
-    # (and the trained start's weights and trained_tasks, issue 14, and the schedule's
-    # repeat and schedule, issue 18, at their defaults)
-    for name in ("sequence_length", "tokenizer", "weights", "trained_tasks", "repeat", "schedule"):
+    # (and the trained start's weights and trained_tasks, issue 14, the router, issue 13, and
+    # the schedule's repeat and schedule, issue 18, at their defaults)
+    for name in (
+        "sequence_length", "tokenizer", "weights", "trained_tasks", "router", "repeat", "schedule",
+    ):  # fmt: skip
         data.pop(name)
     assert config_hash(config) == config_hash_of(data)
     assert config_hash(RunConfig(scenario="text", sequence_length=64)) != config_hash(
