@@ -41,7 +41,9 @@ STORED_BEFORE = [
 @pytest.mark.parametrize(("stored", "run_id"), STORED_BEFORE)
 def test_runs_stored_before_keep_their_ids(tmp_path, stored, run_id):
     config = RunConfig.from_dict(stored)
-    assert config.resolved().to_dict() == stored  # nothing left for the preset to fill in
+    resolved = config.resolved().to_dict()
+    assert {k: resolved[k] for k in stored} == stored  # nothing left for the preset to fill in
+    assert all(resolved[k] is None for k in resolved.keys() - stored.keys())  # fields added since
     assert RunStore(tmp_path).run_id(config) == run_id
     # and a store of them is indexed under those ids, not left out as renamed
     folder = tmp_path / run_id
