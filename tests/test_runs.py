@@ -219,6 +219,33 @@ def test_runs_ls_show_and_compare(tmp_path, capsys):
     assert "no run store at" in capsys.readouterr().err
 
 
+def test_runs_that_differ_in_one_setting_are_told_apart_everywhere(tmp_path, capsys):
+    store = RunStore(tmp_path)
+    for lam, lr in ((10.0, 0.01), (1000.0, 0.01), (10.0, 0.003)):
+        config = _config("ewc", "task", lam=lam)
+        store.execute(RunConfig.from_dict({**config.to_dict(), "lr": lr}))
+    with pytest.raises(KeyboardInterrupt):  # a fourth run, stopped after two tasks
+        store.execute(_config("ewc", "task", lam=100.0), on_event=_crash_after(2))
+    rows = store.index.find()
+    assert main(["runs", "compare", *[r["id"] for r in rows[:3]], "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ewc lam=10 lr=0.01 s0" in out and "ewc lam=1000 lr=0.01 s0" in out
+    assert "ewc lam=10 lr=0.003 s0" in out
+    assert main(["runs", "ls", "--store", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stopped = next(line for line in lines if line.startswith(rows[3]["id"]))
+    # The interrupted run: its progress out of the tasks it plans, and its settings.
+    assert "interrupted" in stopped and " 2/5 " in stopped and "ewc lam=100 lr=0.01 s0" in stopped
+    assert "?" not in "".join(lines)
+    store.reindex()  # the folders alone give the planned number of tasks too
+    assert store.index.get(rows[3]["id"])["n_tasks"] == 5
+    assert main(["runs", "show", rows[3]["id"], "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "status: interrupted, tasks done 2/5" in out
+    assert "  lam = 100  (strategy parameter)" in out and "  optimizer = adam" in out
+    assert "  lr = 0.01" in out and "  iterations = 15" in out
+
+
 def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err

@@ -151,7 +151,26 @@ def test_summary_statistics_by_hand():
     assert one["acc_std"] == pytest.approx(20.0)  # sample std of 50, 70, 90
     assert one["acc_sem"] == pytest.approx(20.0 / 3**0.5)
     two = next(r for r in rows if r["settings"] == "lam=2")
-    assert (two["n"], two["acc_std"], two["acc_sem"]) == (1, 0.0, 0.0)
+    assert (two["n"], two["acc_std"], two["acc_sem"]) == (1, None, None)  # one seed: no spread
+    assert "10.0 ± n/a" in format_summary([two]) and "± 0.0" not in format_summary([two])
+
+
+def test_summary_rows_sort_settings_by_value_not_as_text():
+    def fake(lam, lr):
+        return SimpleNamespace(
+            scenario="s", protocol="task", strategy="ewc", seed=0,
+            config={"strategy_params": {"lam": lam}, "seed": 0, "lr": lr},
+            metrics={"acc": 0.5, "bwt": 0.0, "fwt": 0.0, "forgetting": 0.0},
+        )  # fmt: skip
+
+    runs = [fake(1000.0, 0.1), fake(10.0, 0.1), fake(100.0, 0.1), fake(10.0, 0.05)]
+    settings = [row["settings"] for row in summarise(runs)]
+    assert settings == [
+        "lam=10 lr=0.05",
+        "lam=10 lr=0.1",
+        "lam=100 lr=0.1",
+        "lam=1000 lr=0.1",
+    ]
 
 
 def test_a_sweep_killed_with_minus_9_restarts_and_runs_everything_once(tmp_path):
