@@ -154,3 +154,12 @@ def test_the_report_renders_in_headless_chromium_offline(results, tmp_path):
         timeout=120,
     ).stdout
     assert dom.count("<svg") == 1 + 2 * len(results)
+
+
+def test_a_run_that_barely_learned_is_flagged_in_the_report(results):
+    with pytest.warns(RuntimeWarning, match="barely learned"):
+        weak = run(scenario="split-digits", iterations=3, lr=1e-5, threads=1, progress=False)
+    page = build_report([*results, weak])
+    assert page.count("barely learned their tasks") == 1  # one run of three
+    assert page.count('class="fail">barely learned') == 1
+    assert "barely learned" not in build_report(results)

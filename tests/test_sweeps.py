@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -220,3 +221,17 @@ def test_the_same_sweep_on_ray_gives_the_same_results_as_locally(tmp_path):
         a = RunStore(tmp_path / "local").result(run_id)
         b = RunStore(tmp_path / "ray").result(run_id)
         assert a.accuracy_matrix == b.accuracy_matrix
+
+
+def test_warnings_from_sweep_workers_print_like_the_command_line_with_their_run(tmp_path, capfd):
+    file = tmp_path / "s.toml"
+    file.write_text(  # lr 1e-5: nothing is learnt, so the run warns
+        'seeds = [0]\n[base]\nscenario = "split-digits"\niterations = 3\nlr = 1e-5\n'
+        '[[grid]]\nstrategy = "finetune"\n'
+    )
+    assert main(["sweep", str(file), "--store", str(tmp_path / "runs")]) == 0
+    err = capfd.readouterr().err
+    (line,) = [line for line in err.splitlines() if "barely learned" in line]
+    assert line.startswith("forgetless: warning: the model barely learned")
+    assert re.search(r"\(split-digits_finetune_s0_[0-9a-f]{16}\)$", line)
+    assert "RuntimeWarning" not in err and ".py:" not in err

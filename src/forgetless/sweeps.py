@@ -40,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -275,10 +276,14 @@ def execute_one(
     config = RunConfig.from_dict(config_data)
     run_store = RunStore(store, keep_weights)
     run_id = run_store.run_id(config)
-    try:
-        run_store.execute(config, on_wait=_say)
-    except Exception as err:  # one bad run must not stop the sweep; it is reported
-        return run_id, f"{type(err).__name__}: {err}"
+    with warnings.catch_warnings():
+        # As the command line prints them, with the run they came from: many runs share one
+        # terminal, and a source line means nothing to the reader.
+        warnings.showwarning = lambda message, *_, **__: _say(f"warning: {message} ({run_id})")
+        try:
+            run_store.execute(config, on_wait=_say)
+        except Exception as err:  # one bad run must not stop the sweep; it is reported
+            return run_id, f"{type(err).__name__}: {err}"
     return run_id, None
 
 
