@@ -24,13 +24,20 @@ examples:
 
 def _run_epilog() -> str:
     """Each strategy with its parameters and defaults, then examples."""
-    from forgetless.strategies import STRATEGIES, strategy_parameters
+    from forgetless.strategies import STRATEGIES, parameter_help, strategy_parameters
 
-    lines = ["strategies and their parameters (any other --NAME VALUE goes to the strategy):"]
+    lines = [
+        "strategies and their parameters, with their defaults (any other --NAME VALUE goes "
+        "to the strategy):"
+    ]
     for name, cls in STRATEGIES.items():
         params = strategy_parameters(cls)
-        flags = " ".join(f"--{p.replace('_', '-')} {v.default}" for p, v in params.items())
-        lines.append(f"  {name:<12} {flags}".rstrip())
+        meanings = parameter_help(cls)
+        lines.append(f"  {name}" + ("" if params else "  (no parameters)"))
+        for p, v in params.items():
+            default = f"{v.default:g}" if isinstance(v.default, float) else v.default
+            flag = f"--{p.replace('_', '-')} {default}"
+            lines.append(f"      {flag:<28} {meanings[p]}".rstrip())
     return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
 
 

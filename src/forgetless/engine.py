@@ -846,10 +846,10 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _environment(device: torch.device) -> dict[str, str]:
-    from forgetless import __version__
+    from forgetless.provenance import provenance
 
     return {
-        "forgetless": __version__,
+        **provenance(),  # forgetless's version and git commit
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),

@@ -53,7 +53,9 @@ class Result:
             that grows (columns, specialists, adapters) grows.
         strategy_reports: what each strategy reported at the end, by name (capacity used per
             layer and task, routing accuracy, ...); see ``Strategy.report``.
-        environment: versions of forgetless, torch, and the device.
+        environment: versions of forgetless (``forgetless``, and ``git_commit``: the commit
+            of a git checkout, ``"unknown"`` elsewhere; results from before it lack it), torch,
+            Python, and the device.
     """
 
     accuracy_matrix: list[list[float]]
