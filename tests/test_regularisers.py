@@ -37,6 +37,7 @@ def finetune():
 @pytest.mark.parametrize(
     "strategy", [SI(c=1.0, xi=0.1), MAS(lam=1.0), LwF(alpha=1.0, temperature=2.0)], ids=repr
 )
+@pytest.mark.slow
 def test_regulariser_reduces_forgetting(finetune, strategy):
     base = finetune.metrics
     assert base["bwt"] < -0.15, "the setting must make fine-tuning forget"

@@ -73,6 +73,7 @@ def test_figures_draw_what_the_result_holds(results, tmp_path):
     assert "<svg" in files[1].read_text()
 
 
+@pytest.mark.slow
 def test_report_command_from_a_store_and_from_run_ids(tmp_path, capsys):
     store = RunStore(tmp_path / "runs")
     from forgetless.experiment import RunConfig
@@ -106,6 +107,7 @@ def test_report_command_from_a_store_and_from_run_ids(tmp_path, capsys):
     assert "no run 'nothing-here'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_strength_sweep_gets_a_frontier_and_analysis_svgs_are_embedded(tmp_path):
     common = dict(scenario="split-digits", protocol="task", iterations=15, threads=1)
     sweep = [
@@ -156,6 +158,7 @@ def test_the_report_renders_in_headless_chromium_offline(results, tmp_path):
     assert dom.count("<svg") == 1 + 2 * len(results)
 
 
+@pytest.mark.slow
 def test_a_run_that_barely_learned_is_flagged_in_the_report(results):
     with pytest.warns(RuntimeWarning, match="barely learned"):
         weak = run(scenario="split-digits", iterations=3, lr=1e-5, threads=1, progress=False)

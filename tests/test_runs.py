@@ -57,6 +57,7 @@ def _crash_after(task: int):
         ("replay+online-ewc", "class", {"buffer_size": 40, "lam": 10.0}),
     ],
 )
+@pytest.mark.slow
 def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path, strategy, protocol, params):
     warnings.simplefilter("ignore", RuntimeWarning)
     uninterrupted = run(_config(strategy, protocol, **params))
@@ -77,6 +78,7 @@ def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path, strategy
     assert events[-1]["event"] == "end"
 
 
+@pytest.mark.slow
 def test_a_complete_config_is_not_trained_again(tmp_path):
     store = RunStore(tmp_path)
     first = store.execute(_config())
@@ -99,6 +101,7 @@ def test_a_complete_config_is_not_trained_again(tmp_path):
     assert len(store.index.find(status="complete")) == 2
 
 
+@pytest.mark.slow
 def test_a_store_without_weights_resumes_and_keeps_no_checkpoint_once_complete(tmp_path):
     config = _config("replay", "class", buffer_size=40)
     uninterrupted = run(config)
@@ -139,6 +142,7 @@ def _write_rows(path: str, prefix: str, n: int) -> None:
         index.update(f"{prefix}{i}", status="complete", acc=i / n)
 
 
+@pytest.mark.slow
 def test_two_processes_writing_the_index_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "index.sqlite")
     RunIndex(path)
@@ -154,6 +158,7 @@ def test_two_processes_writing_the_index_at_once_lose_nothing(tmp_path):
     assert {r["status"] for r in rows} == {"complete"}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_from_the_command_line(tmp_path):
     args = [
         "run", "--scenario", "split-digits", "--strategy", "replay", "--buffer-size", "40",
@@ -219,6 +224,7 @@ def test_runs_ls_show_and_compare(tmp_path, capsys):
     assert "no run store at" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_that_differ_in_one_setting_are_told_apart_everywhere(tmp_path, capsys):
     store = RunStore(tmp_path)
     for lam, lr in ((10.0, 0.01), (1000.0, 0.01), (10.0, 0.003)):

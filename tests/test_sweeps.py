@@ -93,6 +93,7 @@ def test_bad_sweep_files_are_clear_errors(spec, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_what_is_complete_and_summarises_over_seeds(tmp_path):
     file = tmp_path / "s.toml"
     file.write_text(
@@ -121,6 +122,7 @@ def test_a_sweep_skips_what_is_complete_and_summarises_over_seeds(tmp_path):
     assert len(csv) == 4
 
 
+@pytest.mark.slow
 def test_a_sweep_with_no_weights_leaves_only_results(tmp_path, capsys):
     file = tmp_path / "s.toml"
     file.write_text(
@@ -174,6 +176,7 @@ def test_summary_rows_sort_settings_by_value_not_as_text():
     ]
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_with_minus_9_restarts_and_runs_everything_once(tmp_path):
     file = tmp_path / "s.toml"
     file.write_text(
@@ -223,6 +226,7 @@ def test_the_same_sweep_on_ray_gives_the_same_results_as_locally(tmp_path):
         assert a.accuracy_matrix == b.accuracy_matrix
 
 
+@pytest.mark.slow
 def test_warnings_from_sweep_workers_print_like_the_command_line_with_their_run(tmp_path, capfd):
     file = tmp_path / "s.toml"
     file.write_text(  # lr 1e-5: nothing is learnt, so the run warns
