@@ -268,6 +268,7 @@ def test_evaluation_does_not_depend_on_its_batch_size(two_domains):
         assert pa == pytest.approx(pb, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_frozen_backbone_with_a_head_per_domain_keeps_the_first_domain(two_domains):
     stream = text(from_strings(two_domains), sequence_length=32, protocol="task")
     full = train(stream, gpt_for(stream), **LOOP)
@@ -301,6 +302,7 @@ def test_perplexity_metrics_against_hand_computed_values():
         perplexity_summary([[0.5]])
 
 
+@pytest.mark.slow
 def test_a_stored_text_run_keeps_both_and_reports_draw_both(tmp_path, two_domains):
     pytest.importorskip("matplotlib")
     from forgetless.report import build_report

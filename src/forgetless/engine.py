@@ -317,7 +317,8 @@ def train(
                 on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
-    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
+    fresh = config is not None and not config.get("weights") and "model" in config
+    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks, fresh)
     if config is None:
         config = {"fit": asdict(fit), "strategy": strategy_name}
         if trained_tasks:
@@ -356,11 +357,18 @@ def train(
 
 
 def _warn_if_barely_learned(
-    matrix: list[list[float]], baseline: list[float], loop, trained_tasks: int = 0
+    matrix: list[list[float]],
+    baseline: list[float],
+    loop,
+    trained_tasks: int = 0,
+    fresh: bool = False,
 ) -> None:
     """Warn when the tasks trained in this run were barely learned: every figure of such a run
     (forgetting above all) describes an untrained model, which looks like "no forgetting" and
-    misleads. Tasks of a trained start are not trained here, so they are left out."""
+    misleads. Tasks of a trained start are not trained here, so they are left out. ``fresh``:
+    the run drew the model's weights itself (a config without ``weights``), so what it had
+    before training is a random initialisation; a model handed to ``train`` or loaded from
+    weights may have been trained, and is called "the model as given"."""
     trained = range(trained_tasks, len(baseline))
     if len(matrix) < len(baseline) or not trained:
         return
@@ -369,11 +377,12 @@ def _warn_if_barely_learned(
         return
     learned = 100 * sum(matrix[i][i] for i in trained) / len(trained)
     before = 100 * sum(baseline[i] for i in trained) / len(trained)
-    # The model may have come trained (a trained start, or a user's checkpoint): what it had
-    # before this run is not necessarily a random initialisation.
-    start = "the model as given, before this run trained it"
-    if not trained_tasks:
-        start += " (random initialisation, for a fresh model)"
+    # The model may have come trained (a trained start, a weights file, a model handed to
+    # train): what it had before this run is a random initialisation only for a fresh one.
+    if fresh and not trained_tasks:
+        start = "the randomly initialised model"
+    else:
+        start = "the model as given, before this run trained it"
     steps = loop.step / len(trained)
     warnings.warn(
         f"the model barely learned its tasks: accuracy on each task right after training it "
@@ -905,10 +914,10 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _environment(device: torch.device) -> dict[str, str]:
-    from forgetless import __version__
+    from forgetless.provenance import provenance
 
     return {
-        "forgetless": __version__,
+        **provenance(),  # forgetless's version and git commit
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),

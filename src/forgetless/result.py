@@ -62,7 +62,9 @@ class Result:
             learnt so far, so the entries above the diagonal are 0. In such a run
             ``accuracy_matrix`` is the accuracy with the task inferred, ``task_aware_matrix``
             with the true task given to the model.
-        environment: versions of forgetless, torch, and the device.
+        environment: versions of forgetless (``forgetless``, and ``git_commit``: the commit
+            of a git checkout, ``"unknown"`` elsewhere; results from before it lack it), torch,
+            Python, and the device.
     """
 
     accuracy_matrix: list[list[float]]

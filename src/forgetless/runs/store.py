@@ -376,6 +376,13 @@ class RunStore:
                     _write(events, line, digest)  # unbuffered: on disk as it happens
                 if on_event is not None:
                     on_event(record)
+                if kind == "start":  # the number of tasks is known from here: `runs ls` N/M
+                    self._record(
+                        run_id,
+                        config_hash=config_hash(config),
+                        status="running",
+                        n_tasks=len(record["baseline"]),
+                    )
 
             if snapshot is not None:
                 event({"event": "resume", "after_task": snapshot.task})
@@ -502,7 +509,11 @@ class RunStore:
         tasks = checkpoint_task(folder / "checkpoints" / RESUME)
         if tasks is None:
             tasks = checkpoint_task(folder / "checkpoints" / PREVIOUS)
-        row = {**base, "tasks_done": 0 if tasks is None else tasks + 1}
+        row = {
+            **base,
+            "tasks_done": 0 if tasks is None else tasks + 1,
+            "n_tasks": planned_tasks(folder),
+        }
         if holder is not None:
             return {
                 **row,
@@ -595,6 +606,26 @@ def _cut_events(path: Path, snapshot: Snapshot | None, kept: dict[str, Any]):
 
 def _hex(digest) -> str:
     return "sha256:" + digest.hexdigest()
+
+
+def planned_tasks(folder: str | Path) -> int | None:
+    """How many tasks the run in ``folder`` trains, from its first event (the untrained
+    model's accuracy on each task); None before the run has started."""
+    path = Path(folder) / "events.jsonl"
+    try:
+        with open(path, "rb") as events:
+            first = events.readline(2**20)  # one task's record at most; the first is small
+    except OSError:
+        return None
+    try:
+        record = loads_json(first, path)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get("event") == "start":
+        baseline = record.get("baseline")
+        if isinstance(baseline, list):
+            return len(baseline)
+    return None
 
 
 def _last_event(path: Path) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -80,6 +81,47 @@ def strategy_parameters(cls: type[Strategy]) -> dict[str, inspect.Parameter]:
     return {
         n: p for n, p in sig.parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
     }
+
+
+def parameter_help(cls: type[Strategy]) -> dict[str, str]:
+    """One line per constructor parameter of a strategy class, from the ``Args:`` section of
+    its docstring: what the parameter means (its first clause) and, where the text lists them
+    (``one of ``a``, ``b``...``), its choices as ``a|b``. Parameters the docstring does not
+    describe get an empty line."""
+    doc = inspect.getdoc(cls) or ""
+    section = re.search(r"^Args:\n((?:[ ]{4}.*\n?|\n)*)", doc, re.M)
+    described: dict[str, str] = {}
+    if section:
+        for match in re.finditer(r"^    (\w+): (.*(?:\n {8,}.*)*)", section.group(1), re.M):
+            described[match.group(1)] = " ".join(match.group(2).split())
+    lines = {}
+    for name in strategy_parameters(cls):
+        text = described.get(name, "")
+        listed = re.search(r"one of ((?:``[^`]+``(?:,| or|,? or)?\s*)+)", text)
+        if listed:
+            options = re.findall(r"``([^`]+)``", listed.group(1))
+        else:  # '``"example"`` (...) or ``"batch"`` (...)': the quoted words are the choices
+            options = re.findall(r'``"([\w-]+)"``', text)
+            options = options if len(options) > 1 else []
+        meaning = _first_clause(text).replace("``", "")
+        if len(meaning) > 90:  # one line: asides in brackets go first, then the tail
+            meaning = re.sub(r" \([^()]*\)", "", meaning)
+        if len(meaning) > 90:
+            meaning = meaning[:88].rsplit(" ", 1)[0] + " ..."
+        lines[name] = f"{meaning} ({'|'.join(options)})" if options else meaning
+    return lines
+
+
+def _first_clause(text: str) -> str:
+    """``text`` up to its first sentence end or semicolon (``Eq. 5``, ``e.g.`` do not end one),
+    or up to where it starts listing choices."""
+    for match in re.finditer(r"\. |; |: ``|, one of ", text):
+        before = text[: match.start()]
+        if before.count("(") > before.count(")"):  # inside brackets: an aside, read on
+            continue
+        if not re.search(r"(\bEq|\be\.g|\bi\.e|\bcf|\bvs)$", before):
+            return before.rstrip(".")
+    return text.rstrip(".")
 
 
 def make_strategies(
