@@ -21,10 +21,11 @@ cell:
 - ``replay_draw``: ``uniform`` (ours: a fresh sample each step) or ``passes`` (Avalanche's
   replay data loader: shuffled passes over the buffer, a full batch at a time).
 
-Reported: ACC (final average accuracy, percent) and BWT per cell (mean and std over seeds); the
-main effect of each factor (the mean over all cells at one level minus the mean at the other,
-paired by seed); the path from our default to Avalanche's settings one factor at a time, in
-both directions; and the best cell. Prints one JSON object on stdout; finished runs are kept in
+Reported: per cell (mean and std over seeds) ACC (final average accuracy, percent), BWT and
+``learnt`` (the accuracy on each task right after learning it); the main effect of each factor
+(the mean over all cells at one level minus the mean at the other, paired by seed); the path
+from our default to Avalanche's settings one factor at a time, in both directions; and the best
+cell. Prints one JSON object on stdout; finished runs are kept in
 ``--store`` (JSON lines), so a rerun only trains what is missing.
 """
 
@@ -78,6 +79,10 @@ def config(cell: dict[str, str], seed: int, data_dir: str) -> RunConfig:
     )
 
 
+def _diagonal(matrix: list[list[float]]) -> float:
+    return statistics.fmean(matrix[i][i] for i in range(len(matrix)))
+
+
 def cells() -> list[dict[str, str]]:
     names = list(FACTORS)
     return [
@@ -114,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                 **cell,
                 "acc": mean_std(acc[name_of(cell)]),
                 "bwt": mean_std([100 * r["metrics"]["bwt"] for r in runs]),
+                # Accuracy on each task right after learning it: how well a task is learnt at
+                # all (plasticity), against BWT, how much of it is kept.
+                "learnt": mean_std([100 * _diagonal(r["accuracy_matrix"]) for r in runs]),
                 "train_seconds": mean_std([r["timings"]["train"] for r in runs]),
             }
         )
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "one_factor_changed_from_ours": from_ours,
         "one_factor_reverted_from_avalanche_settings": from_avalanche,
         "main_effects_acc_points": effects,
-        "best_cell": {k: best[k] for k in (*FACTORS, "acc", "bwt")},
+        "best_cell": {k: best[k] for k in (*FACTORS, "acc", "bwt", "learnt")},
         "cells": rows,
     }
     publish(report, args.out)
