@@ -33,8 +33,10 @@ class RunConfig:
     ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
     ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
     ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
-    Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``,
-    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
+    Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
+    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
+    method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
 
@@ -56,6 +58,7 @@ class RunConfig:
     hidden: list[int] | None = None
     strategy: str = "finetune"
     strategy_params: dict[str, Any] = field(default_factory=dict)
+    router: str | None = None
     seed: int = 0
     epochs: int = FitConfig.epochs
     iterations: int | None = FitConfig.iterations
@@ -84,6 +87,13 @@ class RunConfig:
             )
         # Typed now, so that the same run has one hash whether its values came as text or not.
         self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
+        if self.router is not None:
+            from forgetless.routing import ROUTERS
+
+            if self.router not in ROUTERS:
+                raise ConfigError(
+                    f"router must be one of {', '.join(ROUTERS)} (or none), got {self.router!r}"
+                )
         self.fit_config()  # validate the loop settings now, not after loading data
         tasks = self.trained_tasks
         if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
@@ -153,7 +163,7 @@ def load_config(path: str | Path) -> RunConfig:
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
 #: Fields added after runs were first stored: they enter the hash only when set, so every run
 #: stored before them keeps its id (and a sweep finds it complete).
-HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights", "standardize")
+HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights", "router", "standardize")
 
 
 def config_hash(config: RunConfig) -> str:
@@ -241,6 +251,7 @@ def run(
         on_task_end=on_task_end,
         resume=resume,
         trained_tasks=config.trained_tasks,
+        router=config.router,
     )
 
 
