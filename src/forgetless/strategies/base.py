@@ -134,6 +134,13 @@ class Strategy:
         """Scores for evaluation on task ``t`` (``None``: the model's masked logits)."""
         return None
 
+    def task_weights(self, learner: Learner) -> dict[str, torch.Tensor] | None:
+        """The part of ``learner.model.state_dict()`` a run store keeps as the weights of the
+        task just completed, when that is less than the whole model (adapters: only theirs);
+        ``None``: the whole model. The first strategy that returns tensors decides. The
+        resume checkpoint always holds the whole model."""
+        return None
+
     def report(self, learner: Learner) -> dict[str, Any] | None:
         """Plain data (numbers, strings, lists, dicts) about what the method did, kept in the
         result's ``strategy_reports`` under its name when the run ends: capacity used, routing
