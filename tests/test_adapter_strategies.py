@@ -373,3 +373,20 @@ def test_lora_on_gpt_trains_the_attention_adapters_only(two_domains):
         "attn.proj",
     }
     assert result.perplexity_matrix[1][1] < result.perplexity_matrix[0][1]
+
+
+def test_the_command_line_runs_adapters_and_refuses_bad_options(capsys):
+    import json
+
+    from forgetless.cli import main
+
+    argv = ["run", "--scenario", "split-digits", "--protocol", "task", "--n-tasks", "3"]
+    argv += ["--strategy", "curlora", "--rank", "4", "--policy", "per-task", "--iterations", "20"]
+    argv += ["--optimizer", "adam", "--lr", "0.003", "--no-progress", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["strategy_params"] == {"rank": 4, "policy": "per-task"}
+    assert result["strategy_reports"]["curlora"]["adapters"] == 2
+    assert main(["run", "--strategy", "lora", "--policy", "sometimes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("forgetless: error:") and "policy must be one of" in err
