@@ -36,6 +36,7 @@ from forgetless.strategies.pnn import PNN
 from forgetless.strategies.replay import Replay
 from forgetless.strategies.shrink_perturb import ShrinkPerturb
 from forgetless.strategies.si import SI
+from forgetless.strategies.specialists import Specialists
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -72,6 +73,7 @@ for _cls in (
     PackNet,
     HAT,
     HyperMask,
+    Specialists,
     Head,
     LoRA,
     CURLoRA,
@@ -230,6 +232,7 @@ __all__ = [
     "PackNet",
     "Replay",
     "ShrinkPerturb",
+    "Specialists",
     "Strategy",
     "coerce_params",
     "make_strategies",
