@@ -127,6 +127,10 @@ class Snapshot:
             ``losses``, ``curves``, ``train_times``, ``eval_times``, ``routing`` (with a
             router), ``baseline_eval``,
             ``elapsed`` (wall seconds of the runs so far).
+        task_weights: the part of ``model`` a run store keeps as this task's weights when a
+            strategy says it is less than the whole model (adapters: only theirs; see
+            :meth:`~forgetless.strategies.Strategy.task_weights`); ``None``: all of ``model``.
+            Not part of a resume checkpoint.
     """
 
     task: int
@@ -136,6 +140,7 @@ class Snapshot:
     generator: torch.Tensor
     strategies: list[Any]
     progress: dict[str, Any]
+    task_weights: dict[str, torch.Tensor] | None = None
 
 
 def train(
@@ -430,7 +435,17 @@ def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
             "curves": loop.curves,
             "elapsed": progress["elapsed"] + time.perf_counter() - start,
         },
+        task_weights=_task_weights(learner, strategies),
     )
+
+
+def _task_weights(learner: Learner, strategies: Sequence[Strategy]) -> dict | None:
+    for s in strategies:
+        if s.overrides("task_weights"):
+            weights = s.task_weights(learner)
+            if weights is not None:
+                return weights
+    return None
 
 
 def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dict[str, Any]:

@@ -11,7 +11,8 @@ Layout of a store folder::
         events.jsonl               records as they happen (one JSON object per line)
         checkpoints/
           model-task-1.safetensors ...   the weights after each task (plain safetensors;
-                                   not with ``keep_weights=False``)
+                                   not with ``keep_weights=False``); with adapters, only
+                                   the adapters' tensors after the tasks they trained
           resume.safetensors       the full state after the last completed task, and
           resume-previous.safetensors    the one before it (both deleted when the run
                                    completes with ``keep_weights=False``)
@@ -390,7 +391,9 @@ class RunStore:
             def task_end(state: Snapshot) -> None:
                 if self.keep_weights:
                     weights = checkpoints / f"model-task-{state.task + 1}.safetensors"
-                    save_weights(state.model, weights)
+                    # adapters: only theirs after the first task (Strategy.task_weights)
+                    part = state.task_weights
+                    save_weights(state.model if part is None else part, weights)
                 os.fsync(events.fileno())
                 point("events: synced")
                 save_snapshot(

@@ -17,17 +17,21 @@ from forgetless.errors import ConfigError
 from forgetless.strategies.agem import AGEM
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.strategies.continual_backprop import ContinualBackprop
+from forgetless.strategies.curlora import CURLoRA
 from forgetless.strategies.der import DER, DERPP
 from forgetless.strategies.ewc import EWC, OnlineEWC
 from forgetless.strategies.finetune import Finetune
 from forgetless.strategies.gss import GSS
 from forgetless.strategies.hat import HAT
+from forgetless.strategies.head import Head
 from forgetless.strategies.hypermask import HyperMask
 from forgetless.strategies.icarl import ICaRL
 from forgetless.strategies.joint import Cumulative, Joint
 from forgetless.strategies.l2 import L2
+from forgetless.strategies.lora import LoRA
 from forgetless.strategies.lwf import LwF
 from forgetless.strategies.mas import MAS
+from forgetless.strategies.olora import OLoRA
 from forgetless.strategies.packnet import PackNet
 from forgetless.strategies.pnn import PNN
 from forgetless.strategies.replay import Replay
@@ -46,7 +50,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-# Baselines, regularisers, rehearsal, plasticity, isolation: the order `forgetless run --help`
+# Baselines, regularisers, rehearsal, plasticity, isolation, adapters: the order `forgetless run --help`
 # lists.
 for _cls in (
     Finetune,
@@ -71,6 +75,10 @@ for _cls in (
     HAT,
     HyperMask,
     Specialists,
+    Head,
+    LoRA,
+    CURLoRA,
+    OLoRA,
 ):
     register(_cls)
 
@@ -251,13 +259,17 @@ __all__ = [
     "PNN",
     "SI",
     "STRATEGIES",
+    "CURLoRA",
     "ContinualBackprop",
     "Cumulative",
     "Finetune",
+    "Head",
     "HyperMask",
     "ICaRL",
     "Joint",
+    "LoRA",
     "LwF",
+    "OLoRA",
     "OnlineEWC",
     "PackNet",
     "Replay",
