@@ -7,16 +7,23 @@ import pytest
 from forgetless.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(capsys, tmp_path):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("accuracy (%)") == 2
-    assert "ACC" in out and "BWT" in out and "forgetting" in out
+    assert out.count("accuracy (%)      task 1") == 4  # the collapse, replay, EWC, the bound
+    assert "ACC: the mean accuracy" in out and "BWT: the mean change" in out
+    assert "'random init' row is the untrained network" in out
     assert "fell from" in out
-    finetune = json.loads((tmp_path / "finetune" / "result.json").read_text())
-    joint = json.loads((tmp_path / "joint" / "result.json").read_text())
-    assert finetune["metrics"]["bwt"] < -0.5
-    assert joint["metrics"]["acc"] > 0.9
+    results = {
+        name: json.loads((tmp_path / name / "result.json").read_text())["metrics"]
+        for name in ("finetune", "replay", "ewc", "joint", "finetune-task")
+    }
+    assert results["finetune"]["bwt"] < -0.9  # the collapse: every old task wiped out
+    assert results["replay"]["acc"] > results["finetune"]["acc"] + 0.5  # replay works
+    # EWC, with the task given, forgets less than fine-tuning on the same stream
+    assert results["ewc"]["bwt"] > results["finetune-task"]["bwt"] + 0.03
+    assert results["joint"]["acc"] > 0.9 and results["joint"]["acc"] > results["replay"]["acc"]
 
 
 def test_run_writes_config_and_result(capsys, tmp_path):

@@ -72,14 +72,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="offline demo: fine-tuning vs joint training on split digits",
+        help="offline demo: the collapse, replay and EWC, and joint training as the bound",
         description="Train a small MLP on split-digits (scikit-learn's 8x8 digits, "
-        "5 tasks of 2 classes, class-incremental) with plain fine-tuning and with "
-        "joint training; print both accuracy matrices and what was forgotten.",
+        "5 tasks of 2 classes, class-incremental) with plain fine-tuning (the collapse), "
+        "replay and EWC (mitigations; EWC with the task given) and joint training (the "
+        "bound); print each accuracy matrix, what ACC, BWT and the random-init row mean, and "
+        "a summary. Offline, under a minute.",
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument(
         "--out", metavar="DIR", help="also save each run (config.json, result.json) under DIR"
+    )
+
+    from forgetless.articles import ARTICLES
+
+    article = sub.add_parser(
+        "article",
+        help="a seed article's experiment, our figures printed beside the article's",
+        description="Run one of the seed articles' experiments with the article's settings "
+        "and print the article's figures beside ours: binary (two competing binary tasks, "
+        "fine-tuning then EWC; offline, seconds) or mnist-fashion (MNIST then Fashion-MNIST, "
+        "a CNN; needs the data, about 5 CPU-minutes).",
+    )
+    article.add_argument("name", choices=list(ARTICLES), help="the article")
+    article.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    article.add_argument("--data-dir", metavar="DIR", help="where MNIST and Fashion-MNIST are")
+    article.add_argument("--threads", type=int, help="CPU threads for torch")
+    article.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    article.add_argument("--json", action="store_true", help="print the comparison as JSON instead")
+
+    sub.add_parser(
+        "scenarios",
+        help="the scenarios: tasks, protocol, data and the loop settings that learn each",
     )
 
     d = RunConfig()
@@ -126,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="map inputs to (x - mean) / std: train (the stream's training data), dataset "
         "(published constants: MNIST 0.1307,0.3081) or MEAN,STD (default: pixels in [0, 1])",
     )
+    g.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="revisit the tasks: train them in order N times (A, B, A, B, ...); the matrix "
+        "gets a row per training phase",
+    )
+    g.add_argument(
+        "--schedule",
+        type=_ints,
+        metavar="T,T,...",
+        help="the task of each training phase, counted from 1 as the tables do (1,2,1,2)",
+    )
     g = run.add_argument_group("model and strategy")
     g.add_argument(
         "--model",
@@ -162,23 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.seed,
         help=f"seeds data, weights and batches (default: {d.seed})",
     )
+    preset = " (default: the scenario's; see 'forgetless scenarios')"
+    g.add_argument("--epochs", type=int, help="passes over each task's data" + preset)
     g.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"passes per task (default: {d.epochs})"
+        "--iterations", type=int, help="optimiser steps per task, instead of epochs" + preset
     )
-    g.add_argument("--iterations", type=int, help="optimiser steps per task, instead of epochs")
-    g.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})"
-    )
-    g.add_argument(
-        "--optimizer",
-        default=d.optimizer,
-        choices=list(OPTIMIZERS),
-        help=f"(default: {d.optimizer})",
-    )
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
-    g.add_argument(
-        "--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum})"
-    )
+    g.add_argument("--batch-size", type=int, help="examples per step" + preset)
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS), help="the optimiser" + preset)
+    g.add_argument("--lr", type=float, help="learning rate" + preset)
+    g.add_argument("--momentum", type=float, help="SGD momentum" + preset)
     g.add_argument("--keep-optimizer", action="store_true", help="keep one optimiser across tasks")
     g.add_argument(
         "--eval-every", type=int, metavar="STEPS", help="evaluate all tasks every STEPS steps"
@@ -205,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         "options given here override it",
     )
     g = run.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        help="this run's folder: config.json, events.jsonl and checkpoints as it goes, "
+        "result.json at the end (as a run in a store); --resume DIR continues it",
+    )
     g.add_argument(
         "--store",
         metavar="DIR",
@@ -223,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the stored run in RUN_DIR from its last completed task (its config.json "
-        "decides everything; other options are ignored)",
+        help="continue the run in RUN_DIR (of a store, or written with --out) from its last "
+        "completed task (its config.json decides everything; other options are ignored)",
     )
     g.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
@@ -403,14 +437,12 @@ def _strategy_params(extra: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from pathlib import Path
-
-    from forgetless.experiment import RunConfig, run, save_run
-    from forgetless.runs import RunStore, is_store
+    from forgetless.experiment import RunConfig, run
+    from forgetless.runs import RunStore, is_store, open_run_folder
 
     if args.resume:
-        folder = Path(args.resume)
-        result = RunStore(folder.parent).resume(folder, rerun=args.rerun, on_wait=_say)
+        store, folder = open_run_folder(args.resume)
+        result = store.resume(folder, rerun=args.rerun, on_wait=_say)
         print(result.to_json() if args.json else result)
         return 0
     config = RunConfig(
@@ -441,29 +473,66 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         retain_raw_data=not args.no_raw_data,
+        repeat=args.repeat,
+        schedule=None if args.schedule is None else [t - 1 for t in args.schedule],
     )
     if args.config:
         config = _merge_config_file(args.config, config, extra)
-    if args.log and not args.store:
-        raise ConfigError("--log needs --store (the loggers write next to the stored run)")
-    if args.store:
-        store = RunStore(args.store)
+    if args.store and args.out:
+        raise ConfigError(
+            "give --store DIR (a folder per run, with an index) or --out DIR (this run's "
+            "folder), not both: they write the same files"
+        )
+    if args.log and not (args.store or args.out):
+        raise ConfigError("--log needs --store or --out (the loggers write next to the run)")
+    if args.store or args.out:
+        store = RunStore(args.store) if args.store else RunStore.run_folder(args.out)
         folder = store.folder(store.run_id(config))
-        row = store.index.get(folder.name) if is_store(args.store) else None
-        if row is not None and row["status"] == "complete" and not args.rerun:
+        done = (folder / "result.json").is_file()
+        if args.store and is_store(args.store):
+            row = store.index.get(folder.name)
+            done = row is not None and row["status"] == "complete"
+        if done and not args.rerun:
             # On stderr: with --json, stdout must be the JSON alone.
-            _say(f"already complete in the store: {folder} (--rerun trains it again)")
+            _say(f"already complete: {folder} (--rerun trains it again)")
         loggers = [n.strip() for n in args.log.split(",") if n.strip()] if args.log else []
         result = store.execute(config, rerun=args.rerun, loggers=loggers, on_wait=_say)
     else:
         result = run(config)
     print(result.to_json() if args.json else result)
-    if args.store and not args.json:
-        print(f"stored in {folder}")
-    if args.out:
-        out = save_run(result, args.out)
-        if not args.json:
-            print(f"saved {out / 'config.json'} and {out / 'result.json'}")
+    if (args.store or args.out) and not args.json:
+        print(f"stored in {folder} (continue an interrupted run: forgetless run --resume {folder})")
+    return 0
+
+
+def _cmd_article(args: argparse.Namespace) -> int:
+    import json
+
+    from forgetless.articles import run_article
+
+    report = run_article(
+        args.name,
+        args.seed,
+        echo=(lambda _: None) if args.json else print,
+        data_dir=args.data_dir,
+        threads=args.threads,
+        device=args.device,
+        progress=False,
+    )
+    if args.json:
+        del report["results"]
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+def _cmd_scenarios() -> int:
+    from forgetless.scenarios import PRESETS
+
+    print(f"{'scenario':<16} {'protocol':<9} {'tasks':>5}  loop settings (options override)")
+    for name, preset in PRESETS.items():
+        tasks = "?" if preset.default_tasks is None else str(preset.default_tasks)
+        print(f"{name:<16} {preset.protocol.value:<9} {tasks:>5}  {preset.loop.describe()}")
+        print(f"{'':<33}{preset.description}")
     return 0
 
 
@@ -473,9 +542,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from forgetless.demo import run_demo
     from forgetless.experiment import save_run
 
-    for result in run_demo(seed=args.seed, echo=print):
+    for name, result in run_demo(seed=args.seed, echo=print).items():
         if args.out:
-            save_run(result, Path(args.out) / result.strategy)
+            save_run(result, Path(args.out) / name)
     if args.out:
         print(f"saved the runs under {args.out}")
     return 0
@@ -1231,6 +1300,8 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
     commands = {
         "demo": lambda: _cmd_demo(args),
+        "scenarios": _cmd_scenarios,
+        "article": lambda: _cmd_article(args),
         "run": lambda: _cmd_run(args, extra),
         "data": lambda: _cmd_data(args, parser),
         "runs": lambda: _cmd_runs(args, parser),

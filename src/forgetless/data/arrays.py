@@ -27,8 +27,10 @@ def check_finite(values: torch.Tensor, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class ArraySet:
-    """Labelled examples held as whole tensors, indexed in batches.
+class ArraySet(torch.utils.data.Dataset):
+    """Labelled examples held as whole tensors, indexed in batches; also a
+    ``torch.utils.data.Dataset`` (``set[i]`` is ``(input, target)``, the input as the model
+    takes it), so ``DataLoader(stream[0].train, batch_size=64)`` works.
 
     Attributes:
         x: inputs, ``[N, *shape]``. Images stay in their compact storage dtype (uint8) and are
@@ -70,6 +72,21 @@ class ArraySet:
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def __getitem__(self, index: int | slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)`` of the rows in ``index`` (one row for an int), the inputs as
+        the model takes them (floats for images), as a ``Dataset`` gives them."""
+        x = self.x[index]
+        if self.scale is not None:
+            x = x.to(torch.float32) * self.scale  # never in place: x may be a view
+        return x, self.y[index]
+
+    def to(self, device: torch.device | str) -> ArraySet:
+        """The same set on ``device`` (itself if it is there already)."""
+        x, y = self.x.to(device), self.y.to(device)
+        if x is self.x and y is self.y:
+            return self
+        return ArraySet(x, y, self.scale)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -42,15 +42,19 @@ def accuracy_heatmap(result: Result, title: str | None = None):
     each cell is labelled in percent. Forgetting shows as cells fading down a column."""
     plt = _pyplot()
     R = [[100 * v for v in row] for row in result.accuracy_matrix]
-    n = len(R)
-    fig, ax = plt.subplots(figsize=(0.8 * n + 2.2, 0.65 * n + 1.6), layout="constrained")
+    n, rows = result.num_tasks, len(R)  # rows: a phase each, where a schedule revisits tasks
+    fig, ax = plt.subplots(figsize=(0.8 * n + 2.2, 0.65 * rows + 1.6), layout="constrained")
     image = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
-    for i in range(n):
+    for i in range(rows):
         for j in range(n):
             ax.text(j, i, f"{R[i][j]:.0f}", ha="center", va="center",
                     color="white" if R[i][j] < 60 else "black", fontsize=9)  # fmt: skip
     ax.set_xticks(range(n), [f"task {j + 1}" for j in range(n)], rotation=30, ha="right")
-    ax.set_yticks(range(n), [f"after {i + 1}" for i in range(n)])
+    names = [
+        f"after {i + 1}" if result.schedule is None else f"{i + 1}: task {t + 1}"
+        for i, t in enumerate(result.schedule or range(rows))
+    ]
+    ax.set_yticks(range(rows), names)
     ax.set_xlabel("evaluated on")
     ax.set_ylabel("trained up to")
     ax.set_title(title or run_title(result, "accuracy (%)"), fontsize=10)
@@ -97,7 +101,16 @@ def forgetting_curves(result: Result, title: str | None = None):
     plt = _pyplot()
     n = result.num_tasks
     fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
-    if result.curves:
+    if result.schedule is not None:  # a row per phase: each task from its first phase on
+        phases = result.num_phases
+        for j in range(n):
+            xs = list(range(result.schedule.index(j) + 1, phases + 1))
+            ax.plot(xs, [100 * result.accuracy_matrix[p - 1][j] for p in xs], marker="o",
+                    label=f"task {j + 1}")  # fmt: skip
+        ax.set_xticks(range(1, phases + 1))
+        ax.set_xticklabels([f"{p + 1}:{t + 1}" for p, t in enumerate(result.schedule)])
+        ax.set_xlabel("after phase (phase:task trained)")
+    elif result.curves:
         # Steps of each task end: the curve points' steps, by task.
         ends = _task_end_steps(result)
         for j in range(n):

@@ -15,8 +15,42 @@ from forgetless.scenarios.stream import Protocol, Stream
 
 
 @dataclass(frozen=True)
+class Loop:
+    """The loop settings a scenario is learnt with where the user gives none: enough passes
+    (or steps), batch size, optimiser and learning rate for each task to be learnt well, so
+    that the forgetting measured is forgetting of something learnt. Units: ``lr`` as given to
+    the optimiser; ``epochs`` passes over each task's data, or ``iterations`` optimiser steps
+    per task when set."""
+
+    epochs: int = 1
+    iterations: int | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+
+    def describe(self) -> str:
+        """One line, e.g. ``20 epochs, batch 32, adam lr 0.001``."""
+        budget = (
+            f"{self.iterations} steps a task" if self.iterations is not None
+            else f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        )  # fmt: skip
+        momentum = f" momentum {self.momentum:g}" if self.momentum else ""
+        return f"{budget}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g}{momentum}"
+
+
+#: Adam at 1e-3: the regularisers' default strengths (EWC's lam 1000) stay stable with it,
+#: where plain SGD at a learning rate that learns the digits in 20 epochs (0.1) diverges on
+#: EWC's penalty (lr * lam * max Fisher above 2).
+_DIGITS = Loop(epochs=20, batch_size=32, optimizer="adam", lr=1e-3)
+_MNIST = Loop(epochs=1, batch_size=128, optimizer="adam", lr=1e-3)
+_TEXT = Loop(iterations=500, batch_size=32, optimizer="adam", lr=1e-3)
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A named scenario: how to build it and its usual protocol."""
+    """A named scenario: how to build it, its usual protocol and the loop settings that learn
+    it (:class:`Loop`; options the user gives override them)."""
 
     name: str
     description: str
@@ -26,6 +60,7 @@ class Preset:
     default_tasks: int | None = None
     #: text scenarios also take ``sequence_length`` and ``tokenizer``
     text: bool = False
+    loop: Loop = Loop()
 
 
 def _split(source: str, n: int = 5):
@@ -125,6 +160,7 @@ PRESETS: dict[str, Preset] = {
             _split("digits"),
             ("digits",),
             5,
+            loop=_DIGITS,
         ),
         Preset(
             "permuted-digits",
@@ -133,6 +169,7 @@ PRESETS: dict[str, Preset] = {
             _permuted("digits", 5),
             ("digits",),
             5,
+            loop=_DIGITS,
         ),
         Preset(
             "rotated-digits",
@@ -141,6 +178,7 @@ PRESETS: dict[str, Preset] = {
             _rotated("digits", 5),
             ("digits",),
             5,
+            loop=_DIGITS,
         ),
         Preset(
             "split-mnist",
@@ -149,6 +187,7 @@ PRESETS: dict[str, Preset] = {
             _split("mnist"),
             ("mnist",),
             5,
+            loop=_MNIST,
         ),
         Preset(
             "split-fashion",
@@ -157,6 +196,7 @@ PRESETS: dict[str, Preset] = {
             _split("fashion-mnist"),
             ("fashion-mnist",),
             5,
+            loop=_MNIST,
         ),
         Preset(
             "permuted-mnist",
@@ -165,6 +205,7 @@ PRESETS: dict[str, Preset] = {
             _permuted("mnist", 10),
             ("mnist",),
             10,
+            loop=_MNIST,
         ),
         Preset(
             "rotated-mnist",
@@ -173,6 +214,7 @@ PRESETS: dict[str, Preset] = {
             _rotated("mnist", 10),
             ("mnist",),
             10,
+            loop=_MNIST,
         ),
         Preset(
             "mnist-fashion",
@@ -181,6 +223,7 @@ PRESETS: dict[str, Preset] = {
             _mnist_fashion,
             ("mnist", "fashion-mnist"),
             2,
+            loop=Loop(epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
         ),
         Preset(
             "two-task-binary",
@@ -189,6 +232,7 @@ PRESETS: dict[str, Preset] = {
             _two_task_binary,
             (),
             2,
+            loop=Loop(epochs=20, batch_size=32, optimizer="adam", lr=0.01),
         ),
         Preset(
             "text",
@@ -199,6 +243,7 @@ PRESETS: dict[str, Preset] = {
             (),
             None,
             text=True,
+            loop=_TEXT,
         ),
         Preset(
             "shakespeare",
@@ -209,6 +254,7 @@ PRESETS: dict[str, Preset] = {
             ("shakespeare",),
             4,
             text=True,
+            loop=_TEXT,
         ),
     ]
 }

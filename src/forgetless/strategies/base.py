@@ -52,6 +52,9 @@ class Strategy:
             (so it cannot run with a model that takes the task id, or a method that needs one).
         transient: attributes :meth:`state_dict` leaves out (references into the live model,
             rebuilt after a restore).
+        revisits: False if the method assumes each task comes once (it builds a column, a
+            share of the weights or its training data per task): a schedule that revisits
+            tasks is then refused.
     """
 
     name: ClassVar[str] = "strategy"
@@ -61,6 +64,7 @@ class Strategy:
     needs_task_id: ClassVar[bool] = False
     infers_task: ClassVar[bool] = False
     supports_task_id_models: ClassVar[bool] = True
+    revisits: ClassVar[bool] = True
     transient: ClassVar[tuple[str, ...]] = ()
 
     def change_model(self, learner: Learner, task: Task) -> None:

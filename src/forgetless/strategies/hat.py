@@ -204,6 +204,7 @@ class HAT(Strategy):
     """
 
     name = "hat"
+    revisits = False  # one part (or one data set) per task
     needs_task_id = True
     trained_start_refusal = (
         "HAT learns each task's gates during the task's own steps, and a trained start's model "
