@@ -101,6 +101,7 @@ def build_report(
         parts += [
             f'<h3>{html.escape(name)} <span class="note">({html.escape(where)})</span></h3>',
             f"<p>{html.escape(describe(result))} {html.escape(result.metrics_line())}{flag}</p>",
+            *([f"<p>{html.escape(result.routing_line())}</p>"] if result.routing_accuracy else []),
             '<div class="run">',
             _figure(
                 figures.accuracy_heatmap(result, figures.run_title(result, "accuracy (%)", name)),

@@ -33,6 +33,7 @@ from forgetless.strategies.pnn import PNN
 from forgetless.strategies.replay import Replay
 from forgetless.strategies.shrink_perturb import ShrinkPerturb
 from forgetless.strategies.si import SI
+from forgetless.strategies.specialists import Specialists
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -69,6 +70,7 @@ for _cls in (
     PackNet,
     HAT,
     HyperMask,
+    Specialists,
 ):
     register(_cls)
 
@@ -260,6 +262,7 @@ __all__ = [
     "PackNet",
     "Replay",
     "ShrinkPerturb",
+    "Specialists",
     "Strategy",
     "coerce_params",
     "make_strategies",
