@@ -84,6 +84,8 @@ def test_strategy_parameters_pass_through(capsys):
             ["run", "--scenario", "split-digits", "--protocol", "domain", "--n-tasks", "3"],
             "domain-incremental protocol needs the same classes",
         ),
+        (["run", "--standardize", "dataset"], "split-digits has no published input statistics"),
+        (["run", "--strategy", "replay", "--buffer-policy", "fifo"], "buffer_policy must be"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, argv, message):

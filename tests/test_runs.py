@@ -52,6 +52,13 @@ def _crash_after(task: int):
         ("si", "task", {}),
         ("lwf", "task", {}),
         ("replay", "class", {"buffer_size": 40}),
+        (
+            "replay",
+            "class",
+            {"buffer_size": 40, "buffer_policy": "task-balanced", "buffer_update": "task"},
+        ),
+        ("replay", "class", {"buffer_size": 40, "buffer_policy": "class-balanced"}),
+        ("replay", "class", {"buffer_size": 40, "replay_draw": "passes", "replay_batch_size": 16}),
         ("der", "class", {"buffer_size": 40}),
         ("icarl", "class", {"memory_size": 40}),
         ("replay+online-ewc", "class", {"buffer_size": 40, "lam": 10.0}),

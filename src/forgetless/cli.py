@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="text: char (default), bpe or bpe:SIZE (trained locally on the first domain)",
     )
+    g.add_argument(
+        "--standardize",
+        metavar="HOW",
+        help="map inputs to (x - mean) / std: train (the stream's training data), dataset "
+        "(published constants: MNIST 0.1307,0.3081) or MEAN,STD (default: pixels in [0, 1])",
+    )
     g = run.add_argument_group("model and strategy")
     g.add_argument(
         "--model",
@@ -415,6 +421,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         data_dir=args.data_dir,
         sequence_length=args.sequence_length,
         tokenizer=args.tokenizer,
+        standardize=args.standardize,
         model=args.model,
         hidden=args.hidden,
         strategy=args.strategy,
