@@ -31,3 +31,9 @@ def test_order_is_numeric_and_file_names_never_collide():
     assert [configs[i]["seed"] for i in order][:2] == [0, 1]
     assert file_stem("ewc lam=10 lr=0.05 s0") == "ewc_lam10_lr0.05_s0"
     assert unique_stems(["a b", "a_b", "A b"]) == ["a_b", "a_b_2", "A_b_3"]
+
+
+def test_nested_loop_settings_of_train_results_label_by_name():
+    a = {"strategy": "ewc", "seed": 0, "fit": {"lr": 0.1, "epochs": 1, "threads": 2}}
+    b = {"strategy": "ewc", "seed": 0, "fit": {"lr": 0.05, "epochs": 1, "threads": 1}}
+    assert run_labels([a, b]) == ["ewc lr=0.1 s0", "ewc lr=0.05 s0"]

@@ -23,12 +23,17 @@ _NAMED = ("scenario", "protocol", "strategy", "seed")
 def flat_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The settings of a run's config that decide its numbers, in one flat mapping: the
     strategy's parameters by their names, then the other fields (scenario, model, loop), without
-    the fields of :data:`QUIET_FIELDS`. A strategy parameter that shares a field's name is
+    the fields of :data:`QUIET_FIELDS`; nested settings (the ``fit`` of a result made by
+    ``train`` directly) by their own names. A strategy parameter that shares a field's name is
     kept as ``strategy.NAME``."""
     flat: dict[str, Any] = {}
     params = config.get("strategy_params") or {}
     for key, value in config.items():
-        if key != "strategy_params" and key not in QUIET_FIELDS:
+        if key == "strategy_params" or key in QUIET_FIELDS:
+            continue
+        if isinstance(value, Mapping):  # nested settings (``train``'s ``fit``): by their names
+            flat.update({k: v for k, v in value.items() if k not in QUIET_FIELDS})
+        else:
             flat[key] = value
     for key, value in params.items():
         flat[f"strategy.{key}" if key in flat else key] = value
