@@ -91,6 +91,8 @@ def test_strategy_parameters_pass_through(capsys):
             ["run", "--scenario", "split-digits", "--protocol", "domain", "--n-tasks", "3"],
             "domain-incremental protocol needs the same classes",
         ),
+        (["run", "--standardize", "dataset"], "split-digits has no published input statistics"),
+        (["run", "--strategy", "replay", "--buffer-policy", "fifo"], "buffer_policy must be"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, argv, message):
@@ -147,3 +149,43 @@ def test_bad_config_files_are_clear_errors(tmp_path, capsys, text, message):
     file.write_text(text)
     assert main(["run", "--config", str(file), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_toml_files_are_read_on_python_3_10_too(tmp_path, monkeypatch):
+    """pyproject says Python >= 3.10; tomllib arrived in 3.11, so 3.10 reads TOML with tomli
+    (the same parser, a dependency there). Pretend to be 3.10, with tomli in place."""
+    import importlib
+    import sys
+
+    import tomllib
+
+    import forgetless.toml_file as toml_file
+
+    file = tmp_path / "c.toml"
+    file.write_text('strategy = "ewc"\nlam = 10.0\n')
+    monkeypatch.setattr(sys, "version_info", (3, 10, 0, "final", 0))
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # "import tomllib" now fails
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)
+    try:
+        reloaded = importlib.reload(toml_file)
+        assert reloaded.tomllib is tomllib
+        assert reloaded.read_toml(file) == {"strategy": "ewc", "lam": 10.0}
+    finally:
+        monkeypatch.undo()
+        importlib.reload(toml_file)
+
+
+def test_run_help_gives_every_strategy_parameter_a_meaning_and_its_choices(capsys):
+    from forgetless.strategies import STRATEGIES, parameter_help, strategy_parameters
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.strip().startswith("--fisher exact"))
+    assert "Fisher estimate" in line and "exact|sample|empirical|weighted-empirical|batched" in line
+    assert "--gate example" in text and "(example|batch)" in text
+    for cls in STRATEGIES.values():
+        meanings = parameter_help(cls)
+        assert set(meanings) == set(strategy_parameters(cls))
+        for name, meaning in meanings.items():
+            assert 3 < len(meaning) <= 120 and "``" not in meaning, (cls.name, name, meaning)

@@ -104,6 +104,7 @@ class Recorder(Strategy):
         self.calls.append(("after_task", learner.task_index))
 
 
+@pytest.mark.filterwarnings("ignore:the model barely learned:RuntimeWarning")  # 2 steps: on purpose
 def test_hooks_are_called_in_order_and_composed():
     stream = make_stream("split-digits", seed=0)[:2]
     first, second = Recorder(), Recorder()
@@ -121,6 +122,7 @@ def test_hooks_are_called_in_order_and_composed():
     assert first.calls == expected and second.calls == expected
 
 
+@pytest.mark.filterwarnings("ignore:the model barely learned:RuntimeWarning")  # 2 steps: on purpose
 def test_penalty_changes_training():
     class PullToZero(Strategy):
         name = "pull"
@@ -219,6 +221,7 @@ def test_reusing_a_strategy_instance_warns():
         assert bool(reused) is expect_warning
 
 
+@pytest.mark.filterwarnings("ignore:the model barely learned:RuntimeWarning")  # 2 steps: on purpose
 def test_class_il_runs_also_report_task_aware_accuracy():
     stream = make_stream("split-digits", seed=0, protocol="class")
     model = build_model("mlp", stream.input_shape, stream.num_outputs, [32], seed=0)

@@ -24,13 +24,20 @@ examples:
 
 def _run_epilog() -> str:
     """Each strategy with its parameters and defaults, then examples."""
-    from forgetless.strategies import STRATEGIES, strategy_parameters
+    from forgetless.strategies import STRATEGIES, parameter_help, strategy_parameters
 
-    lines = ["strategies and their parameters (any other --NAME VALUE goes to the strategy):"]
+    lines = [
+        "strategies and their parameters, with their defaults (any other --NAME VALUE goes "
+        "to the strategy):"
+    ]
     for name, cls in STRATEGIES.items():
         params = strategy_parameters(cls)
-        flags = " ".join(f"--{p.replace('_', '-')} {v.default}" for p, v in params.items())
-        lines.append(f"  {name:<12} {flags}".rstrip())
+        meanings = parameter_help(cls)
+        lines.append(f"  {name}" + ("" if params else "  (no parameters)"))
+        for p, v in params.items():
+            default = f"{v.default:g}" if isinstance(v.default, float) else v.default
+            flag = f"--{p.replace('_', '-')} {default}"
+            lines.append(f"      {flag:<28} {meanings[p]}".rstrip())
     return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
 
 
@@ -136,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer",
         metavar="KIND",
         help="text: char (default), bpe or bpe:SIZE (trained locally on the first domain)",
+    )
+    g.add_argument(
+        "--standardize",
+        metavar="HOW",
+        help="map inputs to (x - mean) / std: train (the stream's training data), dataset "
+        "(published constants: MNIST 0.1307,0.3081) or MEAN,STD (default: pixels in [0, 1])",
     )
     g.add_argument(
         "--repeat",
@@ -440,6 +453,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         data_dir=args.data_dir,
         sequence_length=args.sequence_length,
         tokenizer=args.tokenizer,
+        standardize=args.standardize,
         model=args.model,
         hidden=args.hidden,
         strategy=args.strategy,
@@ -574,18 +588,7 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"rebuilt {root / 'index.sqlite'} from the run folders: {found}")
         return 0
     if args.runs_command == "ls":
-        where = {
-            k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)
-        }
-        rows = store.index.find(**where)
-        print(f"{'id':<58} {'status':<12} {'tasks':>5} {'ACC':>6} {'BWT':>6}")
-        for row in rows:
-            tasks = f"{row['tasks_done'] or 0}/{row['n_tasks'] or '?'}"
-            acc = "" if row["acc"] is None else f"{100 * row['acc']:.1f}"
-            bwt = "" if row["bwt"] is None else f"{100 * row['bwt']:.1f}"
-            print(f"{row['id']:<58} {row['status']:<12} {tasks:>5} {acc:>6} {bwt:>6}")
-        print(f"{len(rows)} run(s) in {root}")
-        return 0
+        return _runs_ls(store, args, root)
     if args.runs_command == "summary":
         from forgetless.sweeps import format_summary, summarise
 
@@ -593,19 +596,81 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(format_summary(summarise(complete), args.format), end="")
         return 0
     if args.runs_command == "show":
-        folder = store.locate(args.run)
-        print(f"{folder}")
+        return _runs_show(store, store.locate(args.run))
+    return _runs_compare(store, args.runs)
+
+
+def _runs_ls(store, args: argparse.Namespace, root) -> int:
+    """One line per run: id, status, tasks done of planned, ACC, BWT, and the settings that
+    differ among the runs listed."""
+    from forgetless.labels import run_labels
+    from forgetless.runs.store import planned_tasks
+
+    where = {k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)}
+    rows = store.index.find(**where)
+    labels = run_labels([_stored_config(store, row["id"]) for row in rows])
+    print(f"{'id':<58} {'status':<12} {'tasks':>5} {'ACC':>6} {'BWT':>6}  settings")
+    for row, label in zip(rows, labels, strict=True):
+        planned = row["n_tasks"] or planned_tasks(store.folder(row["id"]))
+        tasks = f"{row['tasks_done'] or 0}/{planned or 'not started'}"
+        acc = "" if row["acc"] is None else f"{100 * row['acc']:.1f}"
+        bwt = "" if row["bwt"] is None else f"{100 * row['bwt']:.1f}"
+        print(f"{row['id']:<58} {row['status']:<12} {tasks:>5} {acc:>6} {bwt:>6}  {label}")
+    print(f"{len(rows)} run(s) in {root}")
+    return 0
+
+
+def _stored_config(store, run_id: str) -> dict[str, Any]:
+    """A stored run's config as plain data; an unreadable one as empty (it labels as such)."""
+    from forgetless.runs.files import read_json
+
+    try:
+        data = read_json(store.folder(run_id) / "config.json", "run config", required=False)
+    except ForgetlessError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _runs_show(store, folder) -> int:
+    """A run's folder, status, resolved config (every setting, as the run used it), then its
+    result when it has one."""
+    from forgetless.labels import value_text
+    from forgetless.runs.store import planned_tasks
+
+    config = _stored_config(store, folder.name)
+    row = store.index.get(folder.name) or {}
+    planned = row.get("n_tasks") or planned_tasks(folder) or "?"
+    print(f"{folder}")
+    print(
+        f"status: {row.get('status', 'unknown')}, tasks done {row.get('tasks_done') or 0}/{planned}"
+    )
+    print("config:")
+    for key, value in config.items():
+        if key == "strategy_params":
+            for name, param in sorted(value.items()):
+                print(f"  {name} = {value_text(param)}  (strategy parameter)")
+        else:
+            print(f"  {key} = {value_text(value)}")
+    if (folder / "result.json").is_file():
         print(store.result(str(folder)))
-        return 0
-    results = [store.result(str(store.locate(r))) for r in args.runs]
-    names = ["ACC", "BWT", "FWT", "forgetting", "learning acc"]
+    return 0
+
+
+def _runs_compare(store, names: Sequence[str]) -> int:
+    """Metrics of several runs side by side, each row named by what differs between them."""
+    from forgetless.labels import run_labels
+
+    results = [store.result(str(store.locate(r))) for r in names]
+    labels = run_labels([r.config or {} for r in results])
+    names_ = ["ACC", "BWT", "FWT", "forgetting", "learning acc"]
     keys = ["acc", "bwt", "fwt", "forgetting", "learning_accuracy"]
-    print(f"{'run':<40}" + "".join(f"{n:>14}" for n in names))
-    for run_name, result in zip(args.runs, results, strict=True):
+    width = max(12, *(len(label) + 2 for label in labels))
+    print(f"{'run':<{width}}" + "".join(f"{n:>14}" for n in names_))
+    for label, result in zip(labels, results, strict=True):
         m = result.metrics
         cells = ["n/a" if m[k] is None else f"{100 * m[k]:.1f}" for k in keys]
-        label = f"{result.strategy} s{result.seed} ({Path(run_name).name[:20]})"
-        print(f"{label:<40}" + "".join(f"{c:>14}" for c in cells))
+        print(f"{label:<{width}}" + "".join(f"{c:>14}" for c in cells))
+    print("(in percent; each run named by the settings that differ between them)")
     return 0
 
 
@@ -712,7 +777,9 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         )
     print(format_frontiers(frontiers), end="")
     data = {"base": base.to_dict(), "frontiers": [f.to_dict() for f in frontiers]}
-    _write_outputs(args.out, "frontier", data, {"frontier": frontier_plot(frontiers)})
+    _write_outputs(
+        args.out, "frontier", data, {"frontier": frontier_plot(frontiers, scenario=base.scenario)}
+    )
     return 0
 
 
@@ -963,13 +1030,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = write_report(results, args.out, args.title, extra)
     print(f"wrote {out} ({len(results)} run(s))")
     if args.figures:
+        from forgetless.analysis.frontier import frontiers_in
+        from forgetless.labels import unique_stems
+        from forgetless.report.figures import frontier_plot, run_title, strategy_comparison
+        from forgetless.report.html import labelled
+
         folder = Path(args.figures)
-        for r in results:
-            stem = f"{r.scenario}_{r.strategy}_s{r.seed}"
-            save(accuracy_heatmap(r), folder / f"{stem}_matrix")
-            save(forgetting_curves(r), folder / f"{stem}_curves")
+        ordered, labels = labelled(results)
+        # Named by what tells the runs apart, numbered where two would coincide: no run's
+        # figures overwrite another's.
+        for r, label, stem in zip(ordered, labels, unique_stems(labels), strict=True):
+            stem = f"{r.scenario}_{stem}"
+            save(
+                accuracy_heatmap(r, run_title(r, "accuracy (%)", label)), folder / f"{stem}_matrix"
+            )
+            curves = forgetting_curves(
+                r, run_title(r, "accuracy on each task along the stream", label)
+            )
+            save(curves, folder / f"{stem}_curves")
             if r.perplexity_matrix:
-                save(perplexity_heatmap(r), folder / f"{stem}_perplexity")
+                heatmap = perplexity_heatmap(r, run_title(r, "perplexity per token", label))
+                save(heatmap, folder / f"{stem}_perplexity")
+        if len(results) > 1:
+            save(strategy_comparison(results), folder / "comparison")
+        frontiers = frontiers_in(results)
+        if frontiers:
+            scenario = ", ".join(sorted({r.scenario for r in results}))
+            save(frontier_plot(frontiers, scenario=scenario), folder / "frontier")
         print(f"figures (PNG and SVG) in {folder}")
     return 0
 

@@ -187,6 +187,10 @@ class Snapshot:
             ``losses``, ``curves``, ``train_times``, ``eval_times``, ``routing`` (with a
             router), ``baseline_eval``,
             ``elapsed`` (wall seconds of the runs so far).
+        task_weights: the part of ``model`` a run store keeps as this task's weights when a
+            strategy says it is less than the whole model (adapters: only theirs; see
+            :meth:`~forgetless.strategies.Strategy.task_weights`); ``None``: all of ``model``.
+            Not part of a resume checkpoint.
     """
 
     task: int
@@ -196,6 +200,7 @@ class Snapshot:
     generator: torch.Tensor
     strategies: list[Any]
     progress: dict[str, Any]
+    task_weights: dict[str, torch.Tensor] | None = None
 
 
 def train(
@@ -391,7 +396,8 @@ def train(
                 on_task_end(_snapshot(phase, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
-    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
+    fresh = config is not None and not config.get("weights") and "model" in config
+    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks, fresh)
     if config is None:
         config = {"fit": fit.to_dict(), "strategy": strategy_name}
         if trained_tasks:
@@ -431,11 +437,18 @@ def train(
 
 
 def _warn_if_barely_learned(
-    matrix: list[list[float]], baseline: list[float], loop, trained_tasks: int = 0
+    matrix: list[list[float]],
+    baseline: list[float],
+    loop,
+    trained_tasks: int = 0,
+    fresh: bool = False,
 ) -> None:
     """Warn when the tasks trained in this run were barely learned: every figure of such a run
     (forgetting above all) describes an untrained model, which looks like "no forgetting" and
-    misleads. Tasks of a trained start are not trained here, so they are left out."""
+    misleads. Tasks of a trained start are not trained here, so they are left out. ``fresh``:
+    the run drew the model's weights itself (a config without ``weights``), so what it had
+    before training is a random initialisation; a model handed to ``train`` or loaded from
+    weights may have been trained, and is called "the model as given"."""
     phases = loop.phases  # the task of each row (each task once, unless a schedule revisits)
     trained = range(trained_tasks, len(phases))
     if len(matrix) < len(phases) or not trained:
@@ -445,11 +458,12 @@ def _warn_if_barely_learned(
         return
     learned = 100 * sum(matrix[p][phases[p]] for p in trained) / len(trained)
     before = 100 * sum(baseline[phases[p]] for p in trained) / len(trained)
-    # The model may have come trained (a trained start, or a user's checkpoint): what it had
-    # before this run is not necessarily a random initialisation.
-    start = "the model as given, before this run trained it"
-    if not trained_tasks:
-        start += " (random initialisation, for a fresh model)"
+    # The model may have come trained (a trained start, a weights file, a model handed to
+    # train): what it had before this run is a random initialisation only for a fresh one.
+    if fresh and not trained_tasks:
+        start = "the randomly initialised model"
+    else:
+        start = "the model as given, before this run trained it"
     steps = loop.step / len(trained)
     warnings.warn(
         f"the model barely learned its tasks: accuracy on each task right after training it "
@@ -541,7 +555,17 @@ def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
             "curves": loop.curves,
             "elapsed": progress["elapsed"] + time.perf_counter() - start,
         },
+        task_weights=_task_weights(learner, strategies),
     )
+
+
+def _task_weights(learner: Learner, strategies: Sequence[Strategy]) -> dict | None:
+    for s in strategies:
+        if s.overrides("task_weights"):
+            weights = s.task_weights(learner)
+            if weights is not None:
+                return weights
+    return None
 
 
 def _restore(snapshot: Snapshot, learner, loop, strategies, phases: list[int]) -> dict[str, Any]:
@@ -1045,10 +1069,10 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _environment(device: torch.device) -> dict[str, str]:
-    from forgetless import __version__
+    from forgetless.provenance import provenance
 
     return {
-        "forgetless": __version__,
+        **provenance(),  # forgetless's version and git commit
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),

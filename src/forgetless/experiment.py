@@ -18,7 +18,7 @@ from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
 from forgetless.scenarios import PRESETS, Stream, make_stream
-from forgetless.scenarios.presets import Loop
+from forgetless.scenarios.presets import Loop, check_standardize
 from forgetless.strategies import Strategy, coerce_params, make_strategies
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
@@ -40,10 +40,12 @@ class RunConfig:
 
     Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
     ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
-    ``tokenizer`` (None: ``"char"``). Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``,
-    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``),
-    ``strategy_params``, ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task
-    inference for a method that needs the task id under class- or domain-IL). Loop:
+    ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
+    ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
+    Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
+    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
+    method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
 
@@ -75,6 +77,7 @@ class RunConfig:
     data_dir: str | None = None
     sequence_length: int | None = None
     tokenizer: str | None = None
+    standardize: str | None = None
     model: str = "mlp"
     hidden: list[int] | None = None
     strategy: str = "finetune"
@@ -129,6 +132,7 @@ class RunConfig:
             raise ConfigError(
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
+        self.standardize = check_standardize(self.standardize)
         if self.tokenizer is not None:
             from forgetless.data.text import parse_tokenizer
 
@@ -235,6 +239,7 @@ HASHED_WHEN_SET = (
     "tokenizer",
     "weights",
     "router",
+    "standardize",
     "repeat",
     "schedule",
 )
@@ -283,6 +288,7 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
         class_order=config.class_order,
         sequence_length=config.sequence_length,
         tokenizer=config.tokenizer,
+        standardize=config.standardize,
     )
     torch.manual_seed(config.seed)
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).

@@ -66,7 +66,9 @@ class Result:
             learnt so far, so the entries above the diagonal are 0. In such a run
             ``accuracy_matrix`` is the accuracy with the task inferred, ``task_aware_matrix``
             with the true task given to the model.
-        environment: versions of forgetless, torch, and the device.
+        environment: versions of forgetless (``forgetless``, and ``git_commit``: the commit
+            of a git checkout, ``"unknown"`` elsewhere; results from before it lack it), torch,
+            Python, and the device.
         schedule: for a stream that revisits tasks, the task (from 0) trained in each phase,
             one per row of the matrices (``[0, 1, 0, 1]``); ``None`` when phase ``i`` trains
             task ``i`` (the matrices are then square). The metrics count from the phases

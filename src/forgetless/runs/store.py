@@ -12,7 +12,8 @@ Layout of a store folder::
         events.jsonl               records as they happen (one JSON object per line)
         checkpoints/
           model-task-1.safetensors ...   the weights after each task (plain safetensors;
-                                   not with ``keep_weights=False``)
+                                   not with ``keep_weights=False``); with adapters, only
+                                   the adapters' tensors after the tasks they trained
           resume.safetensors       the full state after the last completed task, and
           resume-previous.safetensors    the one before it (both deleted when the run
                                    completes with ``keep_weights=False``)
@@ -396,6 +397,13 @@ class RunStore:
                     _write(events, line, digest)  # unbuffered: on disk as it happens
                 if on_event is not None:
                     on_event(record)
+                if kind == "start":  # the number of tasks is known from here: `runs ls` N/M
+                    self._record(
+                        run_id,
+                        config_hash=config_hash(config),
+                        status="running",
+                        n_tasks=len(record["baseline"]),
+                    )
 
             if snapshot is not None:
                 event({"event": "resume", "after_task": snapshot.task})
@@ -403,7 +411,9 @@ class RunStore:
             def task_end(state: Snapshot) -> None:
                 if self.keep_weights:
                     weights = checkpoints / f"model-task-{state.task + 1}.safetensors"
-                    save_weights(state.model, weights)
+                    # adapters: only theirs after the first task (Strategy.task_weights)
+                    part = state.task_weights
+                    save_weights(state.model if part is None else part, weights)
                 os.fsync(events.fileno())
                 point("events: synced")
                 save_snapshot(
@@ -522,7 +532,11 @@ class RunStore:
         tasks = checkpoint_task(folder / "checkpoints" / RESUME)
         if tasks is None:
             tasks = checkpoint_task(folder / "checkpoints" / PREVIOUS)
-        row = {**base, "tasks_done": 0 if tasks is None else tasks + 1}
+        row = {
+            **base,
+            "tasks_done": 0 if tasks is None else tasks + 1,
+            "n_tasks": planned_tasks(folder),
+        }
         if holder is not None:
             return {
                 **row,
@@ -643,6 +657,26 @@ def _cut_events(path: Path, snapshot: Snapshot | None, kept: dict[str, Any]):
 
 def _hex(digest) -> str:
     return "sha256:" + digest.hexdigest()
+
+
+def planned_tasks(folder: str | Path) -> int | None:
+    """How many tasks the run in ``folder`` trains, from its first event (the untrained
+    model's accuracy on each task); None before the run has started."""
+    path = Path(folder) / "events.jsonl"
+    try:
+        with open(path, "rb") as events:
+            first = events.readline(2**20)  # one task's record at most; the first is small
+    except OSError:
+        return None
+    try:
+        record = loads_json(first, path)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get("event") == "start":
+        baseline = record.get("baseline")
+        if isinstance(baseline, list):
+            return len(baseline)
+    return None
 
 
 def _last_event(path: Path) -> str | None:

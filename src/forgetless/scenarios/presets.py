@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,56 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+#: Mean and std of the model inputs (pixels in [0, 1]) of a data set's training images, as
+#: published and used by torchvision's examples and Avalanche: ``standardize="dataset"``.
+KNOWN_STATISTICS: dict[str, tuple[float, float]] = {
+    "mnist": (0.1307, 0.3081),
+    "fashion-mnist": (0.2860, 0.3530),
+}
+#: What ``standardize`` may say besides ``"MEAN,STD"``.
+STANDARDIZE_CHOICES = ("train", "dataset")
+
+
+def check_standardize(value: object) -> str | None:
+    """``value`` as a ``standardize`` setting: ``None`` (or ``"none"``: inputs as the source
+    gives them), ``"train"``, ``"dataset"`` or ``"MEAN,STD"``; anything else is a ConfigError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"standardize must be a string, got {value!r}")
+    value = value.strip().lower()
+    if value in STANDARDIZE_CHOICES:
+        return value
+    try:
+        mean, std = (float(part) for part in value.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"standardize must be one of none, {', '.join(STANDARDIZE_CHOICES)} or MEAN,STD "
+            f"(e.g. 0.1307,0.3081), got {value!r}"
+        ) from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ConfigError(f"standardize MEAN,STD needs a finite mean and a std > 0, got {value!r}")
+    return f"{mean!r},{std!r}"
+
+
+def standardization(name: str, value: str, stream: Stream) -> tuple[float, float]:
+    """The ``(mean, std)`` a ``standardize`` setting (checked) means for preset ``name``."""
+    if value == "train":
+        return builders.training_statistics(stream)
+    if value == "dataset":
+        sources = PRESETS[name].sources
+        known = [KNOWN_STATISTICS.get(source) for source in sources]
+        if len(sources) != 1 or known[0] is None:
+            raise ConfigError(
+                f"{name} has no published input statistics (known: "
+                f"{', '.join(KNOWN_STATISTICS)}); use --standardize train (the stream's "
+                "training data) or MEAN,STD"
+            )
+        return known[0]
+    mean, std = (float(part) for part in value.split(","))
+    return mean, std
+
+
 def make_stream(
     name: str,
     seed: int = 0,
@@ -268,6 +319,7 @@ def make_stream(
     class_order: list[int] | None = None,
     sequence_length: int | None = None,
     tokenizer: str | None = None,
+    standardize: str | None = None,
 ) -> Stream:
     """Build a named scenario.
 
@@ -280,6 +332,10 @@ def make_stream(
         class_order: the order of classes, for split scenarios.
         sequence_length: tokens per example, for text scenarios (default 128).
         tokenizer: ``"char"`` (default), ``"bpe"`` or ``"bpe:SIZE"``, for text scenarios.
+        standardize: map every input to ``(x - mean) / std``: ``"train"`` (the mean and std
+            of all the stream's training inputs), ``"dataset"`` (the data set's published
+            constants, :data:`KNOWN_STATISTICS`), or ``"MEAN,STD"``; ``None``: the inputs as
+            the source gives them (pixels in [0, 1]).
     """
     preset = PRESETS.get(name)
     if preset is None:
@@ -287,7 +343,10 @@ def make_stream(
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(f"unknown scenario {name!r}{suggestion}; known: {', '.join(PRESETS)}")
     chosen = preset.protocol if protocol is None else Protocol.parse(protocol)
+    standardize = check_standardize(standardize)
     if preset.text:
+        if standardize is not None:
+            raise ConfigError(f"{name} is a text scenario: token ids cannot be standardised")
         from forgetless.scenarios.text import DEFAULT_SEQUENCE_LENGTH
 
         length = DEFAULT_SEQUENCE_LENGTH if sequence_length is None else sequence_length
@@ -297,4 +356,7 @@ def make_stream(
     given = [n for n, v in (("sequence_length", sequence_length), ("tokenizer", tokenizer)) if v]
     if given:
         raise ConfigError(f"{name} is not a text scenario; drop {', '.join(given)}")
-    return preset.build(seed, chosen, data_dir, n_tasks, class_order)
+    stream = preset.build(seed, chosen, data_dir, n_tasks, class_order)
+    if standardize is None:
+        return stream
+    return builders.standardized(stream, *standardization(name, standardize, stream))

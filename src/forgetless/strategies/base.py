@@ -139,6 +139,13 @@ class Strategy:
         """Scores for evaluation on task ``t`` (``None``: the model's masked logits)."""
         return None
 
+    def task_weights(self, learner: Learner) -> dict[str, torch.Tensor] | None:
+        """The part of ``learner.model.state_dict()`` a run store keeps as the weights of the
+        task just completed, when that is less than the whole model (adapters: only theirs);
+        ``None``: the whole model. The first strategy that returns tensors decides. The
+        resume checkpoint always holds the whole model."""
+        return None
+
     def route(self, learner: Learner, x: torch.Tensor) -> torch.Tensor | None:
         """A router's hook (``infers_task``): the task each evaluated input of ``x`` is inferred
         to belong to, ``[B]`` int64 among the tasks learnt so far (``0..task_index``), or
