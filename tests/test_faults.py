@@ -29,6 +29,7 @@ import pytest
 
 from forgetless.experiment import RunConfig, run
 from forgetless.runs import RunStore, faults
+from forgetless.runs.lock import RunLock
 from forgetless.sweeps import Sweep, run_sweep
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
@@ -288,6 +289,19 @@ def _wait_gone(tag: str, seconds: float = 15.0) -> list[int]:
     return alive
 
 
+def _wait_unlocked(store: Path, seconds: float = 15.0) -> list[Path]:
+    """The run folders of ``store`` whose lock is still held after ``seconds``. A killed
+    worker's environment reads empty once its memory is released, before its files close
+    (the kernel frees memory first), so a process that ``_wait_gone`` no longer sees may
+    still hold its run's flock for a moment: a busy machine makes the moment long."""
+    deadline = time.time() + seconds
+    while True:
+        held = [f for f in sorted(store.glob("*/")) if RunLock(f).held_by_other() is not None]
+        if not held or time.time() >= deadline:
+            return held
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def sweep_references():
     with warnings.catch_warnings():
@@ -317,6 +331,7 @@ def test_a_sweep_killed_at_every_kind_of_write_point_then_run_again(
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     # Its workers die with it (the parent-death signal): no orphan goes on writing a run.
     assert _wait_gone(tag) == []
+    assert _wait_unlocked(store) == []
     # Run again: what the restarted sweep does for each run (tests/test_sweeps.py runs a
     # restarted sweep whole), here in this process, without starting workers again.
     runs = RunStore(store, keep_weights=False)

@@ -299,3 +299,26 @@ def test_a_checkpoint_cannot_name_a_class_outside_forgetless():
         unpack({"__object__": "os:system", "vars": {"__dict__": []}})
     with pytest.raises(ConfigError, match="not supported"):
         pack(object())
+
+
+def test_a_run_found_complete_under_its_lock_is_tidied_by_the_holder(tmp_path):
+    """A process that waited for a run's lock and then finds the run complete (its writer died
+    between the result and removing the checkpoints) removes the leftovers itself: asking for
+    the lock a second time would refuse it, since flock counts each open of the file."""
+    from forgetless.runs.lock import RunLock
+    from forgetless.runs.store import PREVIOUS
+
+    store = RunStore(tmp_path / "store", keep_weights=False)
+    config = _config()
+    store.execute(config)
+    run_id = store.run_id(config.resolved())
+    folder = store.folder(run_id)
+    leftover = folder / "checkpoints" / PREVIOUS
+    leftover.write_bytes(b"left by a writer that died after its result")
+    lock = RunLock(folder)
+    lock.acquire(wait=False)
+    try:
+        store._complete(config.resolved(), run_id, locked=True)
+    finally:
+        lock.release()
+    assert not leftover.exists()

@@ -239,7 +239,7 @@ class RunStore:
             if rerun:
                 self._clear(folder)
             elif (folder / "result.json").exists():  # finished while we waited
-                return self._complete(config, run_id)
+                return self._complete(config, run_id, locked=True)
             resumed = self._load_resume(folder)
             sinks = []
             try:
@@ -276,9 +276,10 @@ class RunStore:
             )
         return self.execute(config, rerun=rerun, on_event=on_event, on_wait=on_wait)
 
-    def _complete(self, config: RunConfig, run_id: str) -> Result:
+    def _complete(self, config: RunConfig, run_id: str, locked: bool = False) -> Result:
         """The stored result of a complete run (verified), the index brought up to date, and
-        checkpoints a crash left behind after the result was written removed."""
+        checkpoints a crash left behind after the result was written removed (``locked``: the
+        caller holds the run's lock already; a second flock of it would refuse this process)."""
         folder = self.folder(run_id)
         result = self._read_result(folder)
         row = None if self._single is not None else self.index.get(run_id)
@@ -289,7 +290,10 @@ class RunStore:
         if not any(checkpoints.glob("model-task-*.safetensors")):  # written without weights
             leftovers.append(checkpoints / RESUME)
         leftovers = [path for path in leftovers if path.exists()]
-        if leftovers:
+        if leftovers and locked:
+            for path in leftovers:
+                remove(path, "resume checkpoint (complete)")
+        elif leftovers:
             lock = RunLock(folder)
             try:
                 lock.acquire(wait=False)
