@@ -188,13 +188,17 @@ def frontier_plot(frontiers: Sequence, title: str | None = None):
         front = sorted(frontier.front, key=lambda k: pts[k].plasticity)
         ax.plot([xs[k] for k in front], [ys[k] for k in front], color=colour, linewidth=1.5)
         for q, x, y in zip(pts, xs, ys, strict=True):
+            if q.value is None:  # a strategy placed at its settings: its name is the label
+                continue
             ax.annotate(f"{q.value:g}", (x, y), fontsize=7, color=colour, xytext=(4, 3),
                         textcoords="offset points")  # fmt: skip
     ax.set_xlabel("plasticity: accuracy reached on new tasks (%)")
     ax.set_ylabel("stability: accuracy kept on old tasks (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    parameters = ", ".join(sorted({f"{f.strategy}: {f.parameter}" for f in frontiers}))
+    parameters = ", ".join(
+        sorted({f"{f.strategy}: {f.parameter or 'as given'}" for f in frontiers})
+    )
     ax.set_title(title or f"stability-plasticity frontier ({parameters})", fontsize=10)
     return fig
 
