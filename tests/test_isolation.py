@@ -297,7 +297,7 @@ def test_packnet_freezes_normalisation_and_handles_layers_without_bias():
 # Protocol pairings and resuming
 
 
-@pytest.mark.parametrize("strategy", ["pnn", "packnet", "hat", "hypermask"])
+@pytest.mark.parametrize("strategy", ["pnn", "packnet", "hat", "hypermask", "specialists"])
 def test_task_id_methods_without_the_task_or_a_router_are_clear_errors(strategy, capsys):
     stream = make_stream("split-digits", seed=0, protocol="class")
     model = build_model("mlp", stream.input_shape, stream.num_outputs, [16], seed=0)
@@ -359,7 +359,7 @@ def test_a_grown_model_resumed_after_a_crash_ends_as_if_never_stopped(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["pnn", "hat", "hypermask"])
+@pytest.mark.parametrize("strategy", ["pnn", "hat", "hypermask", "specialists"])
 def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(tmp_path, strategy):
     args = [
         "run", "--scenario", "split-digits", "--protocol", "task", "--strategy", strategy,

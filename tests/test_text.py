@@ -139,8 +139,9 @@ def test_new_config_fields_keep_stored_hashes():
     """Fields added for text enter the hash only when set: runs stored before keep their ids."""
     config = RunConfig(scenario="split-digits")
     data = config.to_dict()
-    # (and the trained start's weights and trained_tasks, issue 14, at their defaults)
-    for name in ("sequence_length", "tokenizer", "weights", "trained_tasks"):
+    # (and the trained start's weights and trained_tasks, issue 14, and the router, issue 13,
+    # at their defaults)
+    for name in ("sequence_length", "tokenizer", "weights", "trained_tasks", "router"):
         data.pop(name)
     assert config_hash(config) == config_hash_of(data)
     assert config_hash(RunConfig(scenario="text", sequence_length=64)) != config_hash(

@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(STRATEGIES)}, or names joined by + for a hybrid "
         "(default: finetune); their parameters are listed below",
     )
+    g.add_argument(
+        "--router",
+        choices=["entropy", "mahalanobis", "ncm"],
+        help="infer each test input's task, so that a method that needs the task id (pnn, "
+        "packnet, hat, hypermask, specialists) runs under --protocol class or domain: lowest "
+        "predictive entropy, Mahalanobis distance (Ledoit-Wolf covariance) or nearest class "
+        "mean on each task's features; reports the routing accuracy",
+    )
     g = run.add_argument_group("training loop")
     g.add_argument(
         "--seed",
@@ -406,6 +414,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         hidden=args.hidden,
         strategy=args.strategy,
         strategy_params=_strategy_params(extra),
+        router=args.router,
         seed=args.seed,
         epochs=args.epochs,
         iterations=args.iterations,

@@ -124,7 +124,8 @@ class Snapshot:
         generator: the state of the run's random generator (batch order, sampling).
         strategies: each strategy's :meth:`~forgetless.strategies.Strategy.state_dict`.
         progress: what the result has so far: ``baseline``, ``matrix``, ``task_aware``,
-            ``losses``, ``curves``, ``train_times``, ``eval_times``, ``baseline_eval``,
+            ``losses``, ``curves``, ``train_times``, ``eval_times``, ``routing`` (with a
+            router), ``baseline_eval``,
             ``elapsed`` (wall seconds of the runs so far).
     """
 
@@ -148,6 +149,7 @@ def train(
     on_task_end: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
     trained_tasks: int = 0,
+    router: str | Strategy | None = None,
     **fit_options,
 ) -> Result:
     """Train ``model`` on ``stream`` task by task and measure the accuracy matrix.
@@ -185,6 +187,12 @@ def train(
             MAS importances, LwF's old model and replay buffers are built from the old data
             without a step on it. Strategies that cannot start so say why before anything runs
             (see :attr:`~forgetless.strategies.Strategy.trained_start_refusal`).
+        router: infer each test input's task (``"entropy"``, ``"mahalanobis"``, ``"ncm"``, or
+            a :class:`~forgetless.routing.Router`), so that a method that needs the task id
+            runs under class- or domain-IL (see :mod:`forgetless.routing`). It joins the
+            strategies last (its ``after_task`` sees each task's final model); the result then
+            holds ``routing_accuracy``, and its ``task_aware_matrix`` is the accuracy with the
+            true task given to the model.
 
     Returns:
         A :class:`Result` with the matrix, the baseline, curves, losses and timings; for
@@ -193,6 +201,9 @@ def train(
     """
     fit = _fit_config(fit, fit_options)
     strategies = make_strategies(strategy)
+    strategy_name = "+".join(s.name for s in strategies)
+    if router is not None:
+        strategies.append(_router(router, stream, strategies, model))
     _check_trained_tasks(trained_tasks, stream, strategies)
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
@@ -240,6 +251,7 @@ def train(
             "train_times": [],
             "eval_times": [],
             "model_size": [],
+            "routing": [],
             "elapsed": 0.0,
         }
         progress["baseline_eval"] = time.perf_counter() - start
@@ -256,6 +268,7 @@ def train(
         progress = _restore(resume, learner, loop, strategies, len(stream))
         progress.setdefault("perplexity", [])  # checkpoints of classification runs lack them
         progress.setdefault("baseline_perplexity", None)
+        progress.setdefault("routing", [])
         first = resume.task + 1
     bar = tqdm(
         total=loop.total_steps(),
@@ -282,6 +295,8 @@ def train(
                 progress["task_aware"].append(aware_row)
             if evaluation.perplexity is not None:
                 progress["perplexity"].append(evaluation.perplexity)
+            if evaluation.routing is not None:
+                progress["routing"].append(evaluation.routing)
             progress["train_times"].append(t1 - t0)
             progress["eval_times"].append(time.perf_counter() - t1)
             progress.setdefault("model_size", []).append(_model_size(learner.model))
@@ -303,11 +318,12 @@ def train(
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
     _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
-    strategy_name = "+".join(s.name for s in strategies)
     if config is None:
         config = {"fit": asdict(fit), "strategy": strategy_name}
         if trained_tasks:
             config["trained_tasks"] = trained_tasks
+        if router is not None:
+            config["router"] = getattr(strategies[-1], "kind", strategies[-1].name)
     return Result(
         accuracy_matrix=matrix,
         baseline=progress["baseline"],
@@ -334,6 +350,7 @@ def train(
         strategy_state_bytes=sum(s.state_bytes() for s in strategies),
         model_size=progress.get("model_size", []),
         strategy_reports=_reports(learner, strategies),
+        routing_accuracy=progress["routing"] or None,
         environment=_environment(device),
     )
 
@@ -474,7 +491,7 @@ def _check_task_ids(model: nn.Module, strategies: Sequence[Strategy], stream: St
         raise ConfigError(
             f"{', '.join(users)} needs the task id at test time, which the "
             f"{stream.protocol.value}-incremental protocol does not give: use --protocol task, "
-            "or add a strategy that infers the task (a router)"
+            "or infer it with a router (--router entropy, mahalanobis or ncm)"
         )
     blind = [s.name for s in strategies if not s.supports_task_id_models]
     if blind:
@@ -482,6 +499,32 @@ def _check_task_ids(model: nn.Module, strategies: Sequence[Strategy], stream: St
             f"strategy {', '.join(blind)} calls the model without task ids, so it cannot run "
             f"beside {', '.join(users)}; choose another combination"
         )
+
+
+def _router(
+    router: str | Strategy, stream: Stream, strategies: Sequence[Strategy], model: nn.Module
+) -> Strategy:
+    """The router for ``train(router=...)``, after refusing pairings where it would mean
+    nothing: the task given (task-IL), or nothing that answers by the task id (neither a
+    method that needs it nor a model that takes it)."""
+    from forgetless.routing import make_router
+
+    if stream.protocol is Protocol.TASK:
+        raise ConfigError(
+            "a router infers the task where it is not given; under the task-incremental "
+            "protocol it is given: use --protocol class or domain, or leave out --router"
+        )
+    made = make_router(router) if isinstance(router, str) else router
+    if not made.infers_task:
+        raise ConfigError(f"router must infer the task (infers_task), got {made!r}")
+    if not takes_task_id(model) and not any(s.needs_task_id for s in strategies):
+        names = "+".join(s.name for s in strategies)
+        raise ConfigError(
+            f"a router chooses the part of the model that answers each input, and {names} "
+            "answers every task with the same model: use it with a method that needs the task "
+            "id (pnn, packnet, hat, hypermask, specialists), or leave out --router"
+        )
+    return made
 
 
 def _model_size(model: nn.Module) -> dict[str, int]:
@@ -730,32 +773,42 @@ class _Loop:
         device = learner.device
         was_training = learner.model.training
         learner.model.eval()
-        aware = learner.stream.protocol is Protocol.CLASS
+        routing = bool(self.hooks["route"])
+        aware = routing or learner.stream.protocol is Protocol.CLASS
         wide = torch.float32 if device.type == "mps" else torch.float64
-        accuracy, task_aware, perplexity = [], [], []
+        accuracy, task_aware, perplexity, routed = [], [], [], []
         for j, task in enumerate(learner.stream.tasks):
             test = task.test
             sequences = bool(test.target_shape)
             units = torch.tensor(task.units, device=device)
-            # correct, correct within the task's units, sum of token NLLs (MPS has no float64)
-            totals = torch.zeros(3, dtype=wide, device=device)
+            # correct, correct within the task's units, sum of token NLLs, inputs routed to
+            # task j (MPS has no float64)
+            totals = torch.zeros(4, dtype=wide, device=device)
             rows_per_pass = self._eval_rows(test)
             for start in range(0, len(test), rows_per_pass):
                 rows = slice(start, start + rows_per_pass)
                 x = test.inputs(rows).to(device)
                 y = test.y[rows].to(device)
-                scores = self._predict(x, j)
+                routes = self._route(x) if routing else None
+                if routes is None:
+                    scores = self._predict(x, j)
+                    given = scores
+                else:  # the task inferred; and given, for the task-aware row
+                    scores = learner.routed_logits(x, routes)
+                    given = learner.forward(x, j)
+                    totals[3] += (routes == j).sum()
                 totals[0] += (scores.argmax(dim=-1) == y).sum()
                 if aware:
-                    within = units[scores.index_select(-1, units).argmax(dim=-1)]
+                    within = units[given.index_select(-1, units).argmax(dim=-1)]
                     totals[1] += (within == y).sum()
                 if sequences:
                     nll = cross_entropy(scores, y, reduction="none")
                     totals[2] += nll.sum(dtype=wide)
-            correct, correct_aware, nll_sum = totals.tolist()  # the one sync of this task
+            correct, correct_aware, nll_sum, hits = totals.tolist()  # this task's one sync
             predictions = test.y.numel()
             accuracy.append(int(correct) / predictions)
             task_aware.append(int(correct_aware) / predictions)
+            routed.append(int(hits) / len(test))
             if sequences:
                 perplexity.append(_exp(nll_sum / predictions))
         learner.model.train(was_training)
@@ -763,6 +816,7 @@ class _Loop:
             accuracy,
             task_aware if aware else None,
             perplexity if len(perplexity) == len(accuracy) else None,
+            routed if routing else None,
         )
 
     def _eval_rows(self, test) -> int:
@@ -770,6 +824,13 @@ class _Loop:
         produce more than :data:`EVAL_LOGITS` scores (long sequences, large vocabularies)."""
         per_row = max(1, test.y[:1].numel()) * self.learner.stream.num_outputs
         return max(1, min(self.fit.eval_batch_size, EVAL_LOGITS // per_row))
+
+    def _route(self, x: torch.Tensor) -> torch.Tensor | None:
+        for hook in self.hooks["route"]:
+            routes = hook(self.learner, x)
+            if routes is not None:
+                return routes
+        return None
 
     def _predict(self, x: torch.Tensor, j: int) -> torch.Tensor:
         for hook in self.hooks["predict"]:
@@ -785,18 +846,25 @@ class Evaluation:
 
     Attributes:
         accuracy: per task, the fraction of correct predictions (next-token accuracy for text).
-        task_aware: class-IL only: the same predictions restricted to each task's units.
+        task_aware: class-IL only: the same predictions restricted to each task's units; with
+            a router, the model's answers with the true task given (restricted to its units).
         perplexity: sequence streams only: per task, ``exp`` of the mean NLL per token.
+        routing: with a router only: per task, the fraction of its test inputs routed to it.
     """
 
     accuracy: list[float]
     task_aware: list[float] | None = None
     perplexity: list[float] | None = None
+    routing: list[float] | None = None
 
     def extra(self, name: str = "perplexity") -> dict[str, Any]:
-        """What an event record adds for sequence streams: ``{name: perplexity row}``; nothing
-        for classification, whose records stay as they were."""
-        return {} if self.perplexity is None else {name: self.perplexity}
+        """What an event record adds for sequence streams (``{name: perplexity row}``) and for
+        runs with a router (``{"routing": row}``); nothing otherwise, so those records stay as
+        they were."""
+        out = {} if self.perplexity is None else {name: self.perplexity}
+        if self.routing is not None and name == "perplexity":
+            out["routing"] = self.routing
+        return out
 
 
 def _exp(value: float) -> float:

@@ -31,7 +31,9 @@ class RunConfig:
     Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
     ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
     ``tokenizer`` (None: ``"char"``). Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``,
-    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``. Loop:
+    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``),
+    ``strategy_params``, ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task
+    inference for a method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
 
@@ -52,6 +54,7 @@ class RunConfig:
     hidden: list[int] | None = None
     strategy: str = "finetune"
     strategy_params: dict[str, Any] = field(default_factory=dict)
+    router: str | None = None
     seed: int = 0
     epochs: int = FitConfig.epochs
     iterations: int | None = FitConfig.iterations
@@ -80,6 +83,13 @@ class RunConfig:
             )
         # Typed now, so that the same run has one hash whether its values came as text or not.
         self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
+        if self.router is not None:
+            from forgetless.routing import ROUTERS
+
+            if self.router not in ROUTERS:
+                raise ConfigError(
+                    f"router must be one of {', '.join(ROUTERS)} (or none), got {self.router!r}"
+                )
         self.fit_config()  # validate the loop settings now, not after loading data
         tasks = self.trained_tasks
         if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
@@ -148,7 +158,7 @@ def load_config(path: str | Path) -> RunConfig:
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
 #: Fields added after runs were first stored: they enter the hash only when set, so every run
 #: stored before them keeps its id (and a sweep finds it complete).
-HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights")
+HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights", "router")
 
 
 def config_hash(config: RunConfig) -> str:
@@ -235,6 +245,7 @@ def run(
         on_task_end=on_task_end,
         resume=resume,
         trained_tasks=config.trained_tasks,
+        router=config.router,
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forgetless.data.arrays import ArraySet
-from forgetless.scenarios.stream import Stream, Task
+from forgetless.scenarios.stream import Protocol, Stream, Task
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,10 @@ class Learner:
             SI's path integral) must take it from the task's data now, or do without.
         task_steps: optimiser steps planned for the task being fitted (set before its first
             step; PackNet prunes part-way through them).
+        task_units: ``[num_tasks, num_outputs]`` booleans, True on each task's own output
+            units, whatever the protocol (a router restricts an answer to its inferred task's).
+        output_mask: ``task_units`` under task-incremental learning (each task answers on its
+            own units), else ``None``.
         epoch_steps: batches in one pass over the task's training data (the task's steps come
             in passes of this many, the last pass cut short where the steps run out; HAT anneals
             its gates within each pass).
@@ -146,8 +150,13 @@ class Learner:
         self._initial: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._seen: set[int] = set()
         self.record_initial_values()
-        mask = stream.output_mask()
-        self.output_mask = None if mask is None else mask.to(device)
+        units = torch.zeros(len(stream.tasks), stream.num_outputs, dtype=torch.bool)
+        for i, task in enumerate(stream.tasks):
+            units[i, list(task.units)] = True
+        # [tasks, outputs]: True on each task's own units, whatever the protocol (a router
+        # answers through the inferred task's units); the output mask is it under task-IL.
+        self.task_units = units.to(device)
+        self.output_mask = self.task_units if stream.protocol is Protocol.TASK else None
 
     @property
     def model(self) -> nn.Module:
@@ -232,9 +241,19 @@ class Learner:
         """``out`` with the units outside each example's task set to ``-inf`` (task-IL only)."""
         if self.output_mask is None:
             return out
-        mask = self.output_mask[t]
-        if mask.ndim == 1:
-            mask = mask.expand_as(out)
-        elif out.ndim > 2:  # scores per position, [B, ..., C]: each example has one task
-            mask = mask.view(len(mask), *([1] * (out.ndim - 2)), mask.shape[-1])
-        return out.masked_fill(~mask, float("-inf"))
+        return _restrict(out, self.output_mask[t])
+
+    def routed_logits(self, x: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+        """The model's outputs for ``x`` with each example answered as task ``routes[i]`` (its
+        inferred task) and restricted to that task's units, whatever the protocol."""
+        return _restrict(self.forward(x, routes), self.task_units[routes])
+
+
+def _restrict(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``out`` with the units outside ``mask`` (``[C]``, or ``[B, C]``: one row per example)
+    set to ``-inf``."""
+    if mask.ndim == 1:
+        mask = mask.expand_as(out)
+    elif out.ndim > 2:  # scores per position, [B, ..., C]: each example has one task
+        mask = mask.view(len(mask), *([1] * (out.ndim - 2)), mask.shape[-1])
+    return out.masked_fill(~mask, float("-inf"))

@@ -28,6 +28,9 @@ class Result:
             restricted to the task's own classes (task identity given at test time). This is
             how the DER paper reports task-IL figures of class-IL-trained models; a run with
             protocol ``task`` also trains with the restriction, so it is not the same number.
+            In a run with a router (class- or domain-IL) it is the model's answer with the true
+            task id given, restricted to the task's units: the "task given" number beside the
+            ``accuracy_matrix``'s "task inferred".
         perplexity_matrix: streams of token sequences (text) only: ``P[i][j]``, the per-token
             perplexity on task ``j``'s held-out text after training task ``i``,
             ``exp(sum of token NLLs / tokens)`` over all its tokens; lower is better.
@@ -52,7 +55,13 @@ class Result:
             (those with ``requires_grad``) and ``bytes`` (parameters and buffers): how a model
             that grows (columns, specialists, adapters) grows.
         strategy_reports: what each strategy reported at the end, by name (capacity used per
-            layer and task, routing accuracy, ...); see ``Strategy.report``.
+            layer and task, a router's shrinkage, ...); see ``Strategy.report``.
+        routing_accuracy: runs with a router only (task inference, see
+            :mod:`forgetless.routing`): ``Q[i][j]``, the fraction of task ``j``'s test inputs
+            routed to task ``j`` after training task ``i``. The router chooses among the tasks
+            learnt so far, so the entries above the diagonal are 0. In such a run
+            ``accuracy_matrix`` is the accuracy with the task inferred, ``task_aware_matrix``
+            with the true task given to the model.
         environment: versions of forgetless, torch, and the device.
     """
 
@@ -74,6 +83,7 @@ class Result:
     strategy_state_bytes: int = 0
     model_size: list[dict[str, int]] = field(default_factory=list)
     strategy_reports: dict[str, Any] = field(default_factory=dict)
+    routing_accuracy: list[list[float]] | None = None
     environment: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -83,12 +93,15 @@ class Result:
     @property
     def metrics(self) -> dict[str, float | None]:
         """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy; for class-IL
-        runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`; for text also the
+        runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`; for runs with a
+        router ``routing_acc``, the mean of the last row of :attr:`routing_accuracy`; for text also the
         same measures of the perplexity matrix (:func:`forgetless.metrics.perplexity_summary`:
         ``perplexity``, ``perplexity_bwt``, ``perplexity_forgetting``, ``learning_perplexity``)."""
         summary = metrics.summary(self.accuracy_matrix, self.baseline, self.protocol)
         if self.task_aware_matrix:
             summary["task_aware_acc"] = metrics.average_accuracy(self.task_aware_matrix)
+        if self.routing_accuracy:
+            summary["routing_acc"] = metrics.average_accuracy(self.routing_accuracy)
         if self.perplexity_matrix:
             summary.update(metrics.perplexity_summary(self.perplexity_matrix))
         return summary
@@ -219,11 +232,43 @@ class Result:
             ]
         )
 
+    def routing_table(self) -> str:
+        """The routing accuracy matrix as a text table, in percent, and one line with the
+        numbers of the task inferred beside those of the task given (runs with a router
+        only; empty otherwise)."""
+        if not self.routing_accuracy:
+            return ""
+        width = 8
+        head = "routed (%)".ljust(16)
+        head += "".join(f"task {j + 1}".rjust(width) for j in range(self.num_tasks))
+        rows = [head]
+        for i, row in enumerate(self.routing_accuracy):
+            rows.append(
+                f"after task {i + 1}".ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in row)
+            )
+        rows.append(self.routing_line())
+        return "\n".join(rows)
+
+    def routing_line(self) -> str:
+        """ACC with the task inferred, the routing accuracy, and ACC with the task given, on
+        one line (runs with a router only; empty otherwise)."""
+        if not self.routing_accuracy:
+            return ""
+        m = self.metrics
+        return (
+            f"task inferred: ACC {_points(m['acc'])}, routing acc {_points(m['routing_acc'])}"
+            f"  |  task given: ACC {_points(m.get('task_aware_acc'))}"
+        )
+
     def __str__(self) -> str:
         title = (
             f"{self.scenario} | {self.protocol}-incremental | {self.strategy} | seed {self.seed}"
         )
+        if self.routing_accuracy and self.config.get("router"):
+            title += f" | router {self.config['router']}"
         parts = [title, self.table(), self.metrics_line()]
+        if self.routing_accuracy:
+            parts.append(self.routing_table())
         if self.perplexity_matrix:
             parts += [self.perplexity_table(), self.perplexity_line()]
         return "\n".join([*parts, describe(self)])
@@ -342,6 +387,16 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
         or not all(map(is_perplexity, base_perplexity))
     ):
         raise fail("baseline_perplexity", f"null or {T} perplexities, one per task")
+    routing = values.get("routing_accuracy")
+    if routing is not None and (
+        not isinstance(routing, list)
+        or len(routing) != T
+        or any(
+            not isinstance(r, list) or len(r) != T or not all(is_fraction(v) for v in r)
+            for r in routing
+        )
+    ):
+        raise fail("routing_accuracy", f"null or a square {T} x {T} matrix of fractions in [0, 1]")
     baseline = values["baseline"]
     if not isinstance(baseline, list) or len(baseline) != T or not all(map(is_fraction, baseline)):
         raise fail("baseline", f"{T} accuracies in [0, 1], one per task")

@@ -4,7 +4,8 @@ Classifiers (:class:`MLP`, :class:`CNN`, :class:`ResidualCNN`) here; the causal 
 language model in :mod:`forgetless.models.gpt`; Hugging Face causal LMs built from a config in
 :mod:`forgetless.models.hf`; the parts of models that change: masked layers
 (:mod:`forgetless.models.masked`), the columns of progressive networks
-(:mod:`forgetless.models.progressive`), adapters (:mod:`forgetless.models.adapters`).
+(:mod:`forgetless.models.progressive`), one copy per task
+(:mod:`forgetless.models.specialists`), adapters (:mod:`forgetless.models.adapters`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from forgetless.models.masked import (
     to_masked,
 )
 from forgetless.models.progressive import Column, ProgressiveNet, column_of
+from forgetless.models.specialists import SpecialistNet
 
 MODEL_NAMES = ("mlp", "cnn", "cnn-skip", "gpt")
 
@@ -198,6 +200,7 @@ __all__ = [
     "MaskedNet",
     "ProgressiveNet",
     "ResidualCNN",
+    "SpecialistNet",
     "build_model",
     "column_of",
     "masked_layers",

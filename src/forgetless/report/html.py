@@ -77,6 +77,7 @@ def build_report(
         parts += [
             f"<h3>{html.escape(name)}</h3>",
             f"<p>{html.escape(describe(result))} {html.escape(result.metrics_line())}</p>",
+            *([f"<p>{html.escape(result.routing_line())}</p>"] if result.routing_accuracy else []),
             '<div class="run">',
             _figure(figures.accuracy_heatmap(result), f"accuracy matrix, {name}"),
             _figure(figures.forgetting_curves(result), f"forgetting curves, {name}"),

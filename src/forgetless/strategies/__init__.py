@@ -32,6 +32,7 @@ from forgetless.strategies.pnn import PNN
 from forgetless.strategies.replay import Replay
 from forgetless.strategies.shrink_perturb import ShrinkPerturb
 from forgetless.strategies.si import SI
+from forgetless.strategies.specialists import Specialists
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -68,6 +69,7 @@ for _cls in (
     PackNet,
     HAT,
     HyperMask,
+    Specialists,
 ):
     register(_cls)
 
@@ -218,6 +220,7 @@ __all__ = [
     "PackNet",
     "Replay",
     "ShrinkPerturb",
+    "Specialists",
     "Strategy",
     "coerce_params",
     "make_strategies",

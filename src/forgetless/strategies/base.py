@@ -27,6 +27,7 @@ HOOKS = (
     "after_step",
     "after_task",
     "predict",
+    "route",
 )
 
 
@@ -132,6 +133,15 @@ class Strategy:
 
     def predict(self, learner: Learner, x: torch.Tensor, t: int) -> torch.Tensor | None:
         """Scores for evaluation on task ``t`` (``None``: the model's masked logits)."""
+        return None
+
+    def route(self, learner: Learner, x: torch.Tensor) -> torch.Tensor | None:
+        """A router's hook (``infers_task``): the task each evaluated input of ``x`` is inferred
+        to belong to, ``[B]`` int64 among the tasks learnt so far (``0..task_index``), or
+        ``None`` to leave evaluation as it is. The first strategy returning ids decides: the
+        engine then answers each input through its inferred task's part of the model,
+        restricted to that task's units (``predict`` hooks are not asked), counts how often the
+        inferred task is the true one, and evaluates the inputs with the task given too."""
         return None
 
     def report(self, learner: Learner) -> dict[str, Any] | None:
