@@ -51,6 +51,7 @@ from forgetless.engine import train
 from forgetless.experiment import RunConfig, run
 from forgetless.fisher import diagonal_fisher
 from forgetless.models import build_model
+from forgetless.provenance import provenance
 from forgetless.scenarios import make_stream
 
 SECTIONS = ("fisher", "ewc-run", "replay", "logging")
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if "logging" in args.only:
         report["logging"] = logging_section(args.data_dir, args.repeats)
     report["load_average_before_after"] = [load_before, _load()]
+    report["provenance"] = provenance()  # the forgetless version and git commit
     text = json.dumps(report, indent=1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")

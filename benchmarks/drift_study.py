@@ -31,6 +31,7 @@ from forgetless import data as sources
 from forgetless import train
 from forgetless.models import build_model
 from forgetless.production.drift import drift
+from forgetless.provenance import provenance
 from forgetless.scenarios.builders import _rotate
 from forgetless.scenarios.stream import Protocol, Stream, Task
 
@@ -99,6 +100,7 @@ def main() -> None:
         report["spaces"][space] = rows
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    report["provenance"] = provenance()  # the forgetless version and git commit
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
 from forgetless.experiment import RunConfig
+from forgetless.provenance import provenance
 from forgetless.report.figures import frontier_plot, save
 from grid import log
 
@@ -92,6 +93,7 @@ def main() -> None:
         "wall_seconds_this_call": round(time.perf_counter() - start, 1),
         "frontiers": [f.to_dict() for f in frontiers],
     }
+    report["provenance"] = provenance()  # the forgetless version and git commit
     text = json.dumps(report, indent=1)
     (args.out / "frontier.json").write_text(text + "\n")
     print(text)

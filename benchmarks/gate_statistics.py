@@ -41,6 +41,7 @@ from forgetless.models import build_model
 from forgetless.production.gate import decide
 from forgetless.production.loading import save_weights
 from forgetless.production.slices import correct
+from forgetless.provenance import provenance
 from forgetless.scenarios.stream import Protocol, Stream, Task
 
 
@@ -181,6 +182,7 @@ def main() -> None:
     print(json.dumps(report["speed"], indent=1), file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    report["provenance"] = provenance()  # the forgetless version and git commit
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 

@@ -113,11 +113,19 @@ def percent(values: Iterable[float | None]) -> list[float]:
 
 
 def publish(report: dict[str, Any], out: Path) -> None:
-    """Write the report as JSON to ``out`` and print it on stdout."""
-    text = json.dumps(report, indent=1)
+    """Write the report as JSON to ``out`` and print it on stdout, with the forgetless version
+    and git commit that made it (``provenance``)."""
+    text = json.dumps(stamped(report), indent=1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)
+
+
+def stamped(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with ``provenance``: the forgetless version and git commit that made it."""
+    from forgetless.provenance import provenance
+
+    return {**report, "provenance": provenance()}
 
 
 def log(message: str) -> None:

@@ -37,6 +37,7 @@ from forgetless import train, update
 from forgetless.data.arrays import ArraySet
 from forgetless.models import build_model
 from forgetless.production import gate, merge_sweep, merged_model, monitor, record
+from forgetless.provenance import provenance
 from forgetless.report.figures import save
 from forgetless.report.production import gate_figure, merge_figure, monitor_figure
 from forgetless.scenarios.stream import Protocol, Stream, Task
@@ -171,6 +172,7 @@ def main() -> None:
     report["total_seconds"] = time.perf_counter() - t_start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    report["provenance"] = provenance()  # the forgetless version and git commit
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out} and {figures}/*.png in {report['total_seconds']:.0f} s", file=sys.stderr)
 

@@ -65,6 +65,7 @@ from forgetless.data import two_task_binary
 from forgetless.engine import FitConfig, train
 from forgetless.experiment import RunConfig, run
 from forgetless.models import build_model
+from forgetless.provenance import provenance
 from forgetless.result import Result
 from forgetless.scenarios import sequence
 
@@ -385,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"== {name}: {asdict(settings)}")
             output[name] = part(args, settings)
     output["total_wall_s"] = round(time.perf_counter() - start, 1)
+    output["provenance"] = provenance()  # the forgetless version and git commit
     text = json.dumps(output, indent=1)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 import forgetless
 from forgetless.engine import FitConfig, train
 from forgetless.models import build_model
+from forgetless.provenance import provenance
 from forgetless.scenarios import Stream, make_stream
 
 SCENARIO = "split-mnist"
@@ -681,6 +682,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     report = benchmark(args.data_dir, args.repeats, args.profile)
+    report["provenance"] = provenance()  # the forgetless version and git commit
     print(json.dumps(report, indent=2))
 
 

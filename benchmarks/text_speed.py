@@ -38,6 +38,7 @@ import forgetless
 from forgetless.engine import train
 from forgetless.losses import cross_entropy
 from forgetless.models import adapters, build_model
+from forgetless.provenance import provenance
 from forgetless.scenarios import Stream, make_stream
 from speed import cpu_model, load_average, others_cpu_share
 
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "load_average_after": load_average(),
         },
     }
+    report["provenance"] = provenance()  # the forgetless version and git commit
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

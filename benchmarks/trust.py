@@ -33,6 +33,8 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
+from forgetless.provenance import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: test function -> row of the table
@@ -97,6 +99,7 @@ def main() -> None:
         "note": "passed / tried test cases per row; each kill point is one case, resumed and "
         "compared with the uninterrupted run",
     }
+    out["provenance"] = provenance()  # the forgetless version and git commit
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 

@@ -160,6 +160,37 @@ def test_class_balanced_filling_evicts_from_the_largest_classes():
     assert torch.bincount(buffer.y).tolist() == [5] * 6
 
 
+def test_task_balanced_filling_gives_each_task_an_equal_share_reading_only_kept_rows():
+    generator = torch.Generator().manual_seed(0)
+    buffer = MemoryBuffer(10, (1,))
+    reads = []
+
+    class Rows:  # a task's inputs, read a few rows at a time
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, rows):
+            reads.append(len(rows))
+            return self.x[rows]
+
+    for task, size in enumerate([100, 100, 7]):
+        x = torch.arange(100 * task, 100 * task + size)[:, None].float()
+        t = torch.full((size,), task)
+        buffer.balanced_add(
+            Rows(x), torch.zeros(size, dtype=torch.long), t, "task", None, generator
+        )
+        # Only the examples kept were read: all of them while the buffer had room.
+        assert reads[-1] == (10 if task == 0 else int((buffer.t == task).sum()))
+    assert sorted(buffer.t.bincount().tolist()) == [3, 3, 4]  # 10 slots over 3 tasks
+    assert torch.equal(buffer.x[:, 0].long() // 100, buffer.t)  # rows stay together
+    assert buffer.seen == 207
+    with pytest.raises(ConfigError, match="balances by one of class, task"):
+        buffer.balanced_add(x, t, t, "label")
+
+
 def test_memory_accounting_is_exact_and_known_in_advance():
     for shape, logits in [((1, 28, 28), None), ((3, 32, 32), 100), ((64,), 10)]:
         buffer = MemoryBuffer(200, shape, num_logits=logits)

@@ -7,16 +7,23 @@ import pytest
 from forgetless.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(capsys, tmp_path):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("accuracy (%)") == 2
-    assert "ACC" in out and "BWT" in out and "forgetting" in out
+    assert out.count("accuracy (%)      task 1") == 4  # the collapse, replay, EWC, the bound
+    assert "ACC: the mean accuracy" in out and "BWT: the mean change" in out
+    assert "'random init' row is the untrained network" in out
     assert "fell from" in out
-    finetune = json.loads((tmp_path / "finetune" / "result.json").read_text())
-    joint = json.loads((tmp_path / "joint" / "result.json").read_text())
-    assert finetune["metrics"]["bwt"] < -0.5
-    assert joint["metrics"]["acc"] > 0.9
+    results = {
+        name: json.loads((tmp_path / name / "result.json").read_text())["metrics"]
+        for name in ("finetune", "replay", "ewc", "joint", "finetune-task")
+    }
+    assert results["finetune"]["bwt"] < -0.9  # the collapse: every old task wiped out
+    assert results["replay"]["acc"] > results["finetune"]["acc"] + 0.5  # replay works
+    # EWC, with the task given, forgets less than fine-tuning on the same stream
+    assert results["ewc"]["bwt"] > results["finetune-task"]["bwt"] + 0.03
+    assert results["joint"]["acc"] > 0.9 and results["joint"]["acc"] > results["replay"]["acc"]
 
 
 def test_run_writes_config_and_result(capsys, tmp_path):
@@ -84,6 +91,8 @@ def test_strategy_parameters_pass_through(capsys):
             ["run", "--scenario", "split-digits", "--protocol", "domain", "--n-tasks", "3"],
             "domain-incremental protocol needs the same classes",
         ),
+        (["run", "--standardize", "dataset"], "split-digits has no published input statistics"),
+        (["run", "--strategy", "replay", "--buffer-policy", "fifo"], "buffer_policy must be"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, argv, message):
@@ -140,3 +149,43 @@ def test_bad_config_files_are_clear_errors(tmp_path, capsys, text, message):
     file.write_text(text)
     assert main(["run", "--config", str(file), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_toml_files_are_read_on_python_3_10_too(tmp_path, monkeypatch):
+    """pyproject says Python >= 3.10; tomllib arrived in 3.11, so 3.10 reads TOML with tomli
+    (the same parser, a dependency there). Pretend to be 3.10, with tomli in place."""
+    import importlib
+    import sys
+
+    import tomllib
+
+    import forgetless.toml_file as toml_file
+
+    file = tmp_path / "c.toml"
+    file.write_text('strategy = "ewc"\nlam = 10.0\n')
+    monkeypatch.setattr(sys, "version_info", (3, 10, 0, "final", 0))
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # "import tomllib" now fails
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)
+    try:
+        reloaded = importlib.reload(toml_file)
+        assert reloaded.tomllib is tomllib
+        assert reloaded.read_toml(file) == {"strategy": "ewc", "lam": 10.0}
+    finally:
+        monkeypatch.undo()
+        importlib.reload(toml_file)
+
+
+def test_run_help_gives_every_strategy_parameter_a_meaning_and_its_choices(capsys):
+    from forgetless.strategies import STRATEGIES, parameter_help, strategy_parameters
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.strip().startswith("--fisher exact"))
+    assert "Fisher estimate" in line and "exact|sample|empirical|weighted-empirical|batched" in line
+    assert "--gate example" in text and "(example|batch)" in text
+    for cls in STRATEGIES.values():
+        meanings = parameter_help(cls)
+        assert set(meanings) == set(strategy_parameters(cls))
+        for name, meaning in meanings.items():
+            assert 3 < len(meaning) <= 120 and "``" not in meaning, (cls.name, name, meaning)

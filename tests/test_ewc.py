@@ -206,6 +206,7 @@ class _StateBytes(Strategy):
         self.sizes.append(self.watched.state_bytes())
 
 
+@pytest.mark.filterwarnings("ignore:the model barely learned:RuntimeWarning")  # 2 steps: on purpose
 def test_state_is_two_copies_of_the_weights_whatever_the_number_of_tasks():
     stream = make_stream("split-digits", seed=0, protocol="task")
     sizes = {}

@@ -295,6 +295,7 @@ def sweep_references():
         return {c.strategy: run(c) for c in SWEEP_CONFIGS}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 @pytest.mark.parametrize("target", _marked(SWEEP_KINDS, {SWEEP_POINTS.index("events: synced") + 1}))
 def test_a_sweep_killed_at_every_kind_of_write_point_then_run_again(
@@ -327,6 +328,7 @@ def test_a_sweep_killed_at_every_kind_of_write_point_then_run_again(
         assert list((runs.folder(runs.run_id(config)) / "checkpoints").iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 def test_kill_9_of_a_sweep_while_its_workers_start_leaves_no_orphan(tmp_path):
     tag_name, tag = "FORGETLESS_TEST_TAG", uuid.uuid4().hex

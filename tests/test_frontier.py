@@ -112,6 +112,7 @@ def test_frontier_averages_seeds_per_setting():
         build_frontier(results, "lwf", "lam")
 
 
+@pytest.mark.slow
 def test_frontier_command_sweeps_ewc_on_the_digits(tmp_path, capsys):
     # Task-IL split digits: fine-tuning forgets some, a strong EWC keeps more of the old tasks.
     argv = [

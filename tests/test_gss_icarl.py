@@ -33,6 +33,7 @@ def finetune_acc():
     return _train("finetune").metrics["acc"]
 
 
+@pytest.mark.slow
 def test_gss_keeps_old_classes_in_class_incremental(finetune_acc):
     gss = GSS(buffer_size=200, replay_batch_size=32)
     acc = _train(gss).metrics["acc"]

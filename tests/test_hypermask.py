@@ -161,6 +161,7 @@ def hypermask():
     return run(strategy="hypermask", strategy_params=HOLD, **QUICK)
 
 
+@pytest.mark.slow
 def test_hypermask_learns_every_task_and_forgets_little(finetune, hypermask):
     m = hypermask.metrics
     assert m["acc"] > 0.95 and m["acc"] > finetune.metrics["acc"] + 0.2

@@ -334,6 +334,7 @@ def _crash_after(task: int):
         pytest.param("hypermask+ewc", {"lam": 100.0}, False, marks=pytest.mark.slow),
     ],
 )
+@pytest.mark.slow
 def test_a_grown_model_resumed_after_a_crash_ends_as_if_never_stopped(
     tmp_path, strategy, params, keep
 ):

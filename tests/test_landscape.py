@@ -255,6 +255,7 @@ def test_cnn_with_and_without_skips_share_layers_and_weights():
     assert not torch.allclose(plain(x), skip(x))  # the shortcuts change the function
 
 
+@pytest.mark.slow
 def test_cli_landscape_prints_numbers_and_writes_figures(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from forgetless.cli import main

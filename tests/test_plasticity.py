@@ -34,6 +34,7 @@ def _learner(stream, model):
     return Learner(model, stream, fit.make_optimizer, torch.device("cpu"), torch.Generator())
 
 
+@pytest.mark.slow
 def test_continual_backprop_keeps_fewer_dormant_units_than_backprop(long_stream):
     # A high step size kills ReLU units task after task (Dohare et al. 2024); continual backprop
     # replaces dead units (their utility is 0) with fresh ones, so fewer stay dormant.
@@ -228,6 +229,7 @@ def test_overlap_records_and_claim(digits):
         overlap_claim(points, measure="size")
 
 
+@pytest.mark.slow
 def test_cli_plasticity_and_overlap_smoke(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "plasticity"

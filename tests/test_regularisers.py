@@ -37,6 +37,7 @@ def finetune():
 @pytest.mark.parametrize(
     "strategy", [SI(c=1.0, xi=0.1), MAS(lam=1.0), LwF(alpha=1.0, temperature=2.0)], ids=repr
 )
+@pytest.mark.slow
 def test_regulariser_reduces_forgetting(finetune, strategy):
     base = finetune.metrics
     assert base["bwt"] < -0.15, "the setting must make fine-tuning forget"
@@ -259,3 +260,26 @@ def test_mas_closed_forms_for_linear_and_conv_layers_equal_per_example_vmap():
         fast = output_sensitivity(model, x, units=units, chunk_size=10)
         reference = output_sensitivity(model, x, units=units, method="vmap")
         torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-14)
+
+
+def test_the_sgd_divergence_warning_fires_when_sgd_diverges_and_not_on_a_run_that_learned():
+    import warnings
+
+    from forgetless.errors import TrainingError
+    from forgetless.experiment import RunConfig, run
+
+    # EWC at lam 1000, lr 0.1: lam * importance passes SGD's limit on the old tasks' heads,
+    # which get no gradient under task-IL and never move. The run learns well: no warning.
+    config = RunConfig(strategy="ewc", protocol="task", strategy_params={"lam": 1000.0},
+                       lr=0.1, epochs=5, threads=1, progress=False)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(config)
+    assert result.metrics["acc"] > 0.95
+    assert not [w for w in caught if "SGD" in str(w.message)]
+    # Class-IL shares the head: the weights past the limit move, oscillate and blow up.
+    config = RunConfig(strategy="ewc", protocol="class", strategy_params={"lam": 1e4},
+                       lr=0.1, iterations=3, threads=1, progress=False)  # fmt: skip
+    warned = pytest.warns(RuntimeWarning, match="SGD diverged on the penalty")
+    with warned, pytest.raises(TrainingError, match="diverged"):
+        run(config)

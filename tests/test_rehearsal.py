@@ -41,6 +41,116 @@ def test_replay_lifts_class_incremental_accuracy_far_above_finetuning(finetune):
     assert set(replay.buffer.t.tolist()) == set(range(5))  # every task is represented
 
 
+class BufferProbe(Strategy):
+    """Records, for each task, the task ids in the replay buffer when the task starts and at
+    its end, and the task ids of every replayed row."""
+
+    name = "buffer-probe"
+
+    def __init__(self, replay: Replay):
+        self.replay = replay
+        self.at_start, self.at_end, self.replayed = [], [], []
+
+    def before_task(self, learner, task):
+        self.replayed.append(set())
+        if learner.task_index > 0:  # the buffer is made by replay's first before_task
+            self.at_start.append(self._tasks())
+
+    def batch(self, learner, x, y, t):
+        self.replayed[-1] |= set(t[learner.new_examples :].tolist())
+        return x, y, t
+
+    def after_task(self, learner, task):
+        self.at_end.append(self._tasks())
+
+    def _tasks(self):
+        buffer = self.replay.buffer
+        return buffer.t[: len(buffer)].bincount(minlength=5).tolist()
+
+
+def balanced(capacity: int, groups: int) -> list[int]:
+    """Equal slots per group, the remainder one each to some: sorted, as a multiset."""
+    share, extra = divmod(capacity, groups)
+    return sorted([share + 1] * extra + [share] * (groups - extra))
+
+
+@pytest.mark.parametrize("policy", ["reservoir", "task-balanced", "class-balanced"])
+@pytest.mark.parametrize("update", ["step", "task"])
+def test_each_buffer_policy_keeps_its_composition_and_reduces_forgetting(finetune, policy, update):
+    replay = Replay(buffer_size=200, buffer_policy=policy, buffer_update=update)
+    probe = BufferProbe(replay)
+    result = fit([replay, probe])
+    assert result.metrics["bwt"] > finetune["class"]["bwt"] + 0.4
+    assert result.metrics["acc"] > finetune["class"]["acc"] + 0.4
+    stream = make_stream("split-digits")
+    for k, counts in enumerate(probe.at_end):
+        held = [c for c in counts if c]
+        assert sum(held) == 200 and counts[k + 1 :] == [0] * (4 - k)
+        if policy == "task-balanced":
+            assert sorted(held) == balanced(200, k + 1)
+    if policy == "class-balanced":
+        labels = replay.buffer.y.bincount(minlength=10).tolist()
+        assert labels == [20] * 10  # every class of the five tasks, exactly
+    if update == "task":
+        # A task trains beside past tasks only, and the buffer changes at task ends only.
+        assert probe.replayed[0] == set()
+        for k in range(1, 5):
+            assert probe.replayed[k] == set(range(k))
+            assert probe.at_start[k - 1] == probe.at_end[k - 1]
+        assert replay.buffer.seen == sum(len(task.train) for task in stream)
+    else:
+        assert all(k in probe.replayed[k] for k in range(5))  # the current task replayed too
+        assert replay.buffer.seen == FIT["epochs"] * sum(len(task.train) for task in stream)
+
+
+@pytest.mark.filterwarnings("ignore:the model barely learned")  # only the buffer counts here
+def test_class_balanced_task_updates_split_the_buffer_over_the_classes_seen():
+    replay = Replay(buffer_size=200, buffer_policy="class-balanced", buffer_update="task")
+    sizes = []
+
+    class Counts(Strategy):
+        name = "counts"
+
+        def after_task(self, learner, task):
+            counts = replay.buffer.y[: len(replay.buffer)].bincount()
+            sizes.append(sorted(c for c in counts.tolist() if c))
+
+    fit([replay, Counts()], epochs=1)
+    assert sizes == [balanced(200, 2 * (k + 1)) for k in range(5)]
+
+
+def test_passes_draw_every_stored_example_once_per_pass():
+    replay = Replay(buffer_size=50, buffer_update="task", replay_draw="passes")
+    drawn = []
+
+    class Draws(Strategy):
+        name = "draws"
+
+        def batch(self, learner, x, y, t):
+            if learner.task_index == 1:
+                drawn.append(len(x) - learner.new_examples)
+            return x, y, t
+
+    original = replay.sample
+    slots = []
+    replay.sample = lambda learner: slots.append(original(learner)) or slots[-1]
+    fit([replay, Draws()], tasks=2, batch_size=16, epochs=2)
+    # A full batch of 16 beside each new batch, the last of each pass of 50 holding the 2 left.
+    assert drawn[:8] == [16, 16, 16, 2, 16, 16, 16, 2]
+    assert sorted(torch.cat(slots[:4]).tolist()) == list(range(50))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("buffer_policy", "balanced"), ("buffer_update", "epoch"), ("replay_draw", "cycled")],
+)
+def test_unknown_buffer_options_are_clear_errors(name, value):
+    with pytest.raises(ConfigError, match=f"replay: {name} must be one of"):
+        Replay(**{name: value})
+    with pytest.raises(ConfigError, match=f"{name} must be one of"):
+        run(strategy="replay", strategy_params={name: value}, epochs=1, progress=False)
+
+
 @pytest.mark.parametrize("strategy", [DER(buffer_size=200), DERPP(buffer_size=200)])
 def test_dark_experience_replay_beats_finetuning(finetune, strategy):
     result = fit(strategy)
@@ -151,6 +261,9 @@ def test_parameters_from_the_command_line_are_converted():
         "buffer_size": 500,
         "replay_batch_size": 64,
         "store_new": True,
+        "buffer_policy": "reservoir",
+        "buffer_update": "step",
+        "replay_draw": "uniform",
     }
     assert DERPP(alpha="0.2", beta="1").params() == {
         "buffer_size": 200,

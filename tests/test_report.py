@@ -25,7 +25,7 @@ from forgetless.runs import RunStore
 
 @pytest.fixture(scope="module")
 def results():
-    common = dict(scenario="split-digits", iterations=20, threads=1, progress=False)
+    common = dict(scenario="split-digits", iterations=20, lr=0.1, threads=1, progress=False)
     return [
         run(strategy="finetune", eval_every=5, **common),
         run(strategy="replay", strategy_params={"buffer_size": 50}, **common),
@@ -49,7 +49,7 @@ def test_the_report_has_every_figure_inline_and_fetches_nothing(results):
     assert "<script" not in page and "<img" not in page
     assert page.count("<tr>") == 1 + 2  # header + one summary row per strategy
     for r in results:
-        assert f"{100 * r.metrics['acc']:.1f} ± 0.0" in page  # one seed: std 0
+        assert f"{100 * r.metrics['acc']:.1f} ± n/a" in page  # one seed: no spread
     assert "fell from" in page or "kept" in page  # the plain-language account of each run
 
 
@@ -73,21 +73,33 @@ def test_figures_draw_what_the_result_holds(results, tmp_path):
     assert "<svg" in files[1].read_text()
 
 
+@pytest.mark.slow
 def test_report_command_from_a_store_and_from_run_ids(tmp_path, capsys):
     store = RunStore(tmp_path / "runs")
     from forgetless.experiment import RunConfig
 
-    for strategy in ("finetune", "ewc"):
+    for strategy, params in (("finetune", {}), ("ewc", {"lam": 10.0})):
         store.execute(
-            RunConfig(scenario="split-digits", strategy=strategy, iterations=10, threads=1)
-        )
+            RunConfig(
+                scenario="split-digits", strategy=strategy, strategy_params=params,
+                iterations=20, lr=0.1, threads=1,
+            )
+        )  # fmt: skip
     out = tmp_path / "report.html"
     assert (
         main(["report", str(tmp_path / "runs"), "-o", str(out), "--figures", str(tmp_path / "f")])
         == 0
     )
     assert out.read_text().count("<svg") == 1 + 2 * 2
-    assert len(list((tmp_path / "f").glob("*.png"))) == 4
+    # A heatmap and curves per run, and the comparison of the two.
+    pngs = sorted(p.name for p in (tmp_path / "f").glob("*.png"))
+    assert pngs == [
+        "comparison.png",
+        "split-digits_ewc_s0_curves.png",
+        "split-digits_ewc_s0_matrix.png",
+        "split-digits_finetune_s0_curves.png",
+        "split-digits_finetune_s0_matrix.png",
+    ]
     run_id = store.index.find(strategy="ewc")[0]["id"]
     assert main(["report", run_id[:20], "--store", str(tmp_path / "runs"), "-o", str(out)]) == 0
     assert out.read_text().count("<svg") == 2  # one run: no comparison figure
@@ -95,6 +107,7 @@ def test_report_command_from_a_store_and_from_run_ids(tmp_path, capsys):
     assert "no run 'nothing-here'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_strength_sweep_gets_a_frontier_and_analysis_svgs_are_embedded(tmp_path):
     common = dict(scenario="split-digits", protocol="task", iterations=15, threads=1)
     sweep = [
@@ -110,8 +123,8 @@ def test_a_strength_sweep_gets_a_frontier_and_analysis_svgs_are_embedded(tmp_pat
     page = build_report(sweep, extra_figures=[figure])
     assert "Stability against plasticity" in page and "Analysis" in page
     assert 'aria-label="landscape plane"' in page
-    # frontier + the embedded file + a heatmap and curves per run (one strategy: no comparison)
-    assert page.count("<svg") == 1 + 1 + 2 * len(sweep)
+    # comparison of the settings + frontier + the embedded file + a heatmap and curves per run
+    assert page.count("<svg") == 1 + 1 + 1 + 2 * len(sweep)
     assert "<?xml" not in page and _external_references(page) == []
     # Two settings are not a sweep: no frontier.
     assert "Stability against plasticity" not in build_report(sweep[:4])
@@ -143,3 +156,13 @@ def test_the_report_renders_in_headless_chromium_offline(results, tmp_path):
         timeout=120,
     ).stdout
     assert dom.count("<svg") == 1 + 2 * len(results)
+
+
+@pytest.mark.slow
+def test_a_run_that_barely_learned_is_flagged_in_the_report(results):
+    with pytest.warns(RuntimeWarning, match="barely learned"):
+        weak = run(scenario="split-digits", iterations=3, lr=1e-5, threads=1, progress=False)
+    page = build_report([*results, weak])
+    assert page.count("barely learned their tasks") == 1  # one run of three
+    assert page.count('class="fail">barely learned') == 1
+    assert "barely learned" not in build_report(results)

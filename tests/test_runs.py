@@ -52,11 +52,19 @@ def _crash_after(task: int):
         ("si", "task", {}),
         ("lwf", "task", {}),
         ("replay", "class", {"buffer_size": 40}),
+        (
+            "replay",
+            "class",
+            {"buffer_size": 40, "buffer_policy": "task-balanced", "buffer_update": "task"},
+        ),
+        ("replay", "class", {"buffer_size": 40, "buffer_policy": "class-balanced"}),
+        ("replay", "class", {"buffer_size": 40, "replay_draw": "passes", "replay_batch_size": 16}),
         ("der", "class", {"buffer_size": 40}),
         ("icarl", "class", {"memory_size": 40}),
         ("replay+online-ewc", "class", {"buffer_size": 40, "lam": 10.0}),
     ],
 )
+@pytest.mark.slow
 def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path, strategy, protocol, params):
     warnings.simplefilter("ignore", RuntimeWarning)
     uninterrupted = run(_config(strategy, protocol, **params))
@@ -77,6 +85,7 @@ def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path, strategy
     assert events[-1]["event"] == "end"
 
 
+@pytest.mark.slow
 def test_a_complete_config_is_not_trained_again(tmp_path):
     store = RunStore(tmp_path)
     first = store.execute(_config())
@@ -99,6 +108,7 @@ def test_a_complete_config_is_not_trained_again(tmp_path):
     assert len(store.index.find(status="complete")) == 2
 
 
+@pytest.mark.slow
 def test_a_store_without_weights_resumes_and_keeps_no_checkpoint_once_complete(tmp_path):
     config = _config("replay", "class", buffer_size=40)
     uninterrupted = run(config)
@@ -139,6 +149,7 @@ def _write_rows(path: str, prefix: str, n: int) -> None:
         index.update(f"{prefix}{i}", status="complete", acc=i / n)
 
 
+@pytest.mark.slow
 def test_two_processes_writing_the_index_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "index.sqlite")
     RunIndex(path)
@@ -154,6 +165,7 @@ def test_two_processes_writing_the_index_at_once_lose_nothing(tmp_path):
     assert {r["status"] for r in rows} == {"complete"}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_from_the_command_line(tmp_path):
     args = [
         "run", "--scenario", "split-digits", "--strategy", "replay", "--buffer-size", "40",
@@ -217,6 +229,34 @@ def test_runs_ls_show_and_compare(tmp_path, capsys):
     assert "matches 2 runs" in capsys.readouterr().err
     assert main(["runs", "ls", "--store", str(tmp_path / "nowhere")]) == 2
     assert "no run store at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_runs_that_differ_in_one_setting_are_told_apart_everywhere(tmp_path, capsys):
+    store = RunStore(tmp_path)
+    for lam, lr in ((10.0, 0.01), (1000.0, 0.01), (10.0, 0.003)):
+        config = _config("ewc", "task", lam=lam)
+        store.execute(RunConfig.from_dict({**config.to_dict(), "lr": lr}))
+    with pytest.raises(KeyboardInterrupt):  # a fourth run, stopped after two tasks
+        store.execute(_config("ewc", "task", lam=100.0), on_event=_crash_after(2))
+    rows = store.index.find()
+    assert main(["runs", "compare", *[r["id"] for r in rows[:3]], "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ewc lam=10 lr=0.01 s0" in out and "ewc lam=1000 lr=0.01 s0" in out
+    assert "ewc lam=10 lr=0.003 s0" in out
+    assert main(["runs", "ls", "--store", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stopped = next(line for line in lines if line.startswith(rows[3]["id"]))
+    # The interrupted run: its progress out of the tasks it plans, and its settings.
+    assert "interrupted" in stopped and " 2/5 " in stopped and "ewc lam=100 lr=0.01 s0" in stopped
+    assert "?" not in "".join(lines)
+    store.reindex()  # the folders alone give the planned number of tasks too
+    assert store.index.get(rows[3]["id"])["n_tasks"] == 5
+    assert main(["runs", "show", rows[3]["id"], "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "status: interrupted, tasks done 2/5" in out
+    assert "  lam = 100  (strategy parameter)" in out and "  optimizer = adam" in out
+    assert "  lr = 0.01" in out and "  iterations = 15" in out
 
 
 def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):

@@ -6,6 +6,7 @@ import torch
 from forgetless import data
 from forgetless.errors import ConfigError
 from forgetless.scenarios import Protocol, make_stream, permuted, rotated, sequence, split
+from forgetless.scenarios.builders import standardized, training_statistics
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,49 @@ def test_digits_read_directly_equal_scikit_learns_loader():
     reference = load_digits()
     assert images.shape == (1797, 1, 8, 8)
     assert (images[:, 0] == reference.images).all() and (labels == reference.target).all()
+
+
+def test_standardized_streams_have_zero_mean_unit_std_inputs_without_copying_them():
+    plain = make_stream("split-digits")
+    stream = make_stream("split-digits", standardize="train")
+    pixels = torch.cat([task.train.inputs() for task in plain]).double()
+    mean, std = pixels.mean().item(), pixels.std(unbiased=False).item()
+    assert training_statistics(plain) == pytest.approx((mean, std), rel=1e-12)
+    inputs = torch.cat([task.train.inputs() for task in stream]).double()
+    assert inputs.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert inputs.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-6)
+    for before, after, shared in zip(plain, stream, standardized(plain, mean, std), strict=True):
+        assert shared.train.x is before.train.x and shared.test.x is before.test.x  # no copy
+        assert torch.equal(shared.test.inputs(), after.test.inputs())
+        expected = (before.test.inputs() - mean) / std
+        assert torch.allclose(after.test.inputs(), expected, atol=1e-5)
+        assert torch.equal(after.train.y, before.train.y)
+    # Given numbers, and a float input reading (which must not change the stored floats).
+    given = make_stream("split-digits", standardize="0.5,0.25")
+    assert torch.allclose(
+        given[0].train.inputs(), (plain[0].train.inputs() - 0.5) / 0.25, atol=1e-6
+    )
+    floats = data.ArraySet(torch.tensor([[1.0, 3.0]]), torch.tensor([0]))
+    assert floats.standardized(2.0, 0.5).inputs().tolist() == [[-2.0, 2.0]]
+    assert floats.x.tolist() == [[1.0, 3.0]]
+
+
+def test_standardize_errors_are_clear():
+    with pytest.raises(ConfigError, match="split-digits has no published input statistics"):
+        make_stream("split-digits", standardize="dataset")
+    for bad in ("zscore", "0.1", "0.1,0", "0.1,nan"):
+        with pytest.raises(ConfigError, match="standardize"):
+            make_stream("split-digits", standardize=bad)
+    with pytest.raises(ConfigError, match="token ids cannot be standardised"):
+        make_stream("text", standardize="train", data_dir=".")
+
+
+def test_standardize_is_recorded_in_the_run_config_and_reaches_the_model():
+    from forgetless.experiment import RunConfig, config_hash, run
+
+    config = RunConfig(standardize="0.3,0.4", epochs=1, iterations=2, progress=False)
+    assert config.standardize == "0.3,0.4"
+    result = run(config)
+    assert result.config["standardize"] == "0.3,0.4"
+    assert config_hash(config) != config_hash(RunConfig(epochs=1, iterations=2, progress=False))
+    assert RunConfig(standardize="none").standardize is None

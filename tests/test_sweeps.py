@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def test_bad_sweep_files_are_clear_errors(spec, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_what_is_complete_and_summarises_over_seeds(tmp_path):
     file = tmp_path / "s.toml"
     file.write_text(
@@ -120,6 +122,7 @@ def test_a_sweep_skips_what_is_complete_and_summarises_over_seeds(tmp_path):
     assert len(csv) == 4
 
 
+@pytest.mark.slow
 def test_a_sweep_with_no_weights_leaves_only_results(tmp_path, capsys):
     file = tmp_path / "s.toml"
     file.write_text(
@@ -151,9 +154,29 @@ def test_summary_statistics_by_hand():
     assert one["acc_std"] == pytest.approx(20.0)  # sample std of 50, 70, 90
     assert one["acc_sem"] == pytest.approx(20.0 / 3**0.5)
     two = next(r for r in rows if r["settings"] == "lam=2")
-    assert (two["n"], two["acc_std"], two["acc_sem"]) == (1, 0.0, 0.0)
+    assert (two["n"], two["acc_std"], two["acc_sem"]) == (1, None, None)  # one seed: no spread
+    assert "10.0 ± n/a" in format_summary([two]) and "± 0.0" not in format_summary([two])
 
 
+def test_summary_rows_sort_settings_by_value_not_as_text():
+    def fake(lam, lr):
+        return SimpleNamespace(
+            scenario="s", protocol="task", strategy="ewc", seed=0,
+            config={"strategy_params": {"lam": lam}, "seed": 0, "lr": lr},
+            metrics={"acc": 0.5, "bwt": 0.0, "fwt": 0.0, "forgetting": 0.0},
+        )  # fmt: skip
+
+    runs = [fake(1000.0, 0.1), fake(10.0, 0.1), fake(100.0, 0.1), fake(10.0, 0.05)]
+    settings = [row["settings"] for row in summarise(runs)]
+    assert settings == [
+        "lam=10 lr=0.05",
+        "lam=10 lr=0.1",
+        "lam=100 lr=0.1",
+        "lam=1000 lr=0.1",
+    ]
+
+
+@pytest.mark.slow
 def test_a_sweep_killed_with_minus_9_restarts_and_runs_everything_once(tmp_path):
     file = tmp_path / "s.toml"
     file.write_text(
@@ -201,3 +224,18 @@ def test_the_same_sweep_on_ray_gives_the_same_results_as_locally(tmp_path):
         a = RunStore(tmp_path / "local").result(run_id)
         b = RunStore(tmp_path / "ray").result(run_id)
         assert a.accuracy_matrix == b.accuracy_matrix
+
+
+@pytest.mark.slow
+def test_warnings_from_sweep_workers_print_like_the_command_line_with_their_run(tmp_path, capfd):
+    file = tmp_path / "s.toml"
+    file.write_text(  # lr 1e-5: nothing is learnt, so the run warns
+        'seeds = [0]\n[base]\nscenario = "split-digits"\niterations = 3\nlr = 1e-5\n'
+        '[[grid]]\nstrategy = "finetune"\n'
+    )
+    assert main(["sweep", str(file), "--store", str(tmp_path / "runs")]) == 0
+    err = capfd.readouterr().err
+    (line,) = [line for line in err.splitlines() if "barely learned" in line]
+    assert line.startswith("forgetless: warning: the model barely learned")
+    assert re.search(r"\(split-digits_finetune_s0_[0-9a-f]{16}\)$", line)
+    assert "RuntimeWarning" not in err and ".py:" not in err

@@ -138,10 +138,13 @@ def test_tokenizer_spec_errors():
 def test_new_config_fields_keep_stored_hashes():
     """Fields added for text enter the hash only when set: runs stored before keep their ids."""
     config = RunConfig(scenario="split-digits")
-    data = config.to_dict()
-    # (and the trained start's weights and trained_tasks, issue 14, and the router, issue 13,
-    # at their defaults)
-    for name in ("sequence_length", "tokenizer", "weights", "trained_tasks", "router"):
+    data = config.resolved().to_dict()  # the hash is of the resolved config (issue 18)
+    # (and the trained start's weights and trained_tasks, issue 14, the router, issue 13,
+    # standardize, issue 17, and the schedule's repeat and schedule, issue 18, at their defaults)
+    for name in (
+        "sequence_length", "tokenizer", "weights", "trained_tasks", "router", "standardize",
+        "repeat", "schedule",
+    ):  # fmt: skip
         data.pop(name)
     assert config_hash(config) == config_hash_of(data)
     assert config_hash(RunConfig(scenario="text", sequence_length=64)) != config_hash(
@@ -268,6 +271,7 @@ def test_evaluation_does_not_depend_on_its_batch_size(two_domains):
         assert pa == pytest.approx(pb, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_frozen_backbone_with_a_head_per_domain_keeps_the_first_domain(two_domains):
     stream = text(from_strings(two_domains), sequence_length=32, protocol="task")
     full = train(stream, gpt_for(stream), **LOOP)
@@ -301,6 +305,7 @@ def test_perplexity_metrics_against_hand_computed_values():
         perplexity_summary([[0.5]])
 
 
+@pytest.mark.slow
 def test_a_stored_text_run_keeps_both_and_reports_draw_both(tmp_path, two_domains):
     pytest.importorskip("matplotlib")
     from forgetless.report import build_report

@@ -127,6 +127,19 @@ def test_the_barely_learned_warning_does_not_call_a_given_model_random(learnt):
     assert "random initialisation" not in message and "the model as given" in message
 
 
+def test_the_barely_learned_warning_names_weights_given_in_a_config_as_given(tmp_path, learnt):
+    _, trained = learnt
+    weights = save_weights(trained, tmp_path / "old.safetensors")
+    common = dict(scenario="rotated-digits", n_tasks=2, hidden=[64, 64], iterations=2, lr=1e-6)
+    with pytest.warns(RuntimeWarning, match="barely learned") as caught:
+        run(RunConfig(weights=str(weights), progress=False, **common))
+    assert "the model as given" in str(caught[0].message)
+    assert "random" not in str(caught[0].message)
+    with pytest.warns(RuntimeWarning, match="barely learned") as caught:
+        run(RunConfig(progress=False, **common))  # drawn by the run itself: random
+    assert "the randomly initialised model" in str(caught[0].message)
+
+
 def test_a_run_config_starts_from_stored_weights(tmp_path, learnt):
     _, trained = learnt
     weights = save_weights(trained, tmp_path / "old.safetensors")

@@ -6,8 +6,8 @@ never grows. Three ways to fill it:
 
 - :meth:`MemoryBuffer.reservoir_add`: reservoir sampling (Vitter 1985, algorithm R), a uniform
   sample of everything offered so far;
-- :meth:`MemoryBuffer.class_balanced_add`: as many examples of each class as possible, evicting
-  from the largest classes (Chaudhry et al. 2019; Prabhu et al. 2020, GDumb);
+- :meth:`MemoryBuffer.balanced_add`: as many examples of each class (or of each task) as
+  possible, evicting from the largest groups (Chaudhry et al. 2019; Prabhu et al. 2020, GDumb);
 - :meth:`MemoryBuffer.write`: the caller picks the slots (score-based selection such as GSS,
   herding for iCaRL, a per-task quota for A-GEM).
 """
@@ -18,7 +18,7 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,18 @@ import torch
 from forgetless.errors import ConfigError
 from forgetless.state import restorable
 from forgetless.validation import check_positive_int
+
+#: What :meth:`MemoryBuffer.balanced_add` can balance a memory by: targets or task ids.
+BALANCE_GROUPS = ("class", "task")
+
+
+class LazyRows(Protocol):
+    """Inputs read a few rows at a time: ``rows[index]`` is a tensor of those rows
+    (:class:`~forgetless.data.arrays.LazyInputs`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor: ...
 
 
 class Stored(NamedTuple):
@@ -97,7 +109,7 @@ class MemoryBuffer:
         t: ``[capacity]`` int64 task ids (stream positions; select the output mask under
             task-incremental learning).
         logits: ``[capacity, num_logits]`` float32, or ``None``.
-        seen: examples offered to :meth:`reservoir_add` or :meth:`class_balanced_add` so far.
+        seen: examples offered to :meth:`reservoir_add` or :meth:`balanced_add` so far.
             :meth:`write` leaves it alone: a caller that selects examples itself adds to it if
             it wants the count.
     """
@@ -210,46 +222,70 @@ class MemoryBuffer:
         logits: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Offer a batch, keeping the classes as balanced as the capacity allows.
+        """Offer a batch, keeping the classes as balanced as the capacity allows:
+        :meth:`balanced_add` by ``"class"``."""
+        return self.balanced_add(x, y, t, "class", logits, generator)
 
-        While there is room every example is stored. Once stored plus incoming examples exceed
-        the capacity ``C``, class ``c`` (with ``n_c`` of them) keeps
-        ``q_c = min(n_c, L)`` examples (plus one for a few classes drawn at random, so that
-        ``sum_c q_c = C``), ``L`` being the largest level with ``sum_c min(n_c, L) <= C``: only
-        the largest classes lose examples, the ones kept drawn uniformly among that class's
-        stored and incoming examples. This is the greedy class-balancing rule (Chaudhry et al.
-        2019, "On tiny episodic memories", section 4; Prabhu et al. 2020, GDumb) applied to the
-        whole batch at once, whose result is the same balanced allocation.
+    def balanced_add(
+        self,
+        x: torch.Tensor | LazyRows,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        by: str = "class",
+        logits: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Offer a batch, keeping the groups (classes, or tasks) as balanced as the capacity
+        allows.
+
+        A group is a target value (``by="class"``) or a task id (``by="task"``). While there
+        is room every example is stored. Once stored plus incoming examples exceed the capacity
+        ``C``, group ``g`` (with ``n_g`` of them) keeps ``q_g = min(n_g, L)`` examples (plus
+        one for a few groups drawn at random, so that ``sum_g q_g = C``), ``L`` being the
+        largest level with ``sum_g min(n_g, L) <= C``: only the largest groups lose examples,
+        the ones kept drawn uniformly among that group's stored and incoming examples. This is
+        the greedy balancing rule (Chaudhry et al. 2019, "On tiny episodic memories", section
+        4; Prabhu et al. 2020, GDumb) applied to the whole batch at once, whose result is the
+        same balanced allocation. Offered a whole task at once, by task, it gives each task
+        seen ``C // tasks`` slots (or one more), as Avalanche's experience-balanced buffer does.
+
+        ``x`` may be a tensor or anything whose ``x[rows]`` gives those rows' inputs (a task's
+        :attr:`~forgetless.data.ArraySet.lazy_inputs`): only the examples kept are read, so a
+        whole task can be offered without holding its inputs as floats.
 
         Returns:
             The distinct slots written, ascending (on the buffer's device).
         """
-        n = self._check_batch(x, y, t, logits)
+        if by not in BALANCE_GROUPS:
+            raise ConfigError(
+                f"balanced_add balances by one of {', '.join(BALANCE_GROUPS)}, got {by!r}"
+            )
+        if isinstance(x, torch.Tensor):
+            n = self._check_batch(x, y, t, logits)
+        elif len(x) != y.shape[0] or t.shape[0] != y.shape[0]:
+            raise ConfigError(
+                f"x, y and t need one row per example, got {len(x)}, {y.shape[0]} and {t.shape[0]}"
+            )
+        else:
+            n = len(x)
         self.seen += n
         size = self._size
         if size + n <= self.capacity:
-            self._size = size + n
-            return self._put(np.arange(size, size + n), np.arange(n), x, y, t, logits)
-        labels = torch.cat([self.y[:size].cpu(), y.detach().cpu().long()])
-        counts = torch.bincount(labels)
-        quota = _balanced_quota(counts, self.capacity, generator)
-        # A random order within each class: sort by class + U[0, 1).
-        key = (
-            labels.double()
-            + torch.rand(
-                len(labels), generator=generator, dtype=torch.float64, device=_device_of(generator)
-            ).cpu()
-        )
-        order = key.argsort()
-        first_of_class = counts.cumsum(0) - counts
-        rank = torch.arange(len(labels)) - first_of_class[labels[order]]
-        keep = torch.empty(len(labels), dtype=torch.bool)
-        keep[order] = rank < quota[labels[order]]
-        free = torch.cat([(~keep[:size]).nonzero().squeeze(1), torch.arange(size, self.capacity)])
-        positions = keep[size:].nonzero().squeeze(1)
-        self._size = self.capacity
-        # Both parts of ``free`` are ascending, so the slots written are too.
-        return self._put(free[: len(positions)].numpy(), positions.numpy(), x, y, t, logits)
+            free, positions = np.arange(size, size + n), np.arange(n)
+        else:
+            stored, incoming = (self.y, y) if by == "class" else (self.t, t)
+            keys = torch.cat([stored[:size].cpu(), incoming.detach().cpu().long()])
+            if int(keys.min()) < 0:
+                raise ConfigError(f"balanced_add needs non-negative {by} ids")
+            free, positions = _balanced_selection(keys, size, self.capacity, generator)
+        if not isinstance(x, torch.Tensor):  # read only the rows kept
+            rows = torch.from_numpy(positions)
+            x, y, t = x[rows], y[rows], t[rows]
+            logits = None if logits is None else logits[rows]
+            positions = np.arange(len(rows))
+            self._check_batch(x, y, t, logits)
+        self._size = size + len(free) if size + n <= self.capacity else self.capacity
+        return self._put(free, positions, x, y, t, logits)
 
     def write(
         self,
@@ -407,10 +443,37 @@ def _last_wins(slots: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np
     return distinct, positions[::-1][first_from_end]
 
 
+def _balanced_selection(
+    keys: torch.Tensor, size: int, capacity: int, generator: torch.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which stored and incoming examples a balanced memory keeps: ``keys`` holds the group of
+    the ``size`` stored examples, then of the incoming ones (``len(keys) > capacity``).
+    Returns the slots freed for incoming examples (evicted ones, then the empty tail,
+    ascending) and the incoming positions kept (ascending), as many of each."""
+    counts = torch.bincount(keys)
+    quota = _balanced_quota(counts, capacity, generator)
+    # A random order within each group: sort by group + U[0, 1).
+    key = (
+        keys.double()
+        + torch.rand(
+            len(keys), generator=generator, dtype=torch.float64, device=_device_of(generator)
+        ).cpu()
+    )
+    order = key.argsort()
+    first_of_group = counts.cumsum(0) - counts
+    rank = torch.arange(len(keys)) - first_of_group[keys[order]]
+    keep = torch.empty(len(keys), dtype=torch.bool)
+    keep[order] = rank < quota[keys[order]]
+    free = torch.cat([(~keep[:size]).nonzero().squeeze(1), torch.arange(size, capacity)])
+    positions = keep[size:].nonzero().squeeze(1)
+    # Both parts of ``free`` are ascending, so the slots written are too.
+    return free[: len(positions)].numpy(), positions.numpy()
+
+
 def _balanced_quota(
     counts: torch.Tensor, capacity: int, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Per-class quotas ``q_c = min(n_c, L)`` plus one for ``r`` random classes above ``L``,
+    """Per-group quotas ``q_c = min(n_c, L)`` plus one for ``r`` random groups above ``L``,
     with ``sum q = capacity`` (water filling; ``counts.sum() > capacity``)."""
     k = len(counts)
     ascending = counts.sort().values

@@ -24,13 +24,20 @@ examples:
 
 def _run_epilog() -> str:
     """Each strategy with its parameters and defaults, then examples."""
-    from forgetless.strategies import STRATEGIES, strategy_parameters
+    from forgetless.strategies import STRATEGIES, parameter_help, strategy_parameters
 
-    lines = ["strategies and their parameters (any other --NAME VALUE goes to the strategy):"]
+    lines = [
+        "strategies and their parameters, with their defaults (any other --NAME VALUE goes "
+        "to the strategy):"
+    ]
     for name, cls in STRATEGIES.items():
         params = strategy_parameters(cls)
-        flags = " ".join(f"--{p.replace('_', '-')} {v.default}" for p, v in params.items())
-        lines.append(f"  {name:<12} {flags}".rstrip())
+        meanings = parameter_help(cls)
+        lines.append(f"  {name}" + ("" if params else "  (no parameters)"))
+        for p, v in params.items():
+            default = f"{v.default:g}" if isinstance(v.default, float) else v.default
+            flag = f"--{p.replace('_', '-')} {default}"
+            lines.append(f"      {flag:<28} {meanings[p]}".rstrip())
     return "\n".join(lines) + "\n\n" + EXAMPLES_RUN
 
 
@@ -65,14 +72,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="offline demo: fine-tuning vs joint training on split digits",
+        help="offline demo: the collapse, replay and EWC, and joint training as the bound",
         description="Train a small MLP on split-digits (scikit-learn's 8x8 digits, "
-        "5 tasks of 2 classes, class-incremental) with plain fine-tuning and with "
-        "joint training; print both accuracy matrices and what was forgotten.",
+        "5 tasks of 2 classes, class-incremental) with plain fine-tuning (the collapse), "
+        "replay and EWC (mitigations; EWC with the task given) and joint training (the "
+        "bound); print each accuracy matrix, what ACC, BWT and the random-init row mean, and "
+        "a summary. Offline, under a minute.",
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument(
         "--out", metavar="DIR", help="also save each run (config.json, result.json) under DIR"
+    )
+
+    from forgetless.articles import ARTICLES
+
+    article = sub.add_parser(
+        "article",
+        help="a seed article's experiment, our figures printed beside the article's",
+        description="Run one of the seed articles' experiments with the article's settings "
+        "and print the article's figures beside ours: binary (two competing binary tasks, "
+        "fine-tuning then EWC; offline, seconds) or mnist-fashion (MNIST then Fashion-MNIST, "
+        "a CNN; needs the data, about 5 CPU-minutes).",
+    )
+    article.add_argument("name", choices=list(ARTICLES), help="the article")
+    article.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    article.add_argument("--data-dir", metavar="DIR", help="where MNIST and Fashion-MNIST are")
+    article.add_argument("--threads", type=int, help="CPU threads for torch")
+    article.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    article.add_argument("--json", action="store_true", help="print the comparison as JSON instead")
+
+    sub.add_parser(
+        "scenarios",
+        help="the scenarios: tasks, protocol, data and the loop settings that learn each",
     )
 
     d = RunConfig()
@@ -113,6 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="text: char (default), bpe or bpe:SIZE (trained locally on the first domain)",
     )
+    g.add_argument(
+        "--standardize",
+        metavar="HOW",
+        help="map inputs to (x - mean) / std: train (the stream's training data), dataset "
+        "(published constants: MNIST 0.1307,0.3081) or MEAN,STD (default: pixels in [0, 1])",
+    )
+    g.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="revisit the tasks: train them in order N times (A, B, A, B, ...); the matrix "
+        "gets a row per training phase",
+    )
+    g.add_argument(
+        "--schedule",
+        type=_ints,
+        metavar="T,T,...",
+        help="the task of each training phase, counted from 1 as the tables do (1,2,1,2)",
+    )
     g = run.add_argument_group("model and strategy")
     g.add_argument(
         "--model",
@@ -149,23 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.seed,
         help=f"seeds data, weights and batches (default: {d.seed})",
     )
+    preset = " (default: the scenario's; see 'forgetless scenarios')"
+    g.add_argument("--epochs", type=int, help="passes over each task's data" + preset)
     g.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"passes per task (default: {d.epochs})"
+        "--iterations", type=int, help="optimiser steps per task, instead of epochs" + preset
     )
-    g.add_argument("--iterations", type=int, help="optimiser steps per task, instead of epochs")
-    g.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})"
-    )
-    g.add_argument(
-        "--optimizer",
-        default=d.optimizer,
-        choices=list(OPTIMIZERS),
-        help=f"(default: {d.optimizer})",
-    )
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
-    g.add_argument(
-        "--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum})"
-    )
+    g.add_argument("--batch-size", type=int, help="examples per step" + preset)
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS), help="the optimiser" + preset)
+    g.add_argument("--lr", type=float, help="learning rate" + preset)
+    g.add_argument("--momentum", type=float, help="SGD momentum" + preset)
     g.add_argument("--keep-optimizer", action="store_true", help="keep one optimiser across tasks")
     g.add_argument(
         "--eval-every", type=int, metavar="STEPS", help="evaluate all tasks every STEPS steps"
@@ -192,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         "options given here override it",
     )
     g = run.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="write config.json and result.json to DIR")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        help="this run's folder: config.json, events.jsonl and checkpoints as it goes, "
+        "result.json at the end (as a run in a store); --resume DIR continues it",
+    )
     g.add_argument(
         "--store",
         metavar="DIR",
@@ -210,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the stored run in RUN_DIR from its last completed task (its config.json "
-        "decides everything; other options are ignored)",
+        help="continue the run in RUN_DIR (of a store, or written with --out) from its last "
+        "completed task (its config.json decides everything; other options are ignored)",
     )
     g.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
@@ -392,14 +439,12 @@ def _strategy_params(extra: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from pathlib import Path
-
-    from forgetless.experiment import RunConfig, run, save_run
-    from forgetless.runs import RunStore, is_store
+    from forgetless.experiment import RunConfig, run
+    from forgetless.runs import RunStore, is_store, open_run_folder
 
     if args.resume:
-        folder = Path(args.resume)
-        result = RunStore(folder.parent).resume(folder, rerun=args.rerun, on_wait=_say)
+        store, folder = open_run_folder(args.resume)
+        result = store.resume(folder, rerun=args.rerun, on_wait=_say)
         print(result.to_json() if args.json else result)
         return 0
     config = RunConfig(
@@ -410,6 +455,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         data_dir=args.data_dir,
         sequence_length=args.sequence_length,
         tokenizer=args.tokenizer,
+        standardize=args.standardize,
         model=args.model,
         hidden=args.hidden,
         strategy=args.strategy,
@@ -429,29 +475,66 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         retain_raw_data=not args.no_raw_data,
+        repeat=args.repeat,
+        schedule=None if args.schedule is None else [t - 1 for t in args.schedule],
     )
     if args.config:
         config = _merge_config_file(args.config, config, extra)
-    if args.log and not args.store:
-        raise ConfigError("--log needs --store (the loggers write next to the stored run)")
-    if args.store:
-        store = RunStore(args.store)
+    if args.store and args.out:
+        raise ConfigError(
+            "give --store DIR (a folder per run, with an index) or --out DIR (this run's "
+            "folder), not both: they write the same files"
+        )
+    if args.log and not (args.store or args.out):
+        raise ConfigError("--log needs --store or --out (the loggers write next to the run)")
+    if args.store or args.out:
+        store = RunStore(args.store) if args.store else RunStore.run_folder(args.out)
         folder = store.folder(store.run_id(config))
-        row = store.index.get(folder.name) if is_store(args.store) else None
-        if row is not None and row["status"] == "complete" and not args.rerun:
+        done = (folder / "result.json").is_file()
+        if args.store and is_store(args.store):
+            row = store.index.get(folder.name)
+            done = row is not None and row["status"] == "complete"
+        if done and not args.rerun:
             # On stderr: with --json, stdout must be the JSON alone.
-            _say(f"already complete in the store: {folder} (--rerun trains it again)")
+            _say(f"already complete: {folder} (--rerun trains it again)")
         loggers = [n.strip() for n in args.log.split(",") if n.strip()] if args.log else []
         result = store.execute(config, rerun=args.rerun, loggers=loggers, on_wait=_say)
     else:
         result = run(config)
     print(result.to_json() if args.json else result)
-    if args.store and not args.json:
-        print(f"stored in {folder}")
-    if args.out:
-        out = save_run(result, args.out)
-        if not args.json:
-            print(f"saved {out / 'config.json'} and {out / 'result.json'}")
+    if (args.store or args.out) and not args.json:
+        print(f"stored in {folder} (continue an interrupted run: forgetless run --resume {folder})")
+    return 0
+
+
+def _cmd_article(args: argparse.Namespace) -> int:
+    import json
+
+    from forgetless.articles import run_article
+
+    report = run_article(
+        args.name,
+        args.seed,
+        echo=(lambda _: None) if args.json else print,
+        data_dir=args.data_dir,
+        threads=args.threads,
+        device=args.device,
+        progress=False,
+    )
+    if args.json:
+        del report["results"]
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+def _cmd_scenarios() -> int:
+    from forgetless.scenarios import PRESETS
+
+    print(f"{'scenario':<16} {'protocol':<9} {'tasks':>5}  loop settings (options override)")
+    for name, preset in PRESETS.items():
+        tasks = "?" if preset.default_tasks is None else str(preset.default_tasks)
+        print(f"{name:<16} {preset.protocol.value:<9} {tasks:>5}  {preset.loop.describe()}")
+        print(f"{'':<33}{preset.description}")
     return 0
 
 
@@ -461,9 +544,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from forgetless.demo import run_demo
     from forgetless.experiment import save_run
 
-    for result in run_demo(seed=args.seed, echo=print):
+    for name, result in run_demo(seed=args.seed, echo=print).items():
         if args.out:
-            save_run(result, Path(args.out) / result.strategy)
+            save_run(result, Path(args.out) / name)
     if args.out:
         print(f"saved the runs under {args.out}")
     return 0
@@ -507,18 +590,7 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"rebuilt {root / 'index.sqlite'} from the run folders: {found}")
         return 0
     if args.runs_command == "ls":
-        where = {
-            k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)
-        }
-        rows = store.index.find(**where)
-        print(f"{'id':<58} {'status':<12} {'tasks':>5} {'ACC':>6} {'BWT':>6}")
-        for row in rows:
-            tasks = f"{row['tasks_done'] or 0}/{row['n_tasks'] or '?'}"
-            acc = "" if row["acc"] is None else f"{100 * row['acc']:.1f}"
-            bwt = "" if row["bwt"] is None else f"{100 * row['bwt']:.1f}"
-            print(f"{row['id']:<58} {row['status']:<12} {tasks:>5} {acc:>6} {bwt:>6}")
-        print(f"{len(rows)} run(s) in {root}")
-        return 0
+        return _runs_ls(store, args, root)
     if args.runs_command == "summary":
         from forgetless.sweeps import format_summary, summarise
 
@@ -526,19 +598,81 @@ def _cmd_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(format_summary(summarise(complete), args.format), end="")
         return 0
     if args.runs_command == "show":
-        folder = store.locate(args.run)
-        print(f"{folder}")
+        return _runs_show(store, store.locate(args.run))
+    return _runs_compare(store, args.runs)
+
+
+def _runs_ls(store, args: argparse.Namespace, root) -> int:
+    """One line per run: id, status, tasks done of planned, ACC, BWT, and the settings that
+    differ among the runs listed."""
+    from forgetless.labels import run_labels
+    from forgetless.runs.store import planned_tasks
+
+    where = {k: getattr(args, k) for k in ("status", "scenario", "strategy") if getattr(args, k)}
+    rows = store.index.find(**where)
+    labels = run_labels([_stored_config(store, row["id"]) for row in rows])
+    print(f"{'id':<58} {'status':<12} {'tasks':>5} {'ACC':>6} {'BWT':>6}  settings")
+    for row, label in zip(rows, labels, strict=True):
+        planned = row["n_tasks"] or planned_tasks(store.folder(row["id"]))
+        tasks = f"{row['tasks_done'] or 0}/{planned or 'not started'}"
+        acc = "" if row["acc"] is None else f"{100 * row['acc']:.1f}"
+        bwt = "" if row["bwt"] is None else f"{100 * row['bwt']:.1f}"
+        print(f"{row['id']:<58} {row['status']:<12} {tasks:>5} {acc:>6} {bwt:>6}  {label}")
+    print(f"{len(rows)} run(s) in {root}")
+    return 0
+
+
+def _stored_config(store, run_id: str) -> dict[str, Any]:
+    """A stored run's config as plain data; an unreadable one as empty (it labels as such)."""
+    from forgetless.runs.files import read_json
+
+    try:
+        data = read_json(store.folder(run_id) / "config.json", "run config", required=False)
+    except ForgetlessError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _runs_show(store, folder) -> int:
+    """A run's folder, status, resolved config (every setting, as the run used it), then its
+    result when it has one."""
+    from forgetless.labels import value_text
+    from forgetless.runs.store import planned_tasks
+
+    config = _stored_config(store, folder.name)
+    row = store.index.get(folder.name) or {}
+    planned = row.get("n_tasks") or planned_tasks(folder) or "?"
+    print(f"{folder}")
+    print(
+        f"status: {row.get('status', 'unknown')}, tasks done {row.get('tasks_done') or 0}/{planned}"
+    )
+    print("config:")
+    for key, value in config.items():
+        if key == "strategy_params":
+            for name, param in sorted(value.items()):
+                print(f"  {name} = {value_text(param)}  (strategy parameter)")
+        else:
+            print(f"  {key} = {value_text(value)}")
+    if (folder / "result.json").is_file():
         print(store.result(str(folder)))
-        return 0
-    results = [store.result(str(store.locate(r))) for r in args.runs]
-    names = ["ACC", "BWT", "FWT", "forgetting", "learning acc"]
+    return 0
+
+
+def _runs_compare(store, names: Sequence[str]) -> int:
+    """Metrics of several runs side by side, each row named by what differs between them."""
+    from forgetless.labels import run_labels
+
+    results = [store.result(str(store.locate(r))) for r in names]
+    labels = run_labels([r.config or {} for r in results])
+    names_ = ["ACC", "BWT", "FWT", "forgetting", "learning acc"]
     keys = ["acc", "bwt", "fwt", "forgetting", "learning_accuracy"]
-    print(f"{'run':<40}" + "".join(f"{n:>14}" for n in names))
-    for run_name, result in zip(args.runs, results, strict=True):
+    width = max(12, *(len(label) + 2 for label in labels))
+    print(f"{'run':<{width}}" + "".join(f"{n:>14}" for n in names_))
+    for label, result in zip(labels, results, strict=True):
         m = result.metrics
         cells = ["n/a" if m[k] is None else f"{100 * m[k]:.1f}" for k in keys]
-        label = f"{result.strategy} s{result.seed} ({Path(run_name).name[:20]})"
-        print(f"{label:<40}" + "".join(f"{c:>14}" for c in cells))
+        print(f"{label:<{width}}" + "".join(f"{c:>14}" for c in cells))
+    print("(in percent; each run named by the settings that differ between them)")
     return 0
 
 
@@ -645,7 +779,9 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         )
     print(format_frontiers(frontiers), end="")
     data = {"base": base.to_dict(), "frontiers": [f.to_dict() for f in frontiers]}
-    _write_outputs(args.out, "frontier", data, {"frontier": frontier_plot(frontiers)})
+    _write_outputs(
+        args.out, "frontier", data, {"frontier": frontier_plot(frontiers, scenario=base.scenario)}
+    )
     return 0
 
 
@@ -896,13 +1032,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = write_report(results, args.out, args.title, extra)
     print(f"wrote {out} ({len(results)} run(s))")
     if args.figures:
+        from forgetless.analysis.frontier import frontiers_in
+        from forgetless.labels import unique_stems
+        from forgetless.report.figures import frontier_plot, run_title, strategy_comparison
+        from forgetless.report.html import labelled
+
         folder = Path(args.figures)
-        for r in results:
-            stem = f"{r.scenario}_{r.strategy}_s{r.seed}"
-            save(accuracy_heatmap(r), folder / f"{stem}_matrix")
-            save(forgetting_curves(r), folder / f"{stem}_curves")
+        ordered, labels = labelled(results)
+        # Named by what tells the runs apart, numbered where two would coincide: no run's
+        # figures overwrite another's.
+        for r, label, stem in zip(ordered, labels, unique_stems(labels), strict=True):
+            stem = f"{r.scenario}_{stem}"
+            save(
+                accuracy_heatmap(r, run_title(r, "accuracy (%)", label)), folder / f"{stem}_matrix"
+            )
+            curves = forgetting_curves(
+                r, run_title(r, "accuracy on each task along the stream", label)
+            )
+            save(curves, folder / f"{stem}_curves")
             if r.perplexity_matrix:
-                save(perplexity_heatmap(r), folder / f"{stem}_perplexity")
+                heatmap = perplexity_heatmap(r, run_title(r, "perplexity per token", label))
+                save(heatmap, folder / f"{stem}_perplexity")
+        if len(results) > 1:
+            save(strategy_comparison(results), folder / "comparison")
+        frontiers = frontiers_in(results)
+        if frontiers:
+            scenario = ", ".join(sorted({r.scenario for r in results}))
+            save(frontier_plot(frontiers, scenario=scenario), folder / "frontier")
         print(f"figures (PNG and SVG) in {folder}")
     return 0
 
@@ -1146,6 +1302,8 @@ def _cmd_overlap(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace, extra: Sequence[str], parser) -> int:
     commands = {
         "demo": lambda: _cmd_demo(args),
+        "scenarios": _cmd_scenarios,
+        "article": lambda: _cmd_article(args),
         "run": lambda: _cmd_run(args, extra),
         "data": lambda: _cmd_data(args, parser),
         "runs": lambda: _cmd_runs(args, parser),

@@ -25,7 +25,8 @@ from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.validation import available_device, check_device_name, check_range
 
-OPTIMIZERS = ("sgd", "adam")
+#: The optimisers known by name (``FitConfig.optimizer`` also takes a class or factory).
+OPTIMIZERS = ("sgd", "adam", "adamw")
 # Mean gain of each trained task's accuracy right after training it over the given model's
 # accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
 # barely trained.
@@ -44,9 +45,22 @@ class FitConfig:
         epochs: passes over each task's training data (ignored when ``iterations`` is set).
         iterations: optimiser steps per task, instead of epochs (van de Ven's protocols).
         batch_size: examples per step.
-        optimizer: ``"sgd"`` or ``"adam"``.
+        optimizer: a name (``"sgd"``, ``"adam"``, ``"adamw"``), or an optimiser class or
+            factory called as ``optimizer(params, lr=lr, **optimizer_options)``
+            (``torch.optim.AdamW``, ``functools.partial(torch.optim.RMSprop, alpha=0.9)``).
         lr: learning rate.
-        momentum: SGD momentum.
+        momentum: SGD momentum (for ``"sgd"`` by name; pass it in ``optimizer_options`` to a
+            class).
+        optimizer_options: further keyword arguments of the optimiser (``{"weight_decay":
+            0.01}``).
+        loss: the training loss, ``loss(logits, targets) -> scalar tensor`` (e.g.
+            ``torch.nn.CrossEntropyLoss(label_smoothing=0.1)``); ``None``: cross-entropy. A
+            strategy's ``loss`` hook still replaces it; penalties are added to it. Under
+            task-incremental learning the logits of other tasks' units are ``-inf`` (the
+            task's mask), which a loss must allow (label smoothing does not).
+        scheduler: a learning-rate schedule, ``scheduler(optimizer) -> LRScheduler`` (e.g.
+            ``lambda opt: torch.optim.lr_scheduler.StepLR(opt, 50)``): built at the start of
+            each task, after its optimiser, and stepped after every optimiser step.
         reset_optimizer: build a fresh optimiser at each task (the usual protocol). If False,
             one optimiser is kept; it is still rebuilt when a strategy changed the model's
             trainable parameters, carrying the state of those that persist.
@@ -67,9 +81,12 @@ class FitConfig:
     epochs: int = 1
     iterations: int | None = None
     batch_size: int = 128
-    optimizer: str = "sgd"
+    optimizer: str | Callable[..., torch.optim.Optimizer] = "sgd"
     lr: float = 0.01
     momentum: float = 0.0
+    optimizer_options: dict[str, Any] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
     reset_optimizer: bool = True
     eval_every: int | None = None
     log_every: int = 50
@@ -95,16 +112,59 @@ class FitConfig:
         check_range("lr", self.lr, 0.0, low_open=True)  # finite: lr = inf diverges at once
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_device_name(self.device)
-        if self.optimizer not in OPTIMIZERS:
+        if not callable(self.optimizer) and self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, or an optimiser class or "
+                f"factory such as torch.optim.AdamW; got {self.optimizer!r}"
             )
+        options = self.optimizer_options
+        if options is not None and (
+            not isinstance(options, dict) or not all(isinstance(k, str) for k in options)
+        ):
+            raise ConfigError(
+                f"optimizer_options must be a dict of keyword arguments, got {options!r}"
+            )
+        for name in ("loss", "scheduler"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigError(f"{name} must be a callable or None, got {value!r}")
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """A fresh optimiser over ``model``'s trainable parameters."""
         params = [p for p in model.parameters() if p.requires_grad]
+        options = dict(self.optimizer_options or {})
+        if callable(self.optimizer):
+            try:
+                return self.optimizer(params, **{"lr": self.lr, **options})
+            except TypeError as err:
+                raise ConfigError(
+                    f"the optimizer {describe_callable(self.optimizer)} could not be built as "
+                    f"optimizer(params, lr=..., **optimizer_options): {err}"
+                ) from None
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+            return torch.optim.Adam(params, lr=self.lr, **options)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, **options)
+        return torch.optim.SGD(params, lr=self.lr, **{"momentum": self.momentum, **options})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (a callable by its dotted name), as a result records
+        them."""
+        data = asdict(self)
+        for name in ("optimizer", "loss", "scheduler"):
+            if callable(data[name]):
+                data[name] = describe_callable(data[name])
+        return data
+
+
+def describe_callable(obj: Any) -> str:
+    """``module.qualname`` of a class or function, else its ``repr`` (a partial, a loss
+    object): what a result records of a callable setting."""
+    name = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    if name and module:
+        return f"{module}.{name}"
+    return repr(obj)
 
 
 @dataclass
@@ -117,7 +177,7 @@ class Snapshot:
     :mod:`forgetless.runs`) before training goes on.
 
     Attributes:
-        task: index of the last completed task.
+        task: index of the last completed task (of the last completed phase, with a schedule).
         step: optimiser steps taken so far.
         model: the model's ``state_dict``.
         optimizer: the optimiser's ``state_dict``.
@@ -127,6 +187,10 @@ class Snapshot:
             ``losses``, ``curves``, ``train_times``, ``eval_times``, ``routing`` (with a
             router), ``baseline_eval``,
             ``elapsed`` (wall seconds of the runs so far).
+        task_weights: the part of ``model`` a run store keeps as this task's weights when a
+            strategy says it is less than the whole model (adapters: only theirs; see
+            :meth:`~forgetless.strategies.Strategy.task_weights`); ``None``: all of ``model``.
+            Not part of a resume checkpoint.
     """
 
     task: int
@@ -136,6 +200,7 @@ class Snapshot:
     generator: torch.Tensor
     strategies: list[Any]
     progress: dict[str, Any]
+    task_weights: dict[str, torch.Tensor] | None = None
 
 
 def train(
@@ -143,12 +208,13 @@ def train(
     model: nn.Module,
     strategy: str | Strategy | Sequence[Strategy | str] = "finetune",
     fit: FitConfig | None = None,
-    seed: int = 0,
+    seed: int | torch.Generator = 0,
     config: dict | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_task_end: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
     trained_tasks: int = 0,
+    schedule: Sequence[int] | None = None,
     router: str | Strategy | None = None,
     **fit_options,
 ) -> Result:
@@ -168,7 +234,8 @@ def train(
         strategy: a name (``"finetune"``), ``"a+b"``, an instance, or a list (a hybrid).
         fit: loop settings; or pass them as keywords (``epochs=1, lr=0.1``).
         seed: seeds batch order and strategy sampling (seed the model's init yourself, or use
-            :func:`forgetless.experiment.run`, which does).
+            :func:`forgetless.experiment.run`, which does): an int, or a ``torch.Generator``,
+            from which the run's seed is drawn (the same generator state, the same numbers).
         config: recorded in the result as is.
         on_event: called with plain-data records as training goes: ``{"event": "start",
             "baseline"}``, ``"loss"`` (``task``, ``step``, mean ``loss`` over the last
@@ -187,6 +254,11 @@ def train(
             MAS importances, LwF's old model and replay buffers are built from the old data
             without a step on it. Strategies that cannot start so say why before anything runs
             (see :attr:`~forgetless.strategies.Strategy.trained_start_refusal`).
+        schedule: a stream that revisits tasks: the task (index into ``stream.tasks``, from 0)
+            to train in each phase, e.g. ``[0, 1, 0, 1]``; every task at least once. The
+            matrices get a row per phase (``Result.schedule``; metrics as in
+            :mod:`forgetless.metrics`), and snapshots count phases. ``None``: each task once,
+            in order.
         router: infer each test input's task (``"entropy"``, ``"mahalanobis"``, ``"ncm"``, or
             a :class:`~forgetless.routing.Router`), so that a method that needs the task id
             runs under class- or domain-IL (see :mod:`forgetless.routing`). It joins the
@@ -200,11 +272,13 @@ def train(
         position, and the result also holds the perplexity matrix.
     """
     fit = _fit_config(fit, fit_options)
+    seed = _seed(seed)
     strategies = make_strategies(strategy)
     strategy_name = "+".join(s.name for s in strategies)
     if router is not None:
         strategies.append(_router(router, stream, strategies, model))
     _check_trained_tasks(trained_tasks, stream, strategies)
+    phases = _check_schedule(schedule, stream, strategies, trained_tasks)
     for s in strategies:
         if s.stores_raw_data and not fit.retain_raw_data:
             raise ConfigError(
@@ -236,7 +310,7 @@ def train(
                 stacklevel=2,
             )
         s._forgetless_used = True
-    loop = _Loop(learner, strategies, fit, on_event, trained_tasks)
+    loop = _Loop(learner, strategies, fit, on_event, trained_tasks, phases)
 
     _reset_peak_memory(device)
     start = time.perf_counter()
@@ -265,7 +339,7 @@ def train(
                 }
             )
     else:
-        progress = _restore(resume, learner, loop, strategies, len(stream))
+        progress = _restore(resume, learner, loop, strategies, phases)
         progress.setdefault("perplexity", [])  # checkpoints of classification runs lack them
         progress.setdefault("baseline_perplexity", None)
         progress.setdefault("routing", [])
@@ -280,10 +354,14 @@ def train(
         file=sys.stderr,
     )
     with bar:
-        for i in range(first, len(stream)):
-            bar.set_postfix_str(f"task {i + 1}/{len(stream)}")
+        for phase in range(first, len(phases)):
+            i = phases[phase]
+            bar.set_postfix_str(
+                f"task {i + 1}/{len(stream)}" if schedule is None
+                else f"phase {phase + 1}/{len(phases)}, task {i + 1}"
+            )  # fmt: skip
             t0 = time.perf_counter()
-            if i < trained_tasks:
+            if phase < trained_tasks:
                 loop.recall_task(i, stream.tasks[i])
             else:
                 loop.fit_task(i, stream.tasks[i], bar)
@@ -305,6 +383,7 @@ def train(
                     {
                         "event": "task",
                         "task": i,
+                        **({} if schedule is None else {"phase": phase}),
                         "step": loop.step,
                         "accuracy": row,
                         "task_aware": aware_row,
@@ -314,12 +393,13 @@ def train(
                     }
                 )
             if on_task_end is not None:
-                on_task_end(_snapshot(i, learner, loop, strategies, progress, start))
+                on_task_end(_snapshot(phase, learner, loop, strategies, progress, start))
     matrix, task_aware = progress["matrix"], progress["task_aware"]
     train_times, eval_times = progress["train_times"], progress["eval_times"]
-    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks)
+    fresh = config is not None and not config.get("weights") and "model" in config
+    _warn_if_barely_learned(matrix, progress["baseline"], loop, trained_tasks, fresh)
     if config is None:
-        config = {"fit": asdict(fit), "strategy": strategy_name}
+        config = {"fit": fit.to_dict(), "strategy": strategy_name}
         if trained_tasks:
             config["trained_tasks"] = trained_tasks
         if router is not None:
@@ -352,28 +432,38 @@ def train(
         strategy_reports=_reports(learner, strategies),
         routing_accuracy=progress["routing"] or None,
         environment=_environment(device),
+        schedule=None if schedule is None else list(phases),
     )
 
 
 def _warn_if_barely_learned(
-    matrix: list[list[float]], baseline: list[float], loop, trained_tasks: int = 0
+    matrix: list[list[float]],
+    baseline: list[float],
+    loop,
+    trained_tasks: int = 0,
+    fresh: bool = False,
 ) -> None:
     """Warn when the tasks trained in this run were barely learned: every figure of such a run
     (forgetting above all) describes an untrained model, which looks like "no forgetting" and
-    misleads. Tasks of a trained start are not trained here, so they are left out."""
-    trained = range(trained_tasks, len(baseline))
-    if len(matrix) < len(baseline) or not trained:
+    misleads. Tasks of a trained start are not trained here, so they are left out. ``fresh``:
+    the run drew the model's weights itself (a config without ``weights``), so what it had
+    before training is a random initialisation; a model handed to ``train`` or loaded from
+    weights may have been trained, and is called "the model as given"."""
+    phases = loop.phases  # the task of each row (each task once, unless a schedule revisits)
+    trained = range(trained_tasks, len(phases))
+    if len(matrix) < len(phases) or not trained:
         return
-    gain = sum(matrix[i][i] - baseline[i] for i in trained) / len(trained)
+    gain = sum(matrix[p][phases[p]] - baseline[phases[p]] for p in trained) / len(trained)
     if gain >= BARELY_LEARNED:
         return
-    learned = 100 * sum(matrix[i][i] for i in trained) / len(trained)
-    before = 100 * sum(baseline[i] for i in trained) / len(trained)
-    # The model may have come trained (a trained start, or a user's checkpoint): what it had
-    # before this run is not necessarily a random initialisation.
-    start = "the model as given, before this run trained it"
-    if not trained_tasks:
-        start += " (random initialisation, for a fresh model)"
+    learned = 100 * sum(matrix[p][phases[p]] for p in trained) / len(trained)
+    before = 100 * sum(baseline[phases[p]] for p in trained) / len(trained)
+    # The model may have come trained (a trained start, a weights file, a model handed to
+    # train): what it had before this run is a random initialisation only for a fresh one.
+    if fresh and not trained_tasks:
+        start = "the randomly initialised model"
+    else:
+        start = "the model as given, before this run trained it"
     steps = loop.step / len(trained)
     warnings.warn(
         f"the model barely learned its tasks: accuracy on each task right after training it "
@@ -407,6 +497,50 @@ def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[St
             )
 
 
+def _seed(seed: int | torch.Generator) -> int:
+    """The run's seed: ``seed``, or one drawn from a ``torch.Generator``."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**31 - 1, (), generator=seed))
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer or a torch.Generator, got {seed!r}")
+    return seed
+
+
+def _check_schedule(
+    schedule: Sequence[int] | None,
+    stream: Stream,
+    strategies: list[Strategy],
+    trained_tasks: int,
+) -> list[int]:
+    """The task of each phase: ``schedule`` checked, or each task once, in order."""
+    if schedule is None:
+        return list(range(len(stream)))
+    phases = list(schedule)
+    T = len(stream)
+    if not phases or not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < T for t in phases
+    ):
+        raise ConfigError(
+            f"a schedule lists tasks of the stream by index (0..{T - 1}), one per phase; got "
+            f"{list(schedule)!r}"
+        )
+    missing = sorted(set(range(T)) - set(phases))
+    if missing:
+        raise ConfigError(
+            f"the schedule {phases} never trains task(s) {', '.join(str(t) for t in missing)}; "
+            "every task of the stream must be trained (cut the stream to fewer tasks instead)"
+        )
+    if trained_tasks:
+        raise ConfigError("a trained start (trained_tasks) cannot be combined with a schedule")
+    once = [s.name for s in strategies if not s.revisits]
+    if once and len(set(phases)) != len(phases):
+        raise ConfigError(
+            f"strategy {', '.join(once)} learns each task once (it builds a part or its data "
+            "per task), so it cannot revisit tasks; drop the schedule or the repeat"
+        )
+    return phases
+
+
 def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
     return Snapshot(
         task=task,
@@ -421,10 +555,20 @@ def _snapshot(task, learner, loop, strategies, progress, start) -> Snapshot:
             "curves": loop.curves,
             "elapsed": progress["elapsed"] + time.perf_counter() - start,
         },
+        task_weights=_task_weights(learner, strategies),
     )
 
 
-def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dict[str, Any]:
+def _task_weights(learner: Learner, strategies: Sequence[Strategy]) -> dict | None:
+    for s in strategies:
+        if s.overrides("task_weights"):
+            weights = s.task_weights(learner)
+            if weights is not None:
+                return weights
+    return None
+
+
+def _restore(snapshot: Snapshot, learner, loop, strategies, phases: list[int]) -> dict[str, Any]:
     """Put the learner, the loop and the strategies back as they were after ``snapshot.task``.
 
     The order matters for models that change: every strategy first rebuilds the structure it
@@ -432,12 +576,13 @@ def _restore(snapshot: Snapshot, learner, loop, strategies, n_tasks: int) -> dic
     strategy's state (whose model copies are made from the rebuilt model), then the optimiser,
     built over the rebuilt model's trainable parameters.
     """
-    if not 0 <= snapshot.task < n_tasks or len(snapshot.strategies) != len(strategies):
+    if not 0 <= snapshot.task < len(phases) or len(snapshot.strategies) != len(strategies):
         raise ConfigError(
             f"the checkpoint (after task {snapshot.task + 1}, {len(snapshot.strategies)} "
-            f"strategies) does not fit this run ({n_tasks} tasks, {len(strategies)} strategies)"
+            f"strategies) does not fit this run ({len(phases)} tasks, {len(strategies)} "
+            "strategies)"
         )
-    learner.task_index = snapshot.task
+    learner.task_index = phases[snapshot.task]
     for strategy, state in zip(strategies, snapshot.strategies, strict=True):
         strategy.rebuild(learner, state)
     learner.record_initial_values()
@@ -598,9 +743,11 @@ class _Loop:
         fit: FitConfig,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         trained_tasks: int = 0,
+        phases: list[int] | None = None,
     ):
         self.learner = learner
         self.trained_tasks = trained_tasks
+        self.phases = list(range(len(learner.stream))) if phases is None else phases
         self.on_event = on_event
         self._window: torch.Tensor | None = None  # losses since the last "loss" event
         self._window_steps = 0
@@ -613,11 +760,13 @@ class _Loop:
         self.curves: list[dict] = []
         self.losses: list[dict] = []
         self.step = 0
+        self.scheduler = None  # the task's learning-rate schedule (FitConfig.scheduler)
+        self._tests: dict[int, Any] = {}  # each task's test set on the device
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
-        tasks = self.learner.stream.tasks[self.trained_tasks :]
-        return sum(self._steps(len(task.train)) for task in tasks)
+        tasks = self.learner.stream.tasks
+        return sum(self._steps(len(tasks[i].train)) for i in self.phases[self.trained_tasks :])
 
     def _steps(self, examples: int, iterations_scale: int = 1) -> int:
         """Optimiser steps to fit ``examples`` examples under the epochs or iterations budget."""
@@ -656,6 +805,10 @@ class _Loop:
             learner.new_optimizer()
         elif learner.optimizer_is_stale():  # parameters added, wrapped or frozen: train them
             learner.new_optimizer(keep_state=True)
+        self.scheduler = None if fit.scheduler is None else fit.scheduler(learner.optimizer)
+        # Tensor-resident on the device for the whole task: one copy, then batches are
+        # indexed there (a no-op on the CPU).
+        data = data.to(learner.device)
         steps = self._steps(len(data), data.iterations_scale)
         learner.task_steps = steps
         learner.epoch_steps = -(-len(data) // fit.batch_size)  # batches per pass over the data
@@ -703,7 +856,9 @@ class _Loop:
         """Batches of indices, reshuffled each pass, until ``steps`` steps are taken."""
         size = self.fit.batch_size
         while steps > 0:
-            order = torch.randperm(n, generator=self.learner.generator)
+            # Drawn on the CPU (the run's generator: the same order on every device), moved
+            # to the data's device once per pass.
+            order = torch.randperm(n, generator=self.learner.generator).to(self.learner.device)
             batches = list(order.split(size))[:steps]
             steps -= len(batches)
             yield batches
@@ -725,7 +880,7 @@ class _Loop:
             if loss is not None:
                 break
         if loss is None:
-            loss = cross_entropy(logits, y)
+            loss = cross_entropy(logits, y) if self.fit.loss is None else self.fit.loss(logits, y)
         for hook in hooks["penalty"]:
             term = hook(learner, x, y, t, logits)
             if term is not None:
@@ -736,6 +891,8 @@ class _Loop:
         for hook in hooks["after_backward"]:
             hook(learner)
         optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         for hook in hooks["after_step"]:
             hook(learner, x, y, t, logits)
         self.step += 1
@@ -778,7 +935,7 @@ class _Loop:
         wide = torch.float32 if device.type == "mps" else torch.float64
         accuracy, task_aware, perplexity, routed = [], [], [], []
         for j, task in enumerate(learner.stream.tasks):
-            test = task.test
+            test = self._test_set(j, task)
             sequences = bool(test.target_shape)
             units = torch.tensor(task.units, device=device)
             # correct, correct within the task's units, sum of token NLLs, inputs routed to
@@ -818,6 +975,13 @@ class _Loop:
             perplexity if len(perplexity) == len(accuracy) else None,
             routed if routing else None,
         )
+
+    def _test_set(self, j: int, task) -> Any:
+        """Task ``j``'s test set on the device, copied there once per run, not per
+        evaluation (on the CPU, the set itself)."""
+        if j not in self._tests:
+            self._tests[j] = task.test.to(self.learner.device)
+        return self._tests[j]
 
     def _eval_rows(self, test) -> int:
         """Examples per evaluation pass: ``eval_batch_size``, fewer where one pass would
@@ -905,10 +1069,10 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _environment(device: torch.device) -> dict[str, str]:
-    from forgetless import __version__
+    from forgetless.provenance import provenance
 
     return {
-        "forgetless": __version__,
+        **provenance(),  # forgetless's version and git commit
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),

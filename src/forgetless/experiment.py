@@ -17,11 +17,21 @@ from forgetless.engine import FitConfig, Snapshot, train
 from forgetless.errors import ConfigError
 from forgetless.models import build_model
 from forgetless.result import Result
-from forgetless.scenarios import Stream, make_stream
+from forgetless.scenarios import PRESETS, Stream, make_stream
+from forgetless.scenarios.presets import Loop, check_standardize
 from forgetless.strategies import Strategy, coerce_params, make_strategies
-from forgetless.validation import check_run_fields
+from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
-_FIT_FIELDS = tuple(f.name for f in fields(FitConfig))
+#: FitConfig's fields a RunConfig has: all but the Python objects (an optimiser class, a loss,
+#: a schedule), which a config file cannot hold; pass those to forgetless.train.
+_FIT_FIELDS = tuple(
+    f.name for f in fields(FitConfig) if f.name not in ("optimizer_options", "loss", "scheduler")
+)
+#: The loop settings a scenario preset fills in where the config leaves them ``None``.
+LOOP_FIELDS = tuple(f.name for f in fields(Loop))
+_OPTIMIZER_FIELDS = ("optimizer", "lr", "momentum")
+#: The learning rate an optimiser gets when it is named without one.
+USUAL_LR = {"sgd": FitConfig.lr, "adam": 1e-3, "adamw": 1e-3}
 
 
 @dataclass
@@ -30,17 +40,34 @@ class RunConfig:
 
     Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
     ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
-    ``tokenizer`` (None: ``"char"``). Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``,
-    ``"gpt"``, ``"hf:TYPE"``), ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``),
-    ``strategy_params``, ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task
-    inference for a method that needs the task id under class- or domain-IL). Loop:
+    ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
+    ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
+    Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
+    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
+    method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
     stream, the weights, the batch order.
+
+    The loop settings ``epochs``, ``iterations``, ``batch_size``, ``optimizer``, ``lr`` and
+    ``momentum`` left ``None`` are the scenario's (``PRESETS[scenario].loop``, settings that
+    learn it); :meth:`resolved` fills them in, and what a run records (``config.json``,
+    ``Result.config``) and hashes into its id is the resolved config. Two groups go
+    together: giving ``epochs`` or ``iterations`` replaces the preset's budget as a whole
+    (``epochs=3`` on a preset that counts iterations trains 3 epochs), and giving any of
+    ``optimizer``, ``lr``, ``momentum`` replaces the preset's optimiser as a whole, the
+    others being the plain defaults (``lr=0.1`` alone is SGD at 0.1; ``optimizer="adam"``
+    alone is Adam at 1e-3, :data:`USUAL_LR`).
 
     A trained start: ``weights`` (a safetensors or ``torch.save`` state dict, read without
     unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
     of the stream's first tasks it has already learnt (evaluated, not trained; see
     :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
+
+    A stream that revisits its tasks: ``repeat=N`` trains the tasks in order ``N`` times
+    (A, B, A, B for two tasks and ``N = 2``; each visit fits the full budget), or
+    ``schedule`` lists the task of each phase by index from 0 (``[0, 1, 0, 1]``; the CLI's
+    ``--schedule`` counts from 1, as its tables do). The matrix then has a row per phase.
     """
 
     scenario: str = "split-digits"
@@ -50,18 +77,19 @@ class RunConfig:
     data_dir: str | None = None
     sequence_length: int | None = None
     tokenizer: str | None = None
+    standardize: str | None = None
     model: str = "mlp"
     hidden: list[int] | None = None
     strategy: str = "finetune"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     router: str | None = None
     seed: int = 0
-    epochs: int = FitConfig.epochs
-    iterations: int | None = FitConfig.iterations
-    batch_size: int = FitConfig.batch_size
-    optimizer: str = FitConfig.optimizer
-    lr: float = FitConfig.lr
-    momentum: float = FitConfig.momentum
+    epochs: int | None = None
+    iterations: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
     reset_optimizer: bool = FitConfig.reset_optimizer
     eval_every: int | None = FitConfig.eval_every
     log_every: int = FitConfig.log_every
@@ -72,6 +100,8 @@ class RunConfig:
     retain_raw_data: bool = FitConfig.retain_raw_data
     weights: str | None = None
     trained_tasks: int = 0
+    repeat: int | None = None
+    schedule: list[int] | None = None
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -102,14 +132,60 @@ class RunConfig:
             raise ConfigError(
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
+        self.standardize = check_standardize(self.standardize)
         if self.tokenizer is not None:
             from forgetless.data.text import parse_tokenizer
 
             parse_tokenizer(self.tokenizer)
+        if self.repeat is not None:
+            check_positive_int("repeat", self.repeat)
+            if self.repeat == 1:  # each task once: the same run as without a repeat, one id
+                self.repeat = None
+        if self.schedule is not None:
+            check_int_list("schedule", self.schedule)
+            if not self.schedule or min(self.schedule) < 0:
+                raise ConfigError(
+                    f"schedule lists task indices from 0, one per phase; got {self.schedule!r}"
+                )
+            if self.repeat is not None:
+                raise ConfigError("give repeat or schedule, not both")
+
+    def phases(self, n_tasks: int) -> list[int] | None:
+        """The task of each training phase for a stream of ``n_tasks`` tasks, or ``None``
+        for each task once, in order."""
+        if self.schedule is not None:
+            return list(self.schedule)
+        if self.repeat is not None and self.repeat > 1:
+            return list(range(n_tasks)) * self.repeat
+        return None
+
+    def resolved(self) -> RunConfig:
+        """This config with every loop setting left ``None`` taken from the scenario preset
+        (see the class docstring). A resolved config resolves to itself, so a stored
+        ``config.json`` (always resolved) keeps its run id."""
+        preset = PRESETS.get(self.scenario)
+        loop = preset.loop if preset is not None else Loop()
+        values = {name: getattr(loop, name) for name in LOOP_FIELDS if getattr(self, name) is None}
+        if self.epochs is not None or self.iterations is not None:
+            values.pop("iterations", None)  # the user's budget, not the preset's
+        if any(getattr(self, name) is not None for name in _OPTIMIZER_FIELDS):
+            # A learning rate belongs to its optimiser: with any of the three given, the
+            # others are the plain defaults (SGD, its usual rate), not the preset's.
+            optimizer = self.optimizer or FitConfig.optimizer
+            values["optimizer"] = optimizer
+            values["lr"] = self.lr if self.lr is not None else USUAL_LR.get(optimizer, loop.lr)
+            values["momentum"] = self.momentum if self.momentum is not None else 0.0
+            for name in _OPTIMIZER_FIELDS:
+                if getattr(self, name) is not None:
+                    values.pop(name)
+        if not values:
+            return self
+        return RunConfig(**{**self.to_dict(), **values})
 
     def fit_config(self) -> FitConfig:
-        """The loop settings as a :class:`FitConfig`."""
-        return FitConfig(**{name: getattr(self, name) for name in _FIT_FIELDS})
+        """The loop settings as a :class:`FitConfig`, the preset's where none are given."""
+        config = self.resolved()
+        return FitConfig(**{name: getattr(config, name) for name in _FIT_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,13 +234,27 @@ def load_config(path: str | Path) -> RunConfig:
 NON_RESULT_FIELDS = ("data_dir", "threads", "progress", "log_every")
 #: Fields added after runs were first stored: they enter the hash only when set, so every run
 #: stored before them keeps its id (and a sweep finds it complete).
-HASHED_WHEN_SET = ("sequence_length", "tokenizer", "weights", "router")
+HASHED_WHEN_SET = (
+    "sequence_length",
+    "tokenizer",
+    "weights",
+    "router",
+    "standardize",
+    "repeat",
+    "schedule",
+)
 
 
 def config_hash(config: RunConfig) -> str:
     """A short hash of everything that decides a run's numbers (16 hex digits): two configs
-    with the same hash give the same result on the same machine."""
-    data = config.to_dict()
+    with the same hash give the same result on the same machine.
+
+    It is the hash of the *resolved* config (:meth:`RunConfig.resolved`): a loop setting the
+    preset filled in counts as its value, exactly as if it had been given, so a config and
+    its resolved form (what ``config.json`` holds) have one id. Fields added after runs were
+    first stored enter the hash only when set (:data:`HASHED_WHEN_SET`), so adding a field
+    never renames a stored run."""
+    data = config.resolved().to_dict()
     for name in NON_RESULT_FIELDS:
         data.pop(name, None)
     for name in HASHED_WHEN_SET:
@@ -198,6 +288,7 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
         class_order=config.class_order,
         sequence_length=config.sequence_length,
         tokenizer=config.tokenizer,
+        standardize=config.standardize,
     )
     torch.manual_seed(config.seed)
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
@@ -233,6 +324,7 @@ def run(
         config = RunConfig.from_dict(options)
     elif options:
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
+    config = config.resolved()  # the result records the settings the run was trained with
     stream, model, strategies = prepare(config)
     return train(
         stream,
@@ -245,14 +337,20 @@ def run(
         on_task_end=on_task_end,
         resume=resume,
         trained_tasks=config.trained_tasks,
+        schedule=config.phases(len(stream)),
         router=config.router,
     )
 
 
 def save_run(result: Result, out: str | Path) -> Path:
-    """Write ``config.json`` and ``result.json`` into the folder ``out``."""
+    """Write a finished run's ``config.json`` and ``result.json`` into the folder ``out``, as
+    the run store writes them (atomically, each with its checksum). To save a run as it goes,
+    so that it survives a crash and continues, run it in a run folder instead:
+    ``forgetless.runs.RunStore.run_folder(out).execute(config)`` (``forgetless run --out``)."""
+    from forgetless.runs.files import write_json
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(result.config, indent=1) + "\n")
-    result.save(out / "result.json")
+    write_json(out / "config.json", result.config, "config")
+    write_json(out / "result.json", result.to_dict(), "result")
     return out

@@ -33,6 +33,14 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.examples)
 
+    def to(self, device: torch.device | str) -> TrainingData:
+        """The same examples on ``device`` (itself where they are there already)."""
+        examples = self.examples.to(device)
+        task_ids = self.task_ids.to(device)
+        if examples is self.examples and task_ids is self.task_ids:
+            return self
+        return TrainingData(examples, task_ids, self.iterations_scale)
+
     @staticmethod
     def of_task(task: Task, index: int) -> TrainingData:
         return TrainingData(task.train, torch.full((len(task.train),), index, dtype=torch.int64))

@@ -20,6 +20,10 @@ FORMAT_VERSION = 1
 class Result:
     """What a run measured. Serialises to JSON and back without loss.
 
+    Units: accuracies and the metrics built on them (ACC, BWT, forgetting, ...) are
+    *fractions* in ``[0, 1]`` here and in ``result.json``; the command line and the tables
+    (``str(result)``, :meth:`table`) show them in percent (points).
+
     Attributes:
         accuracy_matrix: ``R[i][j]``, accuracy on task ``j`` after training task ``i`` (fractions);
             for text, next-token accuracy over every position of the task's held-out text.
@@ -62,7 +66,13 @@ class Result:
             learnt so far, so the entries above the diagonal are 0. In such a run
             ``accuracy_matrix`` is the accuracy with the task inferred, ``task_aware_matrix``
             with the true task given to the model.
-        environment: versions of forgetless, torch, and the device.
+        environment: versions of forgetless (``forgetless``, and ``git_commit``: the commit
+            of a git checkout, ``"unknown"`` elsewhere; results from before it lack it), torch,
+            Python, and the device.
+        schedule: for a stream that revisits tasks, the task (from 0) trained in each phase,
+            one per row of the matrices (``[0, 1, 0, 1]``); ``None`` when phase ``i`` trains
+            task ``i`` (the matrices are then square). The metrics count from the phases
+            that trained each task (:mod:`forgetless.metrics`).
     """
 
     accuracy_matrix: list[list[float]]
@@ -85,30 +95,47 @@ class Result:
     strategy_reports: dict[str, Any] = field(default_factory=dict)
     routing_accuracy: list[list[float]] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    schedule: list[int] | None = None
 
     @property
     def num_tasks(self) -> int:
+        """Tasks of the stream (the matrices' columns)."""
+        return len(self.baseline)
+
+    @property
+    def num_phases(self) -> int:
+        """Training phases (the matrices' rows): the tasks, or the schedule's length."""
         return len(self.accuracy_matrix)
+
+    def phase_task(self, phase: int) -> int:
+        """The task trained in ``phase`` (both from 0)."""
+        return phase if self.schedule is None else self.schedule[phase]
 
     @property
     def metrics(self) -> dict[str, float | None]:
-        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy; for class-IL
+        """ACC, BWT, FWT (None under class-IL), forgetting and learning accuracy, as fractions
+        (``0.965``, not 96.5; BWT ``-0.05`` is 5 points forgotten); for class-IL
         runs also ``task_aware_acc``, the ACC of :attr:`task_aware_matrix`; for runs with a
         router ``routing_acc``, the mean of the last row of :attr:`routing_accuracy`; for text also the
         same measures of the perplexity matrix (:func:`forgetless.metrics.perplexity_summary`:
         ``perplexity``, ``perplexity_bwt``, ``perplexity_forgetting``, ``learning_perplexity``)."""
-        summary = metrics.summary(self.accuracy_matrix, self.baseline, self.protocol)
+        schedule = self.schedule
+        summary = metrics.summary(self.accuracy_matrix, self.baseline, self.protocol, schedule)
         if self.task_aware_matrix:
-            summary["task_aware_acc"] = metrics.average_accuracy(self.task_aware_matrix)
+            summary["task_aware_acc"] = metrics.average_accuracy(self.task_aware_matrix, schedule)
         if self.routing_accuracy:
-            summary["routing_acc"] = metrics.average_accuracy(self.routing_accuracy)
+            summary["routing_acc"] = metrics.average_accuracy(self.routing_accuracy, schedule)
         if self.perplexity_matrix:
-            summary.update(metrics.perplexity_summary(self.perplexity_matrix))
+            summary.update(metrics.perplexity_summary(self.perplexity_matrix, schedule))
         return summary
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; ``metrics`` is included for readers, and ignored when loading."""
-        return {"format_version": FORMAT_VERSION, **asdict(self), "metrics": self.metrics}
+        """Plain data; ``metrics`` is included for readers, and ignored when loading. A result
+        without a schedule has no ``schedule`` key, as before schedules existed."""
+        data = asdict(self)
+        if data["schedule"] is None:
+            del data["schedule"]
+        return {"format_version": FORMAT_VERSION, **data, "metrics": self.metrics}
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -180,13 +207,17 @@ class Result:
         head = "accuracy (%)".ljust(16) + "".join(f"task {j + 1}".rjust(width) for j in range(T))
         rows = [head]
         for i, row in enumerate(self.accuracy_matrix):
-            rows.append(
-                f"after task {i + 1}".ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in row)
-            )
+            rows.append(self._row_name(i).ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in row))
         rows.append(
             "random init".ljust(16) + "".join(f"{100 * a:{width}.1f}" for a in self.baseline)
         )
         return "\n".join(rows)
+
+    def _row_name(self, phase: int) -> str:
+        """``after task 3``, or with a schedule ``3: task 1`` (phase 3 trained task 1)."""
+        if self.schedule is None:
+            return f"after task {phase + 1}"
+        return f"{phase + 1}: task {self.schedule[phase] + 1}"
 
     def perplexity_table(self) -> str:
         """The perplexity matrix as a text table, with the random-init row (text runs only;
@@ -197,7 +228,7 @@ class Result:
         head = "perplexity".ljust(16)
         head += "".join(f"task {j + 1}".rjust(width) for j in range(self.num_tasks))
         rows = [head]
-        named = [(f"after task {i + 1}", r) for i, r in enumerate(self.perplexity_matrix)]
+        named = [(self._row_name(i), r) for i, r in enumerate(self.perplexity_matrix)]
         if self.baseline_perplexity:
             named.append(("random init", self.baseline_perplexity))
         for name, row in named:
@@ -267,6 +298,8 @@ class Result:
         if self.routing_accuracy and self.config.get("router"):
             title += f" | router {self.config['router']}"
         parts = [title, self.table(), self.metrics_line()]
+        if self.schedule is not None:
+            parts.insert(1, "rows: the training phases, 'P: task j' = phase P trained task j")
         if self.routing_accuracy:
             parts.append(self.routing_table())
         if self.perplexity_matrix:
@@ -279,6 +312,8 @@ def describe(result: Result) -> str:
     perplexity, whose rise is what forgetting looks like in a language model)."""
     if result.perplexity_matrix:
         return _describe_perplexity(result)
+    if result.schedule is not None:
+        return _describe_schedule(result)
     R = result.accuracy_matrix
     T = len(R)
     if T < 2:
@@ -296,6 +331,22 @@ def describe(result: Result) -> str:
     return (
         f"After task {T}, accuracy on task {j + 1} ({names[j]}) fell from {100 * R[j][j]:.0f}% "
         f"to {100 * R[-1][j]:.0f}%."
+    )
+
+
+def _describe_schedule(result: Result) -> str:
+    """The largest loss of a task since the phase that last trained it."""
+    R, schedule = result.accuracy_matrix, result.schedule
+    last = {task: phase for phase, task in enumerate(schedule)}
+    drops = [(R[p][j] - R[-1][j], j, p) for j, p in last.items() if p < len(R) - 1]
+    if not drops:
+        return "Every task was trained in the last phase."
+    drop, j, p = max(drops, key=lambda d: (round(d[0], 9), -d[1]))
+    if drop < 0.005:
+        return "Every task kept its accuracy since it was last trained (none lost half a point)."
+    return (
+        f"At the end, accuracy on task {j + 1} ({result.task_names[j]}) is "
+        f"{100 * R[-1][j]:.0f}%, from {100 * R[p][j]:.0f}% when phase {p + 1} last trained it."
     )
 
 
@@ -352,14 +403,28 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
     matrix = values["accuracy_matrix"]
     if not isinstance(matrix, list) or not matrix or not all(isinstance(r, list) for r in matrix):
         raise fail("accuracy_matrix", "a list of rows (lists of accuracies)")
-    T = len(matrix)
-    shape = f"a square {T} x {T} matrix of accuracies in [0, 1]"
+    schedule = values.get("schedule")
+    P = len(matrix)
+    T = len(values["baseline"]) if isinstance(values.get("baseline"), list) else P
+    if schedule is None:
+        T = P
+    elif (
+        not isinstance(schedule, list)
+        or len(schedule) != P
+        or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < T for t in schedule)
+        or len(set(schedule)) != T
+    ):
+        raise fail("schedule", f"null or {P} task indices (0..{T - 1}), each task at least once")
+    shape = (
+        f"a square {T} x {T} matrix of accuracies in [0, 1]" if schedule is None
+        else f"a {P} x {T} matrix (phases x tasks) of accuracies in [0, 1]"
+    )  # fmt: skip
     if any(len(row) != T or not all(is_fraction(v) for v in row) for row in matrix):
         raise fail("accuracy_matrix", shape)
     aware = values.get("task_aware_matrix")
     if aware is not None and (
         not isinstance(aware, list)
-        or len(aware) != T
+        or len(aware) != P
         or any(
             not isinstance(r, list) or len(r) != T or not all(is_fraction(v) for v in r)
             for r in aware
@@ -373,13 +438,13 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
     perplexity = values.get("perplexity_matrix")
     if perplexity is not None and (
         not isinstance(perplexity, list)
-        or len(perplexity) != T
+        or len(perplexity) != P
         or any(
             not isinstance(r, list) or len(r) != T or not all(map(is_perplexity, r))
             for r in perplexity
         )
     ):
-        raise fail("perplexity_matrix", f"null or a square {T} x {T} matrix of perplexities")
+        raise fail("perplexity_matrix", f"null or a {P} x {T} matrix of perplexities")
     base_perplexity = values.get("baseline_perplexity")
     if base_perplexity is not None and (
         not isinstance(base_perplexity, list)
@@ -390,13 +455,13 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
     routing = values.get("routing_accuracy")
     if routing is not None and (
         not isinstance(routing, list)
-        or len(routing) != T
+        or len(routing) != P
         or any(
             not isinstance(r, list) or len(r) != T or not all(is_fraction(v) for v in r)
             for r in routing
         )
     ):
-        raise fail("routing_accuracy", f"null or a square {T} x {T} matrix of fractions in [0, 1]")
+        raise fail("routing_accuracy", f"null or a {P} x {T} matrix of fractions in [0, 1]")
     baseline = values["baseline"]
     if not isinstance(baseline, list) or len(baseline) != T or not all(map(is_fraction, baseline)):
         raise fail("baseline", f"{T} accuracies in [0, 1], one per task")

@@ -40,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -275,10 +276,14 @@ def execute_one(
     config = RunConfig.from_dict(config_data)
     run_store = RunStore(store, keep_weights)
     run_id = run_store.run_id(config)
-    try:
-        run_store.execute(config, on_wait=_say)
-    except Exception as err:  # one bad run must not stop the sweep; it is reported
-        return run_id, f"{type(err).__name__}: {err}"
+    with warnings.catch_warnings():
+        # As the command line prints them, with the run they came from: many runs share one
+        # terminal, and a source line means nothing to the reader.
+        warnings.showwarning = lambda message, *_, **__: _say(f"warning: {message} ({run_id})")
+        try:
+            run_store.execute(config, on_wait=_say)
+        except Exception as err:  # one bad run must not stop the sweep; it is reported
+            return run_id, f"{type(err).__name__}: {err}"
     return run_id, None
 
 
@@ -341,7 +346,9 @@ def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
     """Mean, sample std and SEM over seeds of each metric, per group of runs that differ only
     in their seed. Each row: ``scenario``, ``protocol``, ``strategy``, ``settings`` (the other
     config fields that vary within the results, as text), ``n``, then ``<metric>_mean``,
-    ``<metric>_std``, ``<metric>_sem`` in percent (None where a metric is undefined)."""
+    ``<metric>_std``, ``<metric>_sem`` in percent (None where a metric is undefined, and the
+    std and SEM None for one seed). Rows come in reading order: scenario, protocol, strategy,
+    then the settings that vary, numbers by value (``lam=10, 100, 1000``)."""
     results = list(results)
     groups: dict[str, list[Any]] = {}
     configs = []
@@ -353,8 +360,17 @@ def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
     varying = _varying_keys(configs)
     for result, config in zip(results, configs, strict=True):
         groups.setdefault(_group_key(config), []).append((result, config))
+    from forgetless.labels import sort_key, varying_keys
+
+    by_value = varying_keys(configs)
+
+    def reading_order(members: list[tuple[Any, dict[str, Any]]]) -> tuple:
+        first, config = members[0]
+        head = (first.scenario, first.protocol, first.strategy)
+        return (head, sort_key(config, by_value))
+
     rows = []
-    for members in groups.values():
+    for members in sorted(groups.values(), key=reading_order):
         first, config = members[0]
         settings = _settings_text(config, varying)
         row: dict[str, Any] = {
@@ -370,10 +386,11 @@ def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
             if not values:
                 row.update({f"{metric}_mean": None, f"{metric}_std": None, f"{metric}_sem": None})
                 continue
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            # One seed has no spread to show: None (n/a), not a misleading 0.
+            std = statistics.stdev(values) if len(values) > 1 else None
             row[f"{metric}_mean"] = statistics.fmean(values)
             row[f"{metric}_std"] = std
-            row[f"{metric}_sem"] = std / math.sqrt(len(values))
+            row[f"{metric}_sem"] = None if std is None else std / math.sqrt(len(values))
         rows.append(row)
     return rows
 
@@ -402,6 +419,14 @@ def _settings_text(config: dict[str, Any], varying: list[str]) -> str:
     return " ".join(parts)
 
 
+def mean_and_spread(mean: float | None, std: float | None) -> str:
+    """``51.6 ± 1.2``; ``51.6 ± n/a`` for one seed (no spread measured); ``n/a`` without a
+    mean."""
+    if mean is None:
+        return "n/a"
+    return f"{mean:.1f} ± " + ("n/a" if std is None else f"{std:.1f}")
+
+
 def format_summary(rows: list[dict[str, Any]], fmt: str = "table") -> str:
     """The summary as a terminal ``table``, ``csv`` or ``markdown``."""
     if fmt not in ("table", "csv", "markdown"):
@@ -420,8 +445,7 @@ def format_summary(rows: list[dict[str, Any]], fmt: str = "table") -> str:
         return out.getvalue()
 
     def cell(row, metric):
-        mean = row[f"{metric}_mean"]
-        return "n/a" if mean is None else f"{mean:.1f} ± {row[f'{metric}_std']:.1f}"
+        return mean_and_spread(row[f"{metric}_mean"], row[f"{metric}_std"])
 
     labels = head + [m.upper() if m != "forgetting" else "forgetting" for m in METRICS]
     table = [[str(row[k]) for k in head] + [cell(row, m) for m in METRICS] for row in rows]
@@ -432,5 +456,8 @@ def format_summary(rows: list[dict[str, Any]], fmt: str = "table") -> str:
     widths = [max(len(x) for x in col) for col in zip(labels, *table, strict=True)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(labels, widths, strict=True))]
     lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in table]
-    lines.append("(mean ± sample std over seeds, in points; CSV and Markdown also give the SEM)")
+    lines.append(
+        "(mean ± sample std over seeds, in points; n/a: one seed, no spread; CSV also gives the "
+        "SEM)"
+    )
     return "\n".join(lines) + "\n"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import tomllib
+# The standard library reads TOML from Python 3.11; on 3.10, tomli (the same parser, a
+# dependency there) does.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 from forgetless.errors import ConfigError
 from forgetless.json_file import check_depth

@@ -155,7 +155,9 @@ def available_device(name: str):
                 if torch.version.cuda is None
                 else "no CUDA GPU is visible"
             )
-            raise ConfigError(f"device {name!r} is not available: {why}; use --device cpu")
+            raise ConfigError(
+                f"device {name!r} is not available: {why}; use device='cpu' (--device cpu)"
+            )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ConfigError(

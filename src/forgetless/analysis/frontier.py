@@ -10,6 +10,7 @@ better at every trade-off has the larger area.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -105,6 +106,9 @@ class Frontier:
     points: list[FrontierPoint]
     front: list[int] = field(default_factory=list)
     hypervolume: float = 0.0
+    #: The other settings of its runs where they differ from other frontiers' (``lr=0.05``):
+    #: runs that differ in loop settings are frontiers of their own, never points of one.
+    settings: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,12 +292,21 @@ def frontiers_in(results: Iterable[Result], min_settings: int = 3) -> list[Front
     """The frontiers a set of runs holds: for each (scenario, strategy), if exactly one numeric
     strategy parameter takes at least ``min_settings`` values among its runs (a strength
     sweep), that parameter's frontier. Used by reports to draw one when the runs allow."""
-    groups: dict[tuple[str, str], list[Result]] = {}
-    for result in results:
-        if result.num_tasks >= 2 and len(result.accuracy_matrix) == result.num_tasks:
-            groups.setdefault((result.scenario, result.strategy), []).append(result)
+    from forgetless.labels import flat_settings, settings_text, varying_keys
+
+    results = [r for r in results if r.num_tasks >= 2 and len(r.accuracy_matrix) == r.num_tasks]
+    configs = [r.config or {} for r in results]
+    params = {k for c in configs for k in (c.get("strategy_params") or {})}
+    # Loop, model and scenario settings that differ: runs apart in any of them are not points
+    # of one frontier.
+    apart = [k for k in varying_keys(configs, exclude=("seed",)) if k not in params]
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for result, config in zip(results, configs, strict=True):
+        flat = flat_settings(config)
+        key = json.dumps([flat.get(k) for k in apart], default=str)
+        groups.setdefault((result.scenario, result.strategy, key), []).append(result)
     found = []
-    for (_, strategy), members in groups.items():
+    for (_, strategy, _), members in groups.items():
         values: dict[str, set[float]] = {}
         for result in members:
             for key, value in (result.config or {}).get("strategy_params", {}).items():
@@ -301,7 +314,10 @@ def frontiers_in(results: Iterable[Result], min_settings: int = 3) -> list[Front
                     values.setdefault(key, set()).add(float(value))
         swept = [key for key, seen in values.items() if len(seen) >= min_settings]
         if len(swept) == 1:
-            found.append(build_frontier(members, strategy, swept[0]))
+            frontier = build_frontier(members, strategy, swept[0])
+            shown = [k for k in apart if k not in ("scenario", "protocol", "strategy")]
+            frontier.settings = settings_text(members[0].config or {}, shown)
+            found.append(frontier)
     return found
 
 

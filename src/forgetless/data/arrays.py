@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -26,8 +27,10 @@ def check_finite(values: torch.Tensor, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class ArraySet:
-    """Labelled examples held as whole tensors, indexed in batches.
+class ArraySet(torch.utils.data.Dataset):
+    """Labelled examples held as whole tensors, indexed in batches; also a
+    ``torch.utils.data.Dataset`` (``set[i]`` is ``(input, target)``, the input as the model
+    takes it), so ``DataLoader(stream[0].train, batch_size=64)`` works.
 
     Attributes:
         x: inputs, ``[N, *shape]``. Images stay in their compact storage dtype (uint8) and are
@@ -37,11 +40,14 @@ class ArraySet:
             ``[N, *positions]`` (next-token targets ``[N, T]`` for text).
         scale: factor turning stored ``x`` into model inputs (``1/255`` for 8-bit images);
             ``None`` when ``x`` already holds model inputs (floats, or int64 token ids).
+        shift: added after scaling, so a model input is ``x * scale + shift``; 0 but for
+            standardised inputs (:meth:`standardized`).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     scale: float | None = None
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.x.ndim < 2:
@@ -61,9 +67,26 @@ class ArraySet:
                 f"x of dtype {self.x.dtype} needs a scale (e.g. 1/255 for 8-bit images); "
                 "token ids must be int64"
             )
+        if self.shift and self.scale is None:
+            raise ConfigError("a shift of the inputs needs a scale (1.0 for float inputs)")
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def __getitem__(self, index: int | slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)`` of the rows in ``index`` (one row for an int), the inputs as
+        the model takes them (floats for images), as a ``Dataset`` gives them."""
+        x = self.x[index]
+        if self.scale is not None:
+            x = x.to(torch.float32) * self.scale  # never in place: x may be a view
+        return x, self.y[index]
+
+    def to(self, device: torch.device | str) -> ArraySet:
+        """The same set on ``device`` (itself if it is there already)."""
+        x, y = self.x.to(device), self.y.to(device)
+        if x is self.x and y is self.y:
+            return self
+        return ArraySet(x, y, self.scale)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -80,7 +103,44 @@ class ArraySet:
         x = self.x if index is None else self.x[index]
         if self.scale is None:
             return x
-        return x.to(torch.float32).mul_(self.scale)
+        # Float32 storage: a new tensor (x may be the stored one); other storage: scaled in the
+        # float32 copy that .to makes.
+        out = (
+            x.mul(self.scale) if x.dtype == torch.float32 else x.to(torch.float32).mul_(self.scale)
+        )
+        return out.add_(self.shift) if self.shift else out
+
+    def standardized(self, mean: float, std: float) -> ArraySet:
+        """The same examples with model inputs ``(inputs - mean) / std`` (no copy of ``x``:
+        the scale and shift change).
+
+        Raises:
+            ConfigError: ``std`` not positive, or token ids (which are not measurements).
+        """
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ConfigError(f"standardising needs a finite mean and a std > 0, got {mean}, {std}")
+        if self.scale is None and not self.x.is_floating_point():
+            raise ConfigError("token ids cannot be standardised: only real-valued inputs can")
+        scale = 1.0 if self.scale is None else self.scale
+        return ArraySet(self.x, self.y, scale / std, (self.shift - mean) / std)
+
+    def moments(self) -> tuple[int, float, float]:
+        """``(n, sum, sum of squares)`` of every model input value, in float64: exact from a
+        histogram for 8-bit storage, else summed a chunk at a time."""
+        s, b = (1.0, 0.0) if self.scale is None else (self.scale, self.shift)
+        n = self.x.numel()
+        if self.x.dtype == torch.uint8:
+            counts = torch.bincount(self.x.flatten(), minlength=256).double()
+            values = torch.arange(256, dtype=torch.float64)
+            total, squares = float(counts @ values), float(counts @ values.square())
+        else:
+            total = squares = 0.0
+            for chunk in self.x.reshape(len(self.x), -1).split(4096):
+                chunk = chunk.double()
+                total += float(chunk.sum())
+                squares += float(chunk.square().sum())
+        # Moments of x * s + b from those of x.
+        return n, s * total + b * n, s * s * squares + 2 * s * b * total + b * b * n
 
     @property
     def lazy_inputs(self) -> LazyInputs:
@@ -90,11 +150,11 @@ class ArraySet:
 
     def subset(self, index: torch.Tensor) -> ArraySet:
         """The rows in ``index`` as a new set (a copy)."""
-        return ArraySet(self.x[index], self.y[index], self.scale)
+        return ArraySet(self.x[index], self.y[index], self.scale, self.shift)
 
     def with_labels(self, y: torch.Tensor) -> ArraySet:
         """The same inputs with other labels."""
-        return ArraySet(self.x, y, self.scale)
+        return ArraySet(self.x, y, self.scale, self.shift)
 
     @staticmethod
     def concat(parts: list[ArraySet]) -> ArraySet:
@@ -106,10 +166,10 @@ class ArraySet:
                 f"cannot concatenate sets of different input shapes: {[p.shape for p in parts]}"
             )
         y = torch.cat([p.y for p in parts])
-        scales = {p.scale for p in parts}
+        scales = {(p.scale, p.shift) for p in parts}
         dtypes = {p.x.dtype for p in parts}
         if len(scales) == 1 and len(dtypes) == 1:
-            return ArraySet(torch.cat([p.x for p in parts]), y, parts[0].scale)
+            return ArraySet(torch.cat([p.x for p in parts]), y, parts[0].scale, parts[0].shift)
         return ArraySet(torch.cat([p.inputs() for p in parts]), y, None)
 
 

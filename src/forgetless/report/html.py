@@ -14,10 +14,10 @@ from forgetless.analysis.frontier import frontiers_in
 from forgetless.errors import ConfigError
 from forgetless.report import figures
 from forgetless.result import Result, describe
-from forgetless.sweeps import summarise
+from forgetless.sweeps import mean_and_spread, summarise
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+body { font-family: system-ui, sans-serif; max-width: 96vw; margin: 2em auto; padding: 0 1.5em;
        color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 h3 { font-size: 1.05em; }
@@ -25,10 +25,13 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
-.run { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.run { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1em;
+       align-items: start; }
+.run figure svg { width: 100%; }
 .note { color: #555; font-size: 0.9em; }
 .pass { color: #1a7f37; } .fail { color: #c62828; font-weight: 600; }
 .inconclusive { color: #b26a00; } tr.flag td { background: #fdecea; }
+.warn { background: #fdecea; border-left: 4px solid #c62828; padding: 0.2em 1em; }
 """
 
 
@@ -45,47 +48,114 @@ def build_report(
     account of what it forgot."""
     if not results:
         raise ConfigError("a report needs at least one complete run")
+    results, labels = labelled(results)
     parts = [
         f'<p class="note">{len(results)} run(s). Accuracies in percent. R[i, j] is the accuracy '
         "on task j after training task i; ACC the mean of the last row, BWT the mean change of "
-        "each old task from when it was learnt to the end.</p>",
-        "<h2>Summary over seeds</h2>",
-        _summary_table(results),
+        "each old task from when it was learnt to the end. Each run is named by its strategy, "
+        "the settings that differ between the runs here, and its seed (s0).</p>",
     ]
-    if len({(r.scenario, r.strategy) for r in results}) > 1:
+    weak = [(r, name) for r, name in zip(results, labels, strict=True) if barely_learned(r)]
+    if weak:
+        items = "".join(
+            f"<li>{html.escape(name)}: {html.escape(barely_learned(r))}</li>" for r, name in weak
+        )
+        parts.append(
+            f'<div class="warn"><p><b>{len(weak)} run(s) barely learned their tasks</b>: '
+            "their forgetting figures describe an untrained model and mean little.</p>"
+            f"<ul>{items}</ul></div>"
+        )
+    parts += ["<h2>Summary over seeds</h2>", _summary_table(results)]
+    from forgetless.labels import run_labels
+
+    points = set(run_labels([figures._config_of(r) for r in results], seed=False))
+    if len(points) > 1:  # two strategies, or two settings of one: a comparison
         parts += [
             "<h2>Strategies: accuracy against memory and compute</h2>",
             _figure(figures.strategy_comparison(results), "strategy comparison"),
         ]
     frontiers = frontiers_in(results)
     if frontiers:
+        scenario = ", ".join(sorted({r.scenario for r in results}))
         parts += [
             "<h2>Stability against plasticity</h2>",
             '<p class="note">Each point is one setting of a strategy\'s strength (mean over '
             "seeds, bars one std): stability is the accuracy kept on old tasks at the end, "
             "plasticity the accuracy reached on each new task. Lines join each strategy's "
             "Pareto front.</p>",
-            _figure(figures.frontier_plot(frontiers), "stability-plasticity frontier"),
+            _figure(
+                figures.frontier_plot(frontiers, scenario=scenario), "stability-plasticity frontier"
+            ),
         ]
     if extra_figures:
         parts.append("<h2>Analysis</h2>")
         for path in extra_figures:
             parts.append(_svg_file(Path(path)))
     parts.append("<h2>Runs</h2>")
-    for result in results:
-        name = f"{result.scenario} | {result.protocol}-IL | {result.strategy} | seed {result.seed}"
+    for result, name in zip(results, labels, strict=True):
+        where = f"{result.scenario}, {result.protocol}-incremental"
+        warning = barely_learned(result)
+        flag = (
+            f' <span class="fail">barely learned: {html.escape(warning)}</span>' if warning else ""
+        )
         parts += [
-            f"<h3>{html.escape(name)}</h3>",
-            f"<p>{html.escape(describe(result))} {html.escape(result.metrics_line())}</p>",
+            f'<h3>{html.escape(name)} <span class="note">({html.escape(where)})</span></h3>',
+            f"<p>{html.escape(describe(result))} {html.escape(result.metrics_line())}{flag}</p>",
             *([f"<p>{html.escape(result.routing_line())}</p>"] if result.routing_accuracy else []),
             '<div class="run">',
-            _figure(figures.accuracy_heatmap(result), f"accuracy matrix, {name}"),
-            _figure(figures.forgetting_curves(result), f"forgetting curves, {name}"),
+            _figure(
+                figures.accuracy_heatmap(result, figures.run_title(result, "accuracy (%)", name)),
+                f"accuracy matrix, {name}",
+            ),
+            _figure(
+                figures.forgetting_curves(
+                    result,
+                    figures.run_title(result, "accuracy on each task along the stream", name),
+                ),
+                f"forgetting curves, {name}",
+            ),
         ]
         if result.perplexity_matrix:
-            parts.append(_figure(figures.perplexity_heatmap(result), f"perplexity matrix, {name}"))
+            parts.append(
+                _figure(
+                    figures.perplexity_heatmap(
+                        result, figures.run_title(result, "perplexity per token", name)
+                    ),
+                    f"perplexity matrix, {name}",
+                )
+            )
         parts.append("</div>")
     return page(title, parts)
+
+
+def labelled(results: Sequence[Result]) -> tuple[list[Result], list[str]]:
+    """``results`` in reading order (scenario, strategy, then the settings that differ, numbers
+    by value, then seed), each with its label (:func:`forgetless.labels.run_labels`)."""
+    from forgetless.labels import ordered, run_labels
+
+    configs = [figures._config_of(r) for r in results]
+    order = ordered(configs)
+    return [results[i] for i in order], run_labels([configs[i] for i in order])
+
+
+def barely_learned(result: Result) -> str:
+    """Why ``result`` barely learned its tasks (accuracy right after training each task within
+    5 points of the model's before training), as a sentence; empty when it learned."""
+    from forgetless.engine import BARELY_LEARNED
+
+    matrix, baseline = result.accuracy_matrix, result.baseline
+    first = int((result.config or {}).get("trained_tasks") or 0)
+    trained = range(first, min(len(matrix), len(baseline)))
+    if not trained or len(matrix) < len(baseline):
+        return ""
+    learned = sum(matrix[i][i] for i in trained) / len(trained)
+    before = sum(baseline[i] for i in trained) / len(trained)
+    if learned - before >= BARELY_LEARNED:
+        return ""
+    return (
+        f"accuracy right after training each task averages {100 * learned:.1f}% against "
+        f"{100 * before:.1f}% before training"
+    )
 
 
 def page(title: str, body: Sequence[str]) -> str:
@@ -166,8 +236,7 @@ def _summary_table(results: Sequence[Result]) -> str:
     for row in rows:
         cells = [row["scenario"], row["protocol"], row["strategy"], row["settings"], row["n"]]
         for metric in ("acc", "bwt", "fwt", "forgetting"):
-            mean = row[f"{metric}_mean"]
-            cells.append("n/a" if mean is None else f"{mean:.1f} ± {row[f'{metric}_std']:.1f}")
+            cells.append(mean_and_spread(row[f"{metric}_mean"], row[f"{metric}_std"]))
         lines.append(
             "<tr>"
             + "".join(

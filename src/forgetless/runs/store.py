@@ -7,11 +7,13 @@ Layout of a store folder::
                                    the folders, rebuilt from them when missing or corrupt
       RUN_ID/
         lock                       held (flock) by the one process writing the run
-        config.json                the whole RunConfig, with its checksum
+        config.json                the whole RunConfig, resolved (the preset's loop settings
+                                   written out), with its checksum
         events.jsonl               records as they happen (one JSON object per line)
         checkpoints/
           model-task-1.safetensors ...   the weights after each task (plain safetensors;
-                                   not with ``keep_weights=False``)
+                                   not with ``keep_weights=False``); with adapters, only
+                                   the adapters' tensors after the tasks they trained
           resume.safetensors       the full state after the last completed task, and
           resume-previous.safetensors    the one before it (both deleted when the run
                                    completes with ``keep_weights=False``)
@@ -118,6 +120,17 @@ class RunStore:
         self.root = Path(root)
         self.keep_weights = bool(keep_weights)
         self._index: RunIndex | None = None
+        self._single: Path | None = None
+
+    @classmethod
+    def run_folder(cls, folder: str | Path, keep_weights: bool = True) -> RunStore:
+        """One run in the folder ``folder`` itself (``forgetless run --out DIR``): the same
+        files, written the same way, as a run of a store (config first, events as they
+        happen, checkpoints after each task, the result last), without an index. It holds
+        one run: executing another config there is an error."""
+        store = cls(folder, keep_weights)
+        store._single = Path(folder)
+        return store
 
     # --- where things are --------------------------------------------------------------------
 
@@ -149,7 +162,10 @@ class RunStore:
 
     def _record(self, run_id: str, **fields: Any) -> None:
         """Write ``fields`` into the run's index row (created if missing). An index deleted
-        or damaged meanwhile is rebuilt from the folders first: it is only a cache."""
+        or damaged meanwhile is rebuilt from the folders first: it is only a cache. A run
+        folder of its own has no index."""
+        if self._single is not None:
+            return
         try:
             self.index.upsert(run_id, **fields)
         except IndexCorrupt:
@@ -164,7 +180,9 @@ class RunStore:
 
     def folder(self, run_id: str) -> Path:
         """The folder of ``run_id``, checked to lie inside the store (an id from a damaged or
-        crafted index cannot lead elsewhere)."""
+        crafted index cannot lead elsewhere); for :meth:`run_folder`, that folder."""
+        if self._single is not None:
+            return self._single
         if not isinstance(run_id, str) or not run_id or _SLUG.search(run_id.replace("_", "")):
             raise ConfigError(f"{run_id!r} is not a run id (letters, digits, _ + . - only)")
         if run_id.startswith("."):
@@ -204,8 +222,11 @@ class RunStore:
             if name not in LOGGERS:
                 raise ConfigError(f"unknown logger {name!r}; known: {', '.join(LOGGERS)}")
         check_runnable(config)
+        config = config.resolved()  # config.json holds the settings the run is trained with
         run_id = self.run_id(config)
         folder = self.folder(run_id)
+        if self._single is not None:
+            _check_same_run(folder, config, run_id, rerun)
         if not rerun and (folder / "result.json").exists():
             return self._complete(config, run_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -249,7 +270,7 @@ class RunStore:
         never finished one, or with ``rerun``); a complete run just returns its result."""
         folder = Path(folder)
         config = read_config(folder)
-        if folder.resolve() != self.folder(self.run_id(config)).resolve():
+        if self._single is None and folder.resolve() != self.folder(self.run_id(config)).resolve():
             raise ConfigError(
                 f"{folder} holds run {self.run_id(config)}, which belongs in {self.root}"
             )
@@ -260,7 +281,7 @@ class RunStore:
         checkpoints a crash left behind after the result was written removed."""
         folder = self.folder(run_id)
         result = self._read_result(folder)
-        row = self.index.get(run_id)
+        row = None if self._single is not None else self.index.get(run_id)
         if row is None or row["status"] != "complete":
             self._record(run_id, **_complete_row(config, result, folder))
         checkpoints = folder / "checkpoints"
@@ -376,6 +397,13 @@ class RunStore:
                     _write(events, line, digest)  # unbuffered: on disk as it happens
                 if on_event is not None:
                     on_event(record)
+                if kind == "start":  # the number of tasks is known from here: `runs ls` N/M
+                    self._record(
+                        run_id,
+                        config_hash=config_hash(config),
+                        status="running",
+                        n_tasks=len(record["baseline"]),
+                    )
 
             if snapshot is not None:
                 event({"event": "resume", "after_task": snapshot.task})
@@ -383,7 +411,9 @@ class RunStore:
             def task_end(state: Snapshot) -> None:
                 if self.keep_weights:
                     weights = checkpoints / f"model-task-{state.task + 1}.safetensors"
-                    save_weights(state.model, weights)
+                    # adapters: only theirs after the first task (Strategy.task_weights)
+                    part = state.task_weights
+                    save_weights(state.model if part is None else part, weights)
                 os.fsync(events.fileno())
                 point("events: synced")
                 save_snapshot(
@@ -502,7 +532,11 @@ class RunStore:
         tasks = checkpoint_task(folder / "checkpoints" / RESUME)
         if tasks is None:
             tasks = checkpoint_task(folder / "checkpoints" / PREVIOUS)
-        row = {**base, "tasks_done": 0 if tasks is None else tasks + 1}
+        row = {
+            **base,
+            "tasks_done": 0 if tasks is None else tasks + 1,
+            "n_tasks": planned_tasks(folder),
+        }
         if holder is not None:
             return {
                 **row,
@@ -527,6 +561,34 @@ def read_config(folder: str | Path) -> RunConfig:
         raise DataError(f"the run config {path} is not a valid config: {err}") from None
 
 
+def open_run_folder(folder: str | Path) -> tuple[RunStore, Path]:
+    """The store that holds the run folder ``folder``, and the folder: the store above it
+    when the folder is one of its runs (named by its config's run id, beside an index), else
+    the folder as a run of its own (as ``--out DIR`` writes it)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    parent = RunStore(folder.parent)
+    if (folder.parent / INDEX_NAME).is_file() and folder.name == parent.run_id(config):
+        return parent, folder
+    return RunStore.run_folder(folder), folder
+
+
+def _check_same_run(folder: Path, config: RunConfig, run_id: str, rerun: bool) -> None:
+    """A run folder of its own holds one run: another config there is refused (unless
+    ``rerun`` replaces it), before anything is written."""
+    if not (folder / "config.json").is_file():
+        return
+    stored = read_config(folder)
+    if config_hash(stored) == config_hash(config):
+        return
+    if not rerun:
+        raise ConfigError(
+            f"{folder} holds another run ({RunStore(folder).run_id(stored)}, not {run_id}): "
+            f"continue it with 'forgetless run --resume {folder}', write this one elsewhere, "
+            "or add --rerun to replace it"
+        )
+
+
 def check_runnable(config: RunConfig) -> None:
     """What must hold before a folder is created for ``config``: a known scenario (the name
     goes into the run id and its folder name)."""
@@ -544,8 +606,8 @@ def _complete_row(config: RunConfig, result: Result, folder: Path) -> dict[str, 
         "strategy": config.strategy,
         "seed": config.seed,
         "status": "complete",
-        "tasks_done": result.num_tasks,
-        "n_tasks": result.num_tasks,
+        "tasks_done": result.num_phases,  # with a schedule, "tasks" counts training phases
+        "n_tasks": result.num_phases,
         "acc": m["acc"],
         "bwt": m["bwt"],
         "fwt": m["fwt"],
@@ -595,6 +657,26 @@ def _cut_events(path: Path, snapshot: Snapshot | None, kept: dict[str, Any]):
 
 def _hex(digest) -> str:
     return "sha256:" + digest.hexdigest()
+
+
+def planned_tasks(folder: str | Path) -> int | None:
+    """How many tasks the run in ``folder`` trains, from its first event (the untrained
+    model's accuracy on each task); None before the run has started."""
+    path = Path(folder) / "events.jsonl"
+    try:
+        with open(path, "rb") as events:
+            first = events.readline(2**20)  # one task's record at most; the first is small
+    except OSError:
+        return None
+    try:
+        record = loads_json(first, path)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get("event") == "start":
+        baseline = record.get("baseline")
+        if isinstance(baseline, list):
+            return len(baseline)
+    return None
 
 
 def _last_event(path: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,42 @@ from forgetless.scenarios.stream import Protocol, Stream
 
 
 @dataclass(frozen=True)
+class Loop:
+    """The loop settings a scenario is learnt with where the user gives none: enough passes
+    (or steps), batch size, optimiser and learning rate for each task to be learnt well, so
+    that the forgetting measured is forgetting of something learnt. Units: ``lr`` as given to
+    the optimiser; ``epochs`` passes over each task's data, or ``iterations`` optimiser steps
+    per task when set."""
+
+    epochs: int = 1
+    iterations: int | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+
+    def describe(self) -> str:
+        """One line, e.g. ``20 epochs, batch 32, adam lr 0.001``."""
+        budget = (
+            f"{self.iterations} steps a task" if self.iterations is not None
+            else f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        )  # fmt: skip
+        momentum = f" momentum {self.momentum:g}" if self.momentum else ""
+        return f"{budget}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g}{momentum}"
+
+
+#: Adam at 1e-3: the regularisers' default strengths (EWC's lam 1000) stay stable with it,
+#: where plain SGD at a learning rate that learns the digits in 20 epochs (0.1) diverges on
+#: EWC's penalty (lr * lam * max Fisher above 2).
+_DIGITS = Loop(epochs=20, batch_size=32, optimizer="adam", lr=1e-3)
+_MNIST = Loop(epochs=1, batch_size=128, optimizer="adam", lr=1e-3)
+_TEXT = Loop(iterations=500, batch_size=32, optimizer="adam", lr=1e-3)
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A named scenario: how to build it and its usual protocol."""
+    """A named scenario: how to build it, its usual protocol and the loop settings that learn
+    it (:class:`Loop`; options the user gives override them)."""
 
     name: str
     description: str
@@ -25,6 +60,7 @@ class Preset:
     default_tasks: int | None = None
     #: text scenarios also take ``sequence_length`` and ``tokenizer``
     text: bool = False
+    loop: Loop = Loop()
 
 
 def _split(source: str, n: int = 5):
@@ -124,6 +160,7 @@ PRESETS: dict[str, Preset] = {
             _split("digits"),
             ("digits",),
             5,
+            loop=_DIGITS,
         ),
         Preset(
             "permuted-digits",
@@ -132,6 +169,7 @@ PRESETS: dict[str, Preset] = {
             _permuted("digits", 5),
             ("digits",),
             5,
+            loop=_DIGITS,
         ),
         Preset(
             "rotated-digits",
@@ -140,6 +178,7 @@ PRESETS: dict[str, Preset] = {
             _rotated("digits", 5),
             ("digits",),
             5,
+            loop=_DIGITS,
         ),
         Preset(
             "split-mnist",
@@ -148,6 +187,7 @@ PRESETS: dict[str, Preset] = {
             _split("mnist"),
             ("mnist",),
             5,
+            loop=_MNIST,
         ),
         Preset(
             "split-fashion",
@@ -156,6 +196,7 @@ PRESETS: dict[str, Preset] = {
             _split("fashion-mnist"),
             ("fashion-mnist",),
             5,
+            loop=_MNIST,
         ),
         Preset(
             "permuted-mnist",
@@ -164,6 +205,7 @@ PRESETS: dict[str, Preset] = {
             _permuted("mnist", 10),
             ("mnist",),
             10,
+            loop=_MNIST,
         ),
         Preset(
             "rotated-mnist",
@@ -172,6 +214,7 @@ PRESETS: dict[str, Preset] = {
             _rotated("mnist", 10),
             ("mnist",),
             10,
+            loop=_MNIST,
         ),
         Preset(
             "mnist-fashion",
@@ -180,6 +223,7 @@ PRESETS: dict[str, Preset] = {
             _mnist_fashion,
             ("mnist", "fashion-mnist"),
             2,
+            loop=Loop(epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
         ),
         Preset(
             "two-task-binary",
@@ -188,6 +232,7 @@ PRESETS: dict[str, Preset] = {
             _two_task_binary,
             (),
             2,
+            loop=Loop(epochs=20, batch_size=32, optimizer="adam", lr=0.01),
         ),
         Preset(
             "text",
@@ -198,6 +243,7 @@ PRESETS: dict[str, Preset] = {
             (),
             None,
             text=True,
+            loop=_TEXT,
         ),
         Preset(
             "shakespeare",
@@ -208,9 +254,60 @@ PRESETS: dict[str, Preset] = {
             ("shakespeare",),
             4,
             text=True,
+            loop=_TEXT,
         ),
     ]
 }
+
+
+#: Mean and std of the model inputs (pixels in [0, 1]) of a data set's training images, as
+#: published and used by torchvision's examples and Avalanche: ``standardize="dataset"``.
+KNOWN_STATISTICS: dict[str, tuple[float, float]] = {
+    "mnist": (0.1307, 0.3081),
+    "fashion-mnist": (0.2860, 0.3530),
+}
+#: What ``standardize`` may say besides ``"MEAN,STD"``.
+STANDARDIZE_CHOICES = ("train", "dataset")
+
+
+def check_standardize(value: object) -> str | None:
+    """``value`` as a ``standardize`` setting: ``None`` (or ``"none"``: inputs as the source
+    gives them), ``"train"``, ``"dataset"`` or ``"MEAN,STD"``; anything else is a ConfigError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"standardize must be a string, got {value!r}")
+    value = value.strip().lower()
+    if value in STANDARDIZE_CHOICES:
+        return value
+    try:
+        mean, std = (float(part) for part in value.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"standardize must be one of none, {', '.join(STANDARDIZE_CHOICES)} or MEAN,STD "
+            f"(e.g. 0.1307,0.3081), got {value!r}"
+        ) from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ConfigError(f"standardize MEAN,STD needs a finite mean and a std > 0, got {value!r}")
+    return f"{mean!r},{std!r}"
+
+
+def standardization(name: str, value: str, stream: Stream) -> tuple[float, float]:
+    """The ``(mean, std)`` a ``standardize`` setting (checked) means for preset ``name``."""
+    if value == "train":
+        return builders.training_statistics(stream)
+    if value == "dataset":
+        sources = PRESETS[name].sources
+        known = [KNOWN_STATISTICS.get(source) for source in sources]
+        if len(sources) != 1 or known[0] is None:
+            raise ConfigError(
+                f"{name} has no published input statistics (known: "
+                f"{', '.join(KNOWN_STATISTICS)}); use --standardize train (the stream's "
+                "training data) or MEAN,STD"
+            )
+        return known[0]
+    mean, std = (float(part) for part in value.split(","))
+    return mean, std
 
 
 def make_stream(
@@ -222,6 +319,7 @@ def make_stream(
     class_order: list[int] | None = None,
     sequence_length: int | None = None,
     tokenizer: str | None = None,
+    standardize: str | None = None,
 ) -> Stream:
     """Build a named scenario.
 
@@ -234,6 +332,10 @@ def make_stream(
         class_order: the order of classes, for split scenarios.
         sequence_length: tokens per example, for text scenarios (default 128).
         tokenizer: ``"char"`` (default), ``"bpe"`` or ``"bpe:SIZE"``, for text scenarios.
+        standardize: map every input to ``(x - mean) / std``: ``"train"`` (the mean and std
+            of all the stream's training inputs), ``"dataset"`` (the data set's published
+            constants, :data:`KNOWN_STATISTICS`), or ``"MEAN,STD"``; ``None``: the inputs as
+            the source gives them (pixels in [0, 1]).
     """
     preset = PRESETS.get(name)
     if preset is None:
@@ -241,7 +343,10 @@ def make_stream(
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(f"unknown scenario {name!r}{suggestion}; known: {', '.join(PRESETS)}")
     chosen = preset.protocol if protocol is None else Protocol.parse(protocol)
+    standardize = check_standardize(standardize)
     if preset.text:
+        if standardize is not None:
+            raise ConfigError(f"{name} is a text scenario: token ids cannot be standardised")
         from forgetless.scenarios.text import DEFAULT_SEQUENCE_LENGTH
 
         length = DEFAULT_SEQUENCE_LENGTH if sequence_length is None else sequence_length
@@ -251,4 +356,7 @@ def make_stream(
     given = [n for n, v in (("sequence_length", sequence_length), ("tokenizer", tokenizer)) if v]
     if given:
         raise ConfigError(f"{name} is not a text scenario; drop {', '.join(given)}")
-    return preset.build(seed, chosen, data_dir, n_tasks, class_order)
+    stream = preset.build(seed, chosen, data_dir, n_tasks, class_order)
+    if standardize is None:
+        return stream
+    return builders.standardized(stream, *standardization(name, standardize, stream))

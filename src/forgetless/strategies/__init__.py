@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,17 +17,21 @@ from forgetless.errors import ConfigError
 from forgetless.strategies.agem import AGEM
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.strategies.continual_backprop import ContinualBackprop
+from forgetless.strategies.curlora import CURLoRA
 from forgetless.strategies.der import DER, DERPP
 from forgetless.strategies.ewc import EWC, OnlineEWC
 from forgetless.strategies.finetune import Finetune
 from forgetless.strategies.gss import GSS
 from forgetless.strategies.hat import HAT
+from forgetless.strategies.head import Head
 from forgetless.strategies.hypermask import HyperMask
 from forgetless.strategies.icarl import ICaRL
 from forgetless.strategies.joint import Cumulative, Joint
 from forgetless.strategies.l2 import L2
+from forgetless.strategies.lora import LoRA
 from forgetless.strategies.lwf import LwF
 from forgetless.strategies.mas import MAS
+from forgetless.strategies.olora import OLoRA
 from forgetless.strategies.packnet import PackNet
 from forgetless.strategies.pnn import PNN
 from forgetless.strategies.replay import Replay
@@ -45,7 +50,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-# Baselines, regularisers, rehearsal, plasticity, isolation: the order `forgetless run --help`
+# Baselines, regularisers, rehearsal, plasticity, isolation, adapters: the order `forgetless run --help`
 # lists.
 for _cls in (
     Finetune,
@@ -70,6 +75,10 @@ for _cls in (
     HAT,
     HyperMask,
     Specialists,
+    Head,
+    LoRA,
+    CURLoRA,
+    OLoRA,
 ):
     register(_cls)
 
@@ -80,6 +89,47 @@ def strategy_parameters(cls: type[Strategy]) -> dict[str, inspect.Parameter]:
     return {
         n: p for n, p in sig.parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
     }
+
+
+def parameter_help(cls: type[Strategy]) -> dict[str, str]:
+    """One line per constructor parameter of a strategy class, from the ``Args:`` section of
+    its docstring: what the parameter means (its first clause) and, where the text lists them
+    (``one of ``a``, ``b``...``), its choices as ``a|b``. Parameters the docstring does not
+    describe get an empty line."""
+    doc = inspect.getdoc(cls) or ""
+    section = re.search(r"^Args:\n((?:[ ]{4}.*\n?|\n)*)", doc, re.M)
+    described: dict[str, str] = {}
+    if section:
+        for match in re.finditer(r"^    (\w+): (.*(?:\n {8,}.*)*)", section.group(1), re.M):
+            described[match.group(1)] = " ".join(match.group(2).split())
+    lines = {}
+    for name in strategy_parameters(cls):
+        text = described.get(name, "")
+        listed = re.search(r"one of ((?:``[^`]+``(?:,| or|,? or)?\s*)+)", text)
+        if listed:
+            options = re.findall(r"``([^`]+)``", listed.group(1))
+        else:  # '``"example"`` (...) or ``"batch"`` (...)': the quoted words are the choices
+            options = re.findall(r'``"([\w-]+)"``', text)
+            options = options if len(options) > 1 else []
+        meaning = _first_clause(text).replace("``", "")
+        if len(meaning) > 90:  # one line: asides in brackets go first, then the tail
+            meaning = re.sub(r" \([^()]*\)", "", meaning)
+        if len(meaning) > 90:
+            meaning = meaning[:88].rsplit(" ", 1)[0] + " ..."
+        lines[name] = f"{meaning} ({'|'.join(options)})" if options else meaning
+    return lines
+
+
+def _first_clause(text: str) -> str:
+    """``text`` up to its first sentence end or semicolon (``Eq. 5``, ``e.g.`` do not end one),
+    or up to where it starts listing choices."""
+    for match in re.finditer(r"\. |; |: ``|, one of ", text):
+        before = text[: match.start()]
+        if before.count("(") > before.count(")"):  # inside brackets: an aside, read on
+            continue
+        if not re.search(r"(\bEq|\be\.g|\bi\.e|\bcf|\bvs)$", before):
+            return before.rstrip(".")
+    return text.rstrip(".")
 
 
 def make_strategies(
@@ -209,13 +259,17 @@ __all__ = [
     "PNN",
     "SI",
     "STRATEGIES",
+    "CURLoRA",
     "ContinualBackprop",
     "Cumulative",
     "Finetune",
+    "Head",
     "HyperMask",
     "ICaRL",
     "Joint",
+    "LoRA",
     "LwF",
+    "OLoRA",
     "OnlineEWC",
     "PackNet",
     "Replay",

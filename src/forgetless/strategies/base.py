@@ -52,6 +52,9 @@ class Strategy:
             (so it cannot run with a model that takes the task id, or a method that needs one).
         transient: attributes :meth:`state_dict` leaves out (references into the live model,
             rebuilt after a restore).
+        revisits: False if the method assumes each task comes once (it builds a column, a
+            share of the weights or its training data per task): a schedule that revisits
+            tasks is then refused.
     """
 
     name: ClassVar[str] = "strategy"
@@ -61,6 +64,7 @@ class Strategy:
     needs_task_id: ClassVar[bool] = False
     infers_task: ClassVar[bool] = False
     supports_task_id_models: ClassVar[bool] = True
+    revisits: ClassVar[bool] = True
     transient: ClassVar[tuple[str, ...]] = ()
 
     def change_model(self, learner: Learner, task: Task) -> None:
@@ -133,6 +137,13 @@ class Strategy:
 
     def predict(self, learner: Learner, x: torch.Tensor, t: int) -> torch.Tensor | None:
         """Scores for evaluation on task ``t`` (``None``: the model's masked logits)."""
+        return None
+
+    def task_weights(self, learner: Learner) -> dict[str, torch.Tensor] | None:
+        """The part of ``learner.model.state_dict()`` a run store keeps as the weights of the
+        task just completed, when that is less than the whole model (adapters: only theirs);
+        ``None``: the whole model. The first strategy that returns tensors decides. The
+        resume checkpoint always holds the whole model."""
         return None
 
     def route(self, learner: Learner, x: torch.Tensor) -> torch.Tensor | None:

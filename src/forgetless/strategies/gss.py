@@ -72,7 +72,7 @@ class GSS(Strategy):
         n_reference: random stored examples each incoming gradient is compared with (``n``;
             the paper uses 10).
         replay_batch_size: stored examples replayed per step.
-        gate: ``"example"`` (each example's own score decides whether it competes, and is
+        gate: what decides whether incoming examples compete for the buffer: ``"example"`` (each example's own score decides whether it competes, and is
             stored with it: the paper's Algorithm 2) or ``"batch"`` (the batch's mean
             gradient decides for all, and fills the buffer with its score: the authors' code).
     """

@@ -196,13 +196,15 @@ class HAT(Strategy):
         clip: the gradient norm is clipped to this (0: no clipping).
         binary: answer with the step-function gates ``1[e > 0]`` (exact BWT 0 with the task
             given) rather than ``sigmoid(s_max e)``.
-        anneal: ``"epoch"`` (Eq. 3) or ``"task"``: ``s`` rises once over all the task's steps,
+        anneal: over which steps the gates' scale ``s`` rises: ``"epoch"`` (Eq. 3) or
+            ``"task"``: ``s`` rises once over all the task's steps,
             for streams whose passes are a few batches (on split digits a pass is 2 batches of
             128, so per epoch half the steps train at ``s = 1/s_max``, where every gate is about
             0.5).
     """
 
     name = "hat"
+    revisits = False  # one part (or one data set) per task
     needs_task_id = True
     trained_start_refusal = (
         "HAT learns each task's gates during the task's own steps, and a trained start's model "

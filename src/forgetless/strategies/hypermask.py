@@ -67,6 +67,7 @@ class HyperMask(Strategy):
     """
 
     name = "hypermask"
+    revisits = False  # one part (or one data set) per task
     needs_task_id = True
     trained_start_refusal = (
         "HyperMask learns each task's mask during the task's own steps, and a trained start's "

@@ -64,7 +64,7 @@ class ICaRL(Strategy):
         feature_extractor: ``f(model, x) -> [N, D]`` features. ``None``: for an
             ``nn.Sequential`` model, every module but the last (the penultimate layer); other
             models need this argument.
-        loss_reduction: ``"sum"`` (sum over the seen classes, mean over the batch: the
+        loss_reduction: how the loss is averaged: ``"sum"`` (sum over the seen classes, mean over the batch: the
             formula above) or ``"mean"`` (mean over classes and batch: Mammoth's).
         normalize: L2-normalise features for herding and nearest-mean classification (the
             paper), or use them raw (``False``, Mammoth's).

@@ -17,6 +17,7 @@ class Joint(Strategy):
     """
 
     name = "joint"
+    revisits = False  # one part (or one data set) per task
     stores_raw_data = True
     trained_start_refusal = (
         "joint training fits every task at once at the first one, so there is no trained "
@@ -42,6 +43,7 @@ class Cumulative(Strategy):
     """
 
     name = "cumulative"
+    revisits = False  # one part (or one data set) per task
     stores_raw_data = True
 
     def __init__(self, from_scratch: bool = True):

@@ -48,11 +48,13 @@ class LwF(Strategy):
         self._old: nn.Module | None = None
 
     def after_task(self, learner: Learner, task: Task) -> None:
-        if self._old is None:
+        current = learner.model.state_dict()
+        if self._old is None or self._old.state_dict().keys() != current.keys():
+            # the first task, or a model that changed structure (adapters): a new copy
             self._old = copy.deepcopy(learner.model)
             self._old.requires_grad_(False)
         else:
-            self._old.load_state_dict(learner.model.state_dict())
+            self._old.load_state_dict(current)
         self._old.eval()
 
     def penalty(self, learner, x, y, t, logits) -> torch.Tensor | None:

@@ -126,6 +126,7 @@ class PackNet(Strategy):
     """
 
     name = "packnet"
+    revisits = False  # one part (or one data set) per task
     needs_task_id = True
     trained_start_refusal = (
         "PackNet prunes each task's weights and retrains the rest during the task's own steps, "

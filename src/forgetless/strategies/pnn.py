@@ -35,6 +35,7 @@ class PNN(Strategy):
     """
 
     name = "pnn"
+    revisits = False  # one part (or one data set) per task
     needs_task_id = True
     trained_start_refusal = (
         "a progressive net gives each task a column trained on it alone, and a trained start's "

@@ -30,6 +30,7 @@ adapter) keeps its importance; a named parameter whose shape changed is a clear 
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import torch
@@ -79,6 +80,7 @@ class QuadraticPenalty(Strategy):
     def after_task(self, learner: Learner, task: Task) -> None:
         if self._merged is not None:
             self._bind(learner.model)  # current names, before new terms are merged by name
+            _warn_if_sgd_diverged(self, learner)
         params = trainable_parameters(learner.model)
         omega = self._named_importance(self.importance(learner, task), params)
         anchor = {n: params[n].detach().clone() for n in omega}
@@ -91,7 +93,6 @@ class QuadraticPenalty(Strategy):
             self._merged = merged.plus(omega, anchor)
         self._bound = None
         self._bind(learner.model)
-        _warn_if_sgd_diverges(self, learner)
 
     def _named_importance(
         self, omega: list[torch.Tensor] | dict[str, torch.Tensor], params: dict[str, torch.Tensor]
@@ -323,27 +324,47 @@ class _HalfWeightedSquares(torch.autograd.Function):
         return None, None, None, *grads
 
 
-def _warn_if_sgd_diverges(strategy: QuadraticPenalty, learner: Learner) -> None:
-    """Warn where plain SGD cannot follow the penalty: on ``lam/2 * Omega_i * (theta_i - m_i)^2``
-    (heavy-ball) SGD converges only while ``lr * lam * Omega_i < 2 * (1 + momentum)``; beyond
-    that the weight oscillates with growing amplitude."""
+#: How far (in weight units) a weight that plain SGD cannot hold must have moved from its
+#: anchor for the task to count as diverging. Such a weight either gets no gradient (an old
+#: task's head under task-IL: it stays exactly at its anchor, and nothing diverges) or grows by
+#: a constant factor per step, past any bound within a task; a stable weight under the penalty
+#: sits at ``grad / (lam * Omega)``, a few hundredths here. So the threshold hardly matters.
+DIVERGED = 0.1
+
+
+def _warn_if_sgd_diverged(strategy: QuadraticPenalty, learner: Learner) -> None:
+    """Warn, after a task trained under the penalty, if plain SGD did diverge on it: on
+    ``lam/2 * Omega_i * (theta_i - m_i)^2`` (heavy-ball) SGD is stable only while
+    ``lr * lam * Omega_i < 2 * (1 + momentum)``; beyond that a weight that moves oscillates
+    with growing amplitude. Only weights past the limit that moved away from their anchor
+    (:data:`DIVERGED`) count: a run whose weights past it never move learns well, and gets no
+    warning."""
     optimizer = getattr(learner, "optimizer", None)
-    if type(optimizer) is not torch.optim.SGD or strategy.lam == 0.0:
+    bound = strategy._bound
+    if type(optimizer) is not torch.optim.SGD or strategy.lam == 0.0 or bound is None:
         return
-    curvature = strategy.lam * max(
-        (float(o.max()) for o in strategy._merged.omega.values() if o.numel()), default=0.0
+    group = optimizer.param_groups[0]
+    limit = 2.0 * (1.0 + group["momentum"]) / group["lr"]
+    worst, curvature = 0.0, 0.0
+    with torch.no_grad():
+        for param, omega, center in zip(bound.params, bound.omega, bound.center, strict=True):
+            past = strategy.lam * omega >= limit
+            if not past.any():
+                continue
+            moved = (param.detach() - center)[past].abs().max().item()
+            if not math.isfinite(moved) or moved > worst:
+                worst = moved
+                curvature = strategy.lam * float(omega.max())
+    if math.isfinite(worst) and worst <= DIVERGED:
+        return
+    warnings.warn(
+        f"{strategy.name}: SGD diverged on the penalty: weights with lam * importance up to "
+        f"{curvature:.3g}, above 2 * (1 + momentum) / lr = {limit:.3g}, moved {worst:.3g} from "
+        "their anchors while learning this task (stable ones stay within a few hundredths); "
+        "lower lam or lr, or use Adam",
+        RuntimeWarning,
+        stacklevel=3,
     )
-    for group in optimizer.param_groups:
-        limit = 2.0 * (1.0 + group["momentum"]) / group["lr"]
-        if curvature >= limit:
-            warnings.warn(
-                f"{strategy.name}: lam * max(importance) = {curvature:.3g} is above "
-                f"2 * (1 + momentum) / lr = {limit:.3g}, where SGD diverges on the penalty; "
-                f"lower lam or lr, or use Adam",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return
 
 
 def _trainable(learner: Learner) -> list[torch.Tensor]:

@@ -90,31 +90,62 @@ class Rehearsal(Strategy):
         return self.buffer.sample(n, generator=learner.generator)
 
 
-class Replay(Rehearsal):
-    """Experience replay with a reservoir buffer (Chaudhry et al. 2019, "On tiny episodic
-    memories in continual learning").
+#: How a replay buffer chooses what it keeps: a uniform sample of everything offered, or equal
+#: slots per task or per class.
+BUFFER_POLICIES = ("reservoir", "task-balanced", "class-balanced")
+#: When examples are offered to the buffer: after every step (the batch just trained on, so the
+#: current task is replayed too), or at each task's end (all of its training examples, so the
+#: buffer holds past tasks only while a task trains).
+BUFFER_UPDATES = ("step", "task")
+#: How the stored examples of a step are drawn: a fresh uniform sample every step, as many as
+#: the incoming batch; or successive batches of shuffled passes over the buffer, a full batch
+#: each (the last of a pass holding the rest), as Avalanche's replay data loader does.
+REPLAY_DRAWS = ("uniform", "passes")
 
-    Each step minimises the cross-entropy over the incoming batch ``B`` joined with a uniform
-    sample ``M`` of the buffer,
+
+class Replay(Rehearsal):
+    """Experience replay (Chaudhry et al. 2019, "On tiny episodic memories in continual
+    learning"), with a choice of buffer policy, update timing and draw.
+
+    Each step minimises the cross-entropy over the incoming batch ``B`` joined with a sample
+    ``M`` of the buffer,
 
         L = CE(f(x), y) over (x, y) in B ∪ M,
 
     each stored example keeping its task id (so under task-incremental learning its logits are
-    masked to its own task). After the step the incoming examples, and only they, are offered to
-    the buffer by reservoir sampling, which keeps a uniform sample of the whole stream.
+    masked to its own task).
+
+    The defaults are the paper's: after each step the incoming examples, and only they, are
+    offered to the buffer by reservoir sampling, which keeps a uniform sample of the whole
+    stream (current task included), and ``M`` is a fresh uniform sample of it. Avalanche's
+    ``ReplayPlugin`` is ``buffer_policy="task-balanced", buffer_update="task",
+    replay_draw="passes"``: at each task's end the task's training examples enter a buffer
+    split equally over the tasks seen, so a task trains beside past tasks only, drawn in
+    shuffled passes a full batch at a time.
 
     From a trained start (``train(trained_tasks=k)``) the learnt tasks' training examples are
-    offered to the buffer when their ``after_task`` runs (:meth:`Rehearsal.remember`). Where
-    those examples are a retained sample of old data, ``store_new=False`` replays that sample
-    as it is: the reservoir would otherwise let the new examples displace it, keeping about
-    ``len(sample) / (len(sample) + examples trained)`` of it by the end.
+    offered to the buffer, by its policy, when their ``after_task`` runs
+    (:meth:`Rehearsal.remember`). Where those examples are a retained sample of old data,
+    ``store_new=False`` replays that sample as it is: the reservoir would otherwise let the new
+    examples displace it, keeping about ``len(sample) / (len(sample) + examples trained)`` of
+    it by the end.
 
     Args:
         buffer_size: examples the buffer holds (>= 1).
         replay_batch_size: stored examples added to each batch; ``None``: as many as the
-            incoming batch has (the paper's setting).
-        store_new: offer each step's incoming examples to the buffer (the paper); ``False``
-            keeps only what the learnt tasks of a trained start put there.
+            incoming batch has (the paper's setting; with ``replay_draw="passes"``, as many as
+            the largest incoming batch, the loop's batch size).
+        store_new: offer the examples of the tasks trained in the run to the buffer (the
+            paper); ``False`` keeps only what the learnt tasks of a trained start put there.
+        buffer_policy: what the buffer keeps (:data:`BUFFER_POLICIES`): ``"reservoir"``, a
+            uniform sample of every example offered; ``"task-balanced"``, equal slots per
+            task; ``"class-balanced"``, equal slots per class (each evicting from the
+            largest groups, :meth:`~forgetless.buffer.MemoryBuffer.balanced_add`).
+        buffer_update: when examples are offered (:data:`BUFFER_UPDATES`): ``"step"``, each
+            step's incoming batch after the step; ``"task"``, the task's training examples at
+            its end.
+        replay_draw: how each step's stored examples are drawn (:data:`REPLAY_DRAWS`):
+            ``"uniform"`` or ``"passes"``.
     """
 
     name = "replay"
@@ -124,11 +155,22 @@ class Replay(Rehearsal):
         buffer_size: int = 200,
         replay_batch_size: int | None = None,
         store_new: bool = True,
+        buffer_policy: str = "reservoir",
+        buffer_update: str = "step",
+        replay_draw: str = "uniform",
     ):
         super().__init__(buffer_size, replay_batch_size)
         if not isinstance(store_new, bool):
             raise ConfigError(f"replay: store_new must be True or False, got {store_new!r}")
         self.store_new = store_new
+        self.buffer_policy = _choice("buffer_policy", buffer_policy, BUFFER_POLICIES)
+        self.buffer_update = _choice("buffer_update", buffer_update, BUFFER_UPDATES)
+        self.replay_draw = _choice("replay_draw", replay_draw, REPLAY_DRAWS)
+        # The shuffled pass of replay_draw="passes" (slots, and how many were drawn) and the
+        # largest incoming batch: plain state, so that a resumed run draws the same batches.
+        self._pass = torch.zeros(0, dtype=torch.int64)
+        self._drawn = 0
+        self._largest_batch = 0
 
     def batch(self, learner, x, y, t):
         self._incoming = len(x)
@@ -137,8 +179,62 @@ class Replay(Rehearsal):
         past = self.buffer.get(self.sample(learner))
         return torch.cat([x, past.x]), torch.cat([y, past.y]), torch.cat([t, past.t])
 
+    def sample(self, learner: Learner) -> torch.Tensor:
+        """The slots replayed this step, drawn as ``replay_draw`` says."""
+        if self.replay_draw == "uniform":
+            return super().sample(learner)
+        self._largest_batch = max(self._largest_batch, self._incoming)
+        size = len(self.buffer)
+        if self._drawn >= len(self._pass) or len(self._pass) != size:
+            # A pass ends, or the buffer changed size (it fills, or a task's end rewrote it): a
+            # fresh shuffled pass over every filled slot.
+            self._pass = torch.randperm(size, generator=learner.generator).to(self.buffer.device)
+            self._drawn = 0
+        n = self.replay_batch_size or self._largest_batch
+        slots = self._pass[self._drawn : self._drawn + n]
+        self._drawn += len(slots)
+        return slots
+
     def after_step(self, learner, x, y, t, logits):
-        if not self.store_new:
+        if not self.store_new or self.buffer_update != "step":
             return
         n = self._incoming
-        self.buffer.reservoir_add(x[:n], y[:n], t[:n], generator=learner.generator)
+        if self.buffer_policy == "reservoir":
+            self.buffer.reservoir_add(x[:n], y[:n], t[:n], generator=learner.generator)
+        else:
+            self.buffer.balanced_add(
+                x[:n], y[:n], t[:n], _GROUP[self.buffer_policy], generator=learner.generator
+            )
+
+    def after_task(self, learner: Learner, task: Task) -> None:
+        super().after_task(learner, task)
+        if self.store_new and self.buffer_update == "task" and not learner.task_learnt_before:
+            self.remember(learner, task)
+            self._drawn = len(self._pass)  # the next step starts a pass over the new contents
+
+    @torch.no_grad()
+    def remember(self, learner: Learner, task: Task) -> None:
+        """Offer every training example of ``task`` to the buffer by its policy: through the
+        reservoir in chunks, or to the balanced memory all at once (reading only the inputs
+        kept)."""
+        if self.buffer_policy == "reservoir":
+            super().remember(learner, task)
+            return
+        generator = learner.task_generator("remember")  # the batch order stays untouched
+        n = len(task.train)
+        self.buffer.balanced_add(
+            task.train.lazy_inputs,
+            task.train.y,
+            torch.full((n,), learner.task_index, dtype=torch.int64),
+            _GROUP[self.buffer_policy],
+            generator=generator,
+        )
+
+
+_GROUP = {"task-balanced": "task", "class-balanced": "class"}
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"replay: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value  # type: ignore[return-value]

@@ -39,7 +39,7 @@ class ShrinkPerturb(Strategy):
     Args:
         shrink: ``lambda`` in (0, 1]; 1 is no shrinking.
         noise: ``sigma`` >= 0, the standard deviation of the added noise; 0 is no noise.
-        every: ``"task"`` or ``"step"``, when to apply it.
+        every: when to apply it: ``"task"`` or ``"step"``.
     """
 
     name = "shrink-perturb"

@@ -40,8 +40,10 @@ DEFAULT_ALPHA = {"lora": None, "curlora": 1.0}
 __all__ = [
     "METHODS",
     "CURLinear",
+    "TaskAdapters",
     "adapter_layers",
     "adapter_parameters",
+    "adapter_state",
     "default_targets",
     "merge",
     "remove",
@@ -128,6 +130,26 @@ def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' own entries of ``model.state_dict()``, by name: their parameters and
+    CURLoRA's drawn indices, not their base layers' tensors, nor CURLoRA's ``C`` and ``R``
+    (copies of the base weight's columns and rows, which the indices and that weight give
+    back). What a task trained through adapters adds to the model."""
+    prefixes = []
+    skip = set()
+    for name, layer in adapter_layers(model):
+        prefixes.append(f"{name}.")
+        base = _base(layer)
+        skip |= {id(t) for t in (*base.parameters(), *base.buffers())}
+        if isinstance(layer, CURLinear):
+            skip |= {id(layer.C), id(layer.R)}
+    own = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if name.startswith(tuple(prefixes)) and id(tensor) not in skip:
+            own[name] = tensor.detach()
+    return own
+
+
 @torch.no_grad()
 def merge(model: nn.Module) -> None:
     """Fold every adapter's update into its base weight (``W <- W + delta``); the adapters
@@ -152,6 +174,8 @@ def remove(model: nn.Module, merge: bool = False) -> None:
         elif _is_merged(layer):
             layer.unmerge()
         _replace(model, name, _base(layer))
+    if hasattr(model, "peft_config"):  # peft's record of what it injected, now gone
+        del model.peft_config
 
 
 def default_targets(model: nn.Module) -> list[str]:
@@ -268,3 +292,6 @@ def _seeded(seed: int | None) -> Iterator[torch.Generator]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield torch.Generator().manual_seed(seed)
+
+
+from forgetless.models.adapters.tasks import TaskAdapters  # noqa: E402  (it uses the above)
