@@ -25,6 +25,7 @@ QUICK = dict(
     protocol="task",
     hidden=[32, 32],
     iterations=80,
+    batch_size=128,  # the settings the values below were tuned with (the old default)
     optimizer="adam",
     lr=0.005,
     threads=1,

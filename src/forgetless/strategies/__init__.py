@@ -95,13 +95,16 @@ def parameter_help(cls: type[Strategy]) -> dict[str, str]:
     """One line per constructor parameter of a strategy class, from the ``Args:`` section of
     its docstring: what the parameter means (its first clause) and, where the text lists them
     (``one of ``a``, ``b``...``), its choices as ``a|b``. Parameters the docstring does not
-    describe get an empty line."""
-    doc = inspect.getdoc(cls) or ""
-    section = re.search(r"^Args:\n((?:[ ]{4}.*\n?|\n)*)", doc, re.M)
+    describe get an empty line. A subclass that keeps its base's parameters (``curlora`` of
+    ``lora``) is described by the base's docstring where its own says nothing."""
     described: dict[str, str] = {}
-    if section:
-        for match in re.finditer(r"^    (\w+): (.*(?:\n {8,}.*)*)", section.group(1), re.M):
-            described[match.group(1)] = " ".join(match.group(2).split())
+    for klass in cls.__mro__:
+        section = re.search(
+            r"^Args:\n((?:[ ]{4}.*\n?|\n)*)", inspect.cleandoc(klass.__doc__ or ""), re.M
+        )
+        if section:
+            for match in re.finditer(r"^    (\w+): (.*(?:\n {8,}.*)*)", section.group(1), re.M):
+                described.setdefault(match.group(1), " ".join(match.group(2).split()))
     lines = {}
     for name in strategy_parameters(cls):
         text = described.get(name, "")

@@ -18,6 +18,13 @@ class CURLoRA(LoRA):
     knew (a general corpus's perplexity) nearly unchanged through a sequence of tasks. Needs no
     library beyond torch; ``adapter_alpha`` defaults to 1, as in the paper's code. The drawn
     indices and ``C``, ``R`` are buffers, saved with the adapters' weights.
+
+    Args:
+        rank: columns and rows drawn from each weight (``U`` is ``rank x rank``).
+        adapter_alpha: the update's scale (default 1).
+        adapter_dropout: dropout on the adapters' inputs.
+        targets: the layers to adapt, comma-separated names or name suffixes (as LoRA's).
+        policy: what each later task gets, one of ``continue``, ``per-task`` or ``merge``.
     """
 
     name = "curlora"

@@ -49,7 +49,8 @@ class LoRA(Strategy):
             default :func:`~forgetless.models.adapters.default_targets`: every linear layer of
             ``mlp`` and ``cnn`` (the CNN's fully connected layers), the attention projections of
             ``gpt``, peft's choice for a Hugging Face model type.
-        policy: ``continue``, ``per-task`` or ``merge`` (above).
+        policy: what each later task gets, one of ``continue``, ``per-task`` or ``merge``
+            (above).
 
     Composes with the other strategies (``lora+ewc``, ``lora+replay``, ``lora+lwf``): they see
     the adapted model, whose only trainable parameters are the adapters. The run store keeps

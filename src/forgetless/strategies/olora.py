@@ -34,9 +34,12 @@ class OLoRA(LoRA):
     adapters (the whole model) have no ``A``; the first adapter trains against none.
 
     Args:
-        rank, adapter_alpha, adapter_dropout, targets: as :class:`LoRA`'s.
-        orthogonal: ``lambda_1``.
-        l2: ``lambda_2``.
+        rank: each task's LoRA rank ``r``.
+        adapter_alpha: the LoRA scale (default ``2 * rank``).
+        adapter_dropout: dropout on the adapters' inputs.
+        targets: the layers to adapt, comma-separated names or name suffixes (as LoRA's).
+        orthogonal: ``lambda_1``, the weight of the orthogonality loss.
+        l2: ``lambda_2``, the weight of the new adapter's squared norm.
     """
 
     name = "olora"
