@@ -157,3 +157,40 @@ def test_range_values_are_typed_as_the_strategy_parameters():
     assert config_hash(from_range) == config_hash(by_hand)
     (lam,) = frontier_configs(base, "ewc", "lam", [10], [0])
     assert isinstance(lam.strategy_params["lam"], float)
+
+
+@pytest.mark.slow
+def test_isolation_methods_join_the_frontier_under_task_il(tmp_path, capsys):
+    # pnn has no strength: range "none" places it once; packnet sweeps its pruned fraction.
+    assert parse_range("none") == ("", [])
+    store, out = tmp_path / "runs", tmp_path / "out"
+    argv = [
+        "frontier", "--scenario", "split-digits", "--protocol", "task", "--hidden", "32,32",
+        "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--strategy", "pnn", "--range",
+        "none", "--strategy", "packnet", "--range", "prune=0.25,0.75", "--seeds", "1",
+        "--store", str(store), "-o", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "as given" in capsys.readouterr().out
+    pnn, packnet = json.loads((out / "frontier.json").read_text())["frontiers"]
+    (point,) = pnn["points"]
+    assert (point["parameter"], point["value"], point["seeds"]) == ("", None, [0])
+    # BWT 0: what pnn keeps of the old tasks is exactly what it reached on each when learnt.
+    from forgetless.runs import RunStore
+
+    (run,) = [r for r in RunStore(store).complete_results() if r.strategy == "pnn"]
+    R = run.accuracy_matrix
+    assert run.metrics["bwt"] == 0.0
+    assert point["stability"] == pytest.approx(sum(R[j][j] for j in range(4)) / 4)
+    assert point["plasticity"] == pytest.approx(sum(R[i][i] for i in range(1, 5)) / 4)
+    assert point["stability"] > 0.7 and point["plasticity"] > 0.7
+    assert pnn["front"] == [0]
+    assert pnn["hypervolume"] == pytest.approx(point["stability"] * point["plasticity"])
+    assert [q["value"] for q in packnet["points"]] == [0.25, 0.75]
+    # Under the scenario's class-IL protocol they are refused before any run.
+    argv = ["frontier", "--scenario", "split-digits", "--strategy", "ewc", "--range", "lam=1,10"]
+    argv += ["--strategy", "hat", "--range", "reg=0.1,1", "--store", str(tmp_path / "other")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "hat needs the task id" in err and "--protocol task" in err
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())

@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         "kept on old tasks) and plasticity (accuracy reached on new ones), and report each "
         "strategy's Pareto front and hypervolume. Example: forgetless frontier --scenario "
         "mnist-fashion --strategy ewc --range lambda=1e0:1e6 --strategy replay --range "
-        "buffer=50:5000 --seeds 3",
+        "buffer=50:5000 --seeds 3. Methods that answer by the task id (pnn, packnet, hat, "
+        "hypermask) need --protocol task, and then every strategy runs under it.",
     )
     frontier.add_argument(
         "--strategy", action="append", required=True, help="a strategy (repeat for several)"
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="NAME=LOW:HIGH",
         help="the parameter each --strategy sweeps, in the same order: LOW:HIGH on a log scale "
-        "(--points values) or V1,V2,...; lambda and buffer are accepted for lam and buffer_size",
+        "(--points values) or V1,V2,...; lambda and buffer are accepted for lam and buffer_size; "
+        "'none' places the strategy once at its settings (pnn has no strength to sweep)",
     )
     frontier.add_argument("--points", type=int, default=7, help="values per range (default: 7)")
     frontier.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")

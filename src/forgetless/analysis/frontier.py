@@ -25,6 +25,9 @@ from forgetless.result import Result
 
 # Names the issue and the papers use for strengths, mapped to our parameter names.
 ALIASES = {"lambda": "lam", "buffer": "buffer_size", "memory": "buffer_size"}
+#: The range of a strategy placed once, at its settings, with nothing swept (``pnn`` has no
+#: strength): its frontier is one point. Its parameter is the empty string.
+AS_GIVEN = "none"
 
 
 def stability_plasticity(matrix: Sequence[Sequence[float]]) -> tuple[float, float]:
@@ -84,7 +87,8 @@ class FrontierPoint:
 
     strategy: str
     parameter: str
-    value: float
+    #: None for a strategy placed at its settings (range ``none``)
+    value: float | None
     seeds: list[int]
     stability: float
     plasticity: float
@@ -114,7 +118,11 @@ def parse_range(text: str, points: int = 7) -> tuple[str, list[float]]:
     """``"lambda=1e0:1e6"`` -> ``("lam", [1, 10, ..., 1e6])``: ``points`` values spaced evenly
     on a log scale, ends included; ``"c=0.1,1,10"`` lists values; ``"buffer=50:5000"`` gives
     whole numbers (buffer sizes). Aliases: ``lambda`` -> ``lam``, ``buffer`` -> ``buffer_size``.
+    ``"none"`` -> ``("", [])``: the strategy at its settings, one point (a method without a
+    strength to sweep, such as ``pnn``).
     """
+    if text.strip().lower() == AS_GIVEN:
+        return "", []
     match = re.fullmatch(r"\s*([A-Za-z_][\w-]*)\s*=\s*(.+)", text)
     if not match:
         raise ConfigError(f"a range is NAME=LOW:HIGH or NAME=V1,V2,..., got {text!r}")
@@ -151,10 +159,15 @@ def _whole(name: str) -> bool:
 def frontier_configs(
     base: RunConfig, strategy: str, parameter: str, values: Iterable[float], seeds: Iterable[int]
 ) -> list[RunConfig]:
-    """One run config per (value, seed): ``base`` with the strategy and its parameter set."""
+    """One run config per (value, seed): ``base`` with the strategy and its parameter set; with
+    ``parameter`` empty (range ``none``), one per seed with the base's parameters."""
     from forgetless.strategies import coerce_params
 
     configs = []
+    if not parameter:
+        params = coerce_params(strategy, base.strategy_params)
+        data = {**base.to_dict(), "strategy": strategy, "strategy_params": params}
+        return [RunConfig.from_dict({**data, "seed": seed}) for seed in seeds]
     for value in values:
         params = coerce_params(strategy, {**base.strategy_params, parameter: value})
         for seed in seeds:
@@ -185,6 +198,7 @@ def run_frontiers(
     from forgetless.runs import RunStore
     from forgetless.sweeps import Sweep, run_sweep
 
+    check_task_ids(base, [strategy for strategy, _, _ in ranges])
     configs = []
     for strategy, parameter, values in ranges:
         configs += frontier_configs(base, strategy, parameter, values, [base.seed])
@@ -204,19 +218,49 @@ def run_frontiers(
     return [build_frontier(results, s, p) for s, p, _ in ranges]
 
 
+def check_task_ids(base: RunConfig, strategies: Sequence[str]) -> None:
+    """Refuse, before any run, a strategy that answers by the task id (``pnn``, ``packnet``,
+    ``hat``, ``hypermask``) in a frontier whose protocol does not give it: every run would
+    fail the same way."""
+    from forgetless.scenarios.presets import PRESETS
+    from forgetless.strategies import STRATEGIES
+
+    protocol = base.protocol
+    if protocol is None and base.scenario in PRESETS:
+        protocol = PRESETS[base.scenario].protocol.value
+    if protocol in (None, "task"):
+        return
+    for spec in strategies:
+        classes = [STRATEGIES.get(name.strip()) for name in spec.split("+")]
+        if any(c is not None and c.infers_task for c in classes):
+            continue
+        users = [c.name for c in classes if c is not None and c.needs_task_id]
+        if users:
+            raise ConfigError(
+                f"{', '.join(users)} needs the task id at test time, which the "
+                f"{protocol}-incremental protocol of this frontier does not give: use "
+                "--protocol task (and sweep the other strategies under it too, so that the "
+                "points compare)"
+            )
+
+
 def build_frontier(results: Iterable[Result], strategy: str, parameter: str) -> Frontier:
     """Group ``results`` of ``strategy`` by the value of ``parameter``, average stability and
-    plasticity over seeds, and find the Pareto front and hypervolume of the means."""
-    groups: dict[float, list[Result]] = {}
+    plasticity over seeds, and find the Pareto front and hypervolume of the means. With
+    ``parameter`` empty (range ``none``), all the strategy's runs are one point."""
+    groups: dict[float | None, list[Result]] = {}
     for result in results:
         params = (result.config or {}).get("strategy_params", {})
-        if result.strategy != strategy or parameter not in params:
+        if result.strategy != strategy:
             continue
-        groups.setdefault(float(params[parameter]), []).append(result)
+        if not parameter:
+            groups.setdefault(None, []).append(result)
+        elif parameter in params:
+            groups.setdefault(float(params[parameter]), []).append(result)
     if not groups:
         raise ConfigError(f"no runs of {strategy!r} with a value of {parameter!r} to place")
     points = []
-    for value in sorted(groups):
+    for value in sorted(groups, key=lambda v: -math.inf if v is None else v):
         runs = sorted(groups[value], key=lambda r: r.seed)
         pairs = [stability_plasticity(r.accuracy_matrix) for r in runs]
         s, p = [a for a, _ in pairs], [b for _, b in pairs]
@@ -283,7 +327,7 @@ def format_frontiers(frontiers: Sequence[Frontier]) -> str:
     lines = [f"{'strategy':<12}{'setting':<22}{'stability':>10}{'plasticity':>11}{'ACC':>7}  front"]
     for frontier in frontiers:
         for k, q in enumerate(frontier.points):
-            setting = f"{q.parameter}={q.value:g}"
+            setting = f"{q.parameter}={q.value:g}" if q.parameter else "as given"
             mark = "*" if k in frontier.front else ""
             lines.append(
                 f"{q.strategy:<12}{setting:<22}{100 * q.stability:>10.1f}"

@@ -233,13 +233,16 @@ def frontier_plot(frontiers: Sequence, title: str | None = None, scenario: str |
         placed += [
             (x, y, f"{q.parameter}={q.value:g}", colour)
             for q, x, y in zip(pts, xs, ys, strict=True)
+            if q.value is not None  # a strategy placed at its settings: the legend names it
         ]
     place_labels(ax, placed, fontsize=7)
     ax.set_xlabel("plasticity: accuracy reached on each new task (%)")
     ax.set_ylabel("stability: accuracy kept on old tasks at the end (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    parameters = ", ".join(sorted({f"{f.strategy}: {f.parameter}" for f in frontiers}))
+    parameters = ", ".join(
+        sorted({f"{f.strategy}: {f.parameter or 'as given'}" for f in frontiers})
+    )
     counts = _seed_counts(seeds)
     where = f"{scenario}: " if scenario else ""
     ax.set_title(
