@@ -4,6 +4,11 @@ router (class-IL), against fine-tuning, over seeds.
 Usage::
 
     python benchmarks/routing.py [--seeds 0 1 2] [--out benchmarks/results/routing.json]
+    python benchmarks/routing.py --scenario split-mnist --data-dir DATA \
+        --out benchmarks/results/routing_split_mnist.json
+
+With ``--scenario split-mnist``: MNIST in 5 tasks of 2 classes, an MLP 784-400-400-10, Adam lr
+1e-3, 1 epoch of batch 128 per task, the same configurations.
 
 Split digits (scikit-learn's 8x8 digits, bundled: no data folder), 5 tasks of 2 classes, an MLP
 64-64-64-10, Adam lr 0.002, 100 steps of 128 per task, one torch thread. Task-IL: finetune and
@@ -37,6 +42,10 @@ LOOP = dict(
     progress=False,
 )
 
+MNIST_LOOP = dict(
+    scenario="split-mnist", hidden=[400, 400], iterations=None, epochs=1, batch_size=128, lr=1e-3
+)
+
 CONFIGS = [
     ("task", "finetune", {}, None),
     ("task", "specialists", {}, None),
@@ -59,7 +68,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/routing.json"))
+    parser.add_argument(
+        "--scenario", choices=["split-digits", "split-mnist"], default="split-digits"
+    )
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files (split-mnist)")
     args = parser.parse_args()
+    loop = dict(LOOP)
+    if args.scenario == "split-mnist":
+        loop.update(MNIST_LOOP, data_dir=args.data_dir)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", RuntimeWarning)
     rows = []
@@ -68,7 +84,7 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             config = RunConfig(
-                **LOOP,
+                **loop,
                 protocol=protocol,
                 strategy=strategy,
                 strategy_params=params,
@@ -99,8 +115,16 @@ def main() -> None:
         rows.append(row)
     report = {
         "benchmark": "routing",
-        "settings": {**LOOP, "seeds": args.seeds, "tasks": 5},
-        "command": "python benchmarks/routing.py --seeds " + " ".join(map(str, args.seeds)),
+        "settings": {
+            **loop,
+            "data_dir": "DATA" if args.data_dir else None,
+            "seeds": args.seeds,
+            "tasks": 5,
+        },
+        "command": f"python benchmarks/routing.py --scenario {args.scenario}"
+        + (" --data-dir DATA" if args.data_dir else "")
+        + " --seeds "
+        + " ".join(map(str, args.seeds)),
         "rows": rows,
         "seconds": round(time.perf_counter() - start, 1),
         "torch": torch.__version__,
