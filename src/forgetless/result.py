@@ -421,29 +421,22 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
     )  # fmt: skip
     if any(len(row) != T or not all(is_fraction(v) for v in row) for row in matrix):
         raise fail("accuracy_matrix", shape)
-    aware = values.get("task_aware_matrix")
-    if aware is not None and (
-        not isinstance(aware, list)
-        or len(aware) != P
-        or any(
-            not isinstance(r, list) or len(r) != T or not all(is_fraction(v) for v in r)
-            for r in aware
+
+    def is_optional_matrix(value: Any, is_entry) -> bool:
+        """``None``, or a P x T list of lists whose entries pass ``is_entry``."""
+        return value is None or (
+            isinstance(value, list)
+            and len(value) == P
+            and all(isinstance(r, list) and len(r) == T and all(map(is_entry, r)) for r in value)
         )
-    ):
+
+    if not is_optional_matrix(values.get("task_aware_matrix"), is_fraction):
         raise fail("task_aware_matrix", f"null or {shape}")
 
     def is_perplexity(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0  # NaN fails
 
-    perplexity = values.get("perplexity_matrix")
-    if perplexity is not None and (
-        not isinstance(perplexity, list)
-        or len(perplexity) != P
-        or any(
-            not isinstance(r, list) or len(r) != T or not all(map(is_perplexity, r))
-            for r in perplexity
-        )
-    ):
+    if not is_optional_matrix(values.get("perplexity_matrix"), is_perplexity):
         raise fail("perplexity_matrix", f"null or a {P} x {T} matrix of perplexities")
     base_perplexity = values.get("baseline_perplexity")
     if base_perplexity is not None and (
@@ -452,15 +445,7 @@ def _check_fields(values: dict[str, Any], source: str | Path) -> None:
         or not all(map(is_perplexity, base_perplexity))
     ):
         raise fail("baseline_perplexity", f"null or {T} perplexities, one per task")
-    routing = values.get("routing_accuracy")
-    if routing is not None and (
-        not isinstance(routing, list)
-        or len(routing) != P
-        or any(
-            not isinstance(r, list) or len(r) != T or not all(is_fraction(v) for v in r)
-            for r in routing
-        )
-    ):
+    if not is_optional_matrix(values.get("routing_accuracy"), is_fraction):
         raise fail("routing_accuracy", f"null or a {P} x {T} matrix of fractions in [0, 1]")
     baseline = values["baseline"]
     if not isinstance(baseline, list) or len(baseline) != T or not all(map(is_fraction, baseline)):
