@@ -123,9 +123,8 @@ def smnist(
 
 def smnist_config(seed: int, data: str, strategy: str, buffer: int) -> RunConfig:
     lr, params = SMNIST[strategy][buffer]
-    size_key = "memory_size" if strategy == "icarl" else "buffer_size"
     batch = 128 if strategy == "gss" else 10
-    return smnist(seed, data, strategy, lr, {size_key: buffer, **params}, batch)
+    return smnist(seed, data, strategy, lr, {"buffer_size": buffer, **params}, batch)
 
 
 def pmnist(seed: int, data: str, strategy: str, lr: float, params: dict) -> RunConfig:

@@ -175,17 +175,30 @@ def test_toml_files_are_read_on_python_3_10_too(tmp_path, monkeypatch):
         importlib.reload(toml_file)
 
 
-def test_run_help_gives_every_strategy_parameter_a_meaning_and_its_choices(capsys):
+def test_strategies_lists_every_strategy_parameter_with_a_meaning_and_its_choices(capsys):
+    """`forgetless strategies` (which `run --help` points to, so that it needs no torch)."""
     from forgetless.strategies import STRATEGIES, parameter_help, strategy_parameters
 
-    with pytest.raises(SystemExit):
-        main(["run", "--help"])
+    assert main(["strategies"]) == 0
     text = capsys.readouterr().out
     line = next(x for x in text.splitlines() if x.strip().startswith("--fisher exact"))
     assert "Fisher estimate" in line and "exact|sample|empirical|weighted-empirical|batched" in line
     assert "--gate example" in text and "(example|batch)" in text
+    assert "--buffer-size 200" in text and "buffer_size" not in text  # flags, with hyphens
     for cls in STRATEGIES.values():
         meanings = parameter_help(cls)
         assert set(meanings) == set(strategy_parameters(cls))
         for name, meaning in meanings.items():
             assert 3 < len(meaning) <= 120 and "``" not in meaning, (cls.name, name, meaning)
+
+
+def test_a_flag_given_at_its_default_value_still_wins_over_the_config_file(tmp_path, capsys):
+    """--lr 0.01 is SGD's default, yet given on the command line it must replace the file's lr
+    (the merge used to keep only flags whose value differed from the default)."""
+    file = tmp_path / "run.toml"
+    file.write_text('lr = 0.5\nseed = 4\niterations = 2\nn_tasks = 2\nhidden = [8]\n')
+    argv = ["run", "--config", str(file), "--lr", "0.01", "--seed", "0", "--no-progress", "--json"]
+    assert main(argv) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["lr"] == 0.01 and config["seed"] == 0
+    assert config["iterations"] == 2 and config["hidden"] == [8]  # the file's, where no flag

@@ -161,13 +161,13 @@ def test_range_values_are_typed_as_the_strategy_parameters():
 
 @pytest.mark.slow
 def test_isolation_methods_join_the_frontier_under_task_il(tmp_path, capsys):
-    # pnn has no strength: range "none" places it once; packnet sweeps its pruned fraction.
+    # pnn has no strength: given no range it is placed once; packnet sweeps its pruned fraction.
     assert parse_range("none") == ("", [])
     store, out = tmp_path / "runs", tmp_path / "out"
     argv = [
         "frontier", "--scenario", "split-digits", "--protocol", "task", "--hidden", "32,32",
-        "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--strategy", "pnn", "--range",
-        "none", "--strategy", "packnet", "--range", "prune=0.25,0.75", "--seeds", "1",
+        "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--strategy", "pnn",
+        "--strategy", "packnet", "--prune", "0.25,0.75", "--seeds", "0",
         "--store", str(store), "-o", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
@@ -188,8 +188,8 @@ def test_isolation_methods_join_the_frontier_under_task_il(tmp_path, capsys):
     assert pnn["hypervolume"] == pytest.approx(point["stability"] * point["plasticity"])
     assert [q["value"] for q in packnet["points"]] == [0.25, 0.75]
     # Under the scenario's class-IL protocol they are refused before any run.
-    argv = ["frontier", "--scenario", "split-digits", "--strategy", "ewc", "--range", "lam=1,10"]
-    argv += ["--strategy", "hat", "--range", "reg=0.1,1", "--store", str(tmp_path / "other")]
+    argv = ["frontier", "--scenario", "split-digits", "--strategy", "ewc", "--lam", "1,10"]
+    argv += ["--strategy", "hat", "--reg", "0.1,1", "--store", str(tmp_path / "other")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "hat needs the task id" in err and "--protocol task" in err

@@ -46,7 +46,7 @@ def test_gss_keeps_old_classes_in_class_incremental(finetune_acc):
 
 
 def test_icarl_keeps_old_classes_in_class_incremental(finetune_acc):
-    icarl = ICaRL(memory_size=200)
+    icarl = ICaRL(buffer_size=200)
     acc = _train(icarl).metrics["acc"]
     # About 0.84 here (seeds 0, 1); with the model's own logits instead of the nearest mean of
     # exemplars, about 0.63.
@@ -153,7 +153,7 @@ def test_nearest_mean_of_exemplars_matches_a_hand_computation():
         seen.append(len(x))
         return x
 
-    icarl = ICaRL(memory_size=4, feature_extractor=identity)
+    icarl = ICaRL(buffer_size=4, feature_extractor=identity)
     icarl.before_task(learner, tasks[0])
     icarl.after_task(learner, tasks[0])
     assert icarl.exemplar_counts == {0: 2, 1: 2}
@@ -182,7 +182,7 @@ def test_nearest_mean_of_exemplars_matches_a_hand_computation():
 
 def test_icarl_refuses_task_incremental_streams():
     with pytest.raises(ConfigError, match="'icarl' supports the class protocol"):
-        _train(ICaRL(memory_size=200), protocol="task")
+        _train(ICaRL(buffer_size=200), protocol="task")
 
 
 class TwoPart(nn.Module):
@@ -197,9 +197,9 @@ class TwoPart(nn.Module):
 
 def test_icarl_needs_features_it_can_find():
     with pytest.raises(ConfigError, match="TwoPart is not one: pass feature_extractor"):
-        _train(ICaRL(memory_size=200), model=TwoPart())
-    with pytest.raises(ConfigError, match=r"memory_size must be >= the stream's number of classes"):
-        _train(ICaRL(memory_size=5))
+        _train(ICaRL(buffer_size=200), model=TwoPart())
+    with pytest.raises(ConfigError, match=r"buffer_size must be >= the stream's number of classes"):
+        _train(ICaRL(buffer_size=5))
 
 
 @pytest.mark.parametrize(
@@ -208,8 +208,8 @@ def test_icarl_needs_features_it_can_find():
         (lambda: GSS(buffer_size=0), "buffer_size must be a positive integer"),
         (lambda: GSS(n_reference=-1), "n_reference must be a positive integer"),
         (lambda: GSS(replay_batch_size=1.5), "replay_batch_size must be a positive integer"),
-        (lambda: ICaRL(memory_size=0), "memory_size must be a positive integer"),
-        (lambda: ICaRL(memory_size="many"), "memory_size must be a positive integer"),
+        (lambda: ICaRL(buffer_size=0), "buffer_size must be a positive integer"),
+        (lambda: ICaRL(buffer_size="many"), "buffer_size must be a positive integer"),
         (lambda: ICaRL(feature_extractor=3), "feature_extractor must be a callable"),
     ],
 )

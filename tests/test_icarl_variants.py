@@ -48,7 +48,7 @@ def test_mean_reduction_is_the_sum_over_seen_classes_divided_by_their_number():
     x, y = stream.tasks[0].train.x, stream.tasks[0].train.y
     losses = {}
     for reduction in ("sum", "mean"):
-        icarl = ICaRL(memory_size=4, feature_extractor=lambda m, x: x, loss_reduction=reduction)
+        icarl = ICaRL(buffer_size=4, feature_extractor=lambda m, x: x, loss_reduction=reduction)
         icarl.before_task(learner, stream.tasks[0])
         # Zero logits: every binary term is log 2; two seen classes.
         zero = icarl.loss(learner, x, y, torch.zeros(4), torch.zeros(4, 3))
@@ -61,7 +61,7 @@ def test_mean_reduction_is_the_sum_over_seen_classes_divided_by_their_number():
     learner.task_index = 1
     grads = {}
     for reduction in ("sum", "mean"):
-        icarl = ICaRL(memory_size=4, feature_extractor=lambda m, x: x, loss_reduction=reduction)
+        icarl = ICaRL(buffer_size=4, feature_extractor=lambda m, x: x, loss_reduction=reduction)
         icarl.before_task(learner, stream.tasks[1])
         model.zero_grad()
         icarl.loss(learner, x, y, torch.ones(4), model(x)).backward()
@@ -73,7 +73,7 @@ def test_mean_reduction_is_the_sum_over_seen_classes_divided_by_their_number():
 def test_raw_features_give_plain_class_means_and_euclidean_nearest_mean():
     stream = _hand_stream()
     learner = _learner(stream, nn.Linear(2, 3))
-    icarl = ICaRL(memory_size=4, feature_extractor=lambda m, x: x, normalize=False)
+    icarl = ICaRL(buffer_size=4, feature_extractor=lambda m, x: x, normalize=False)
     icarl.before_task(learner, stream.tasks[0])
     icarl.after_task(learner, stream.tasks[0])
     # Plain means: class 0 (1.5, 3), class 1 (2.5, -1.5).
@@ -93,7 +93,7 @@ def test_authors_variant_learns_digits_and_is_reachable_by_name():
     stream = make_stream("split-digits", protocol="class", seed=0)
     model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden=[64, 64], seed=0)
     (icarl,) = make_strategies(
-        "icarl", {"memory_size": "200", "loss_reduction": "mean", "normalize": "false"}
+        "icarl", {"buffer_size": "200", "loss_reduction": "mean", "normalize": "false"}
     )
     assert (icarl.loss_reduction, icarl.normalize) == ("mean", False)
     result = train(stream, model, icarl, seed=0, epochs=10, batch_size=32, lr=0.1, progress=False)
@@ -111,4 +111,4 @@ def test_authors_variant_learns_digits_and_is_reachable_by_name():
 )
 def test_invalid_options_are_named(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        ICaRL(memory_size=10, **kwargs)
+        ICaRL(buffer_size=10, **kwargs)

@@ -233,8 +233,9 @@ def test_overlap_records_and_claim(digits):
 def test_cli_plasticity_and_overlap_smoke(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "plasticity"
-    args = "plasticity --data digits --tasks 3 --train-per-task 200 --test-per-task 100"
-    args += " --hidden 16,16 --strategy finetune --strategy continual-backprop:rho=0.01,maturity=5"
+    args = "plasticity --data digits --n-tasks 3 --train-per-task 200 --test-per-task 100"
+    args += " --hidden 16,16 --strategy finetune --strategy continual-backprop --rho 0.01"
+    args += " --maturity 5"
     code = main([*args.split(), "-o", str(out)])
     assert code == 0
     text = capsys.readouterr().out

@@ -60,7 +60,7 @@ def _crash_after(task: int):
         ("replay", "class", {"buffer_size": 40, "buffer_policy": "class-balanced"}),
         ("replay", "class", {"buffer_size": 40, "replay_draw": "passes", "replay_batch_size": 16}),
         ("der", "class", {"buffer_size": 40}),
-        ("icarl", "class", {"memory_size": 40}),
+        ("icarl", "class", {"buffer_size": 40}),
         ("replay+online-ewc", "class", {"buffer_size": 40, "lam": 10.0}),
     ],
 )

@@ -19,14 +19,13 @@ from tqdm.auto import tqdm
 from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
+from forgetless.names import OPTIMIZERS
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.validation import available_device, check_device_name, check_range
 
-#: The optimisers known by name (``FitConfig.optimizer`` also takes a class or factory).
-OPTIMIZERS = ("sgd", "adam", "adamw")
 # Mean gain of each trained task's accuracy right after training it over the given model's
 # accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
 # barely trained.

@@ -8,46 +8,107 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from forgetless.engine import FitConfig, Snapshot, train
 from forgetless.errors import ConfigError
-from forgetless.models import build_model
-from forgetless.result import Result
-from forgetless.scenarios import PRESETS, Stream, make_stream
-from forgetless.scenarios.presets import Loop, check_standardize
-from forgetless.strategies import Strategy, coerce_params, make_strategies
+from forgetless.names import OPTIMIZERS, PROTOCOLS, ROUTERS, SCENARIOS
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
-#: FitConfig's fields a RunConfig has: all but the Python objects (an optimiser class, a loss,
-#: a schedule), which a config file cannot hold; pass those to forgetless.train.
-_FIT_FIELDS = tuple(
-    f.name for f in fields(FitConfig) if f.name not in ("optimizer_options", "loss", "scheduler")
-)
-#: The loop settings a scenario preset fills in where the config leaves them ``None``.
-LOOP_FIELDS = tuple(f.name for f in fields(Loop))
+# This module imports torch only when a run is built: the command line reads RunConfig's fields
+# (its options) without it, so that `forgetless run --help` starts at once.
+if TYPE_CHECKING:
+    from torch import nn
+
+    from forgetless.engine import FitConfig, Snapshot
+    from forgetless.result import Result
+    from forgetless.scenarios import Stream
+    from forgetless.strategies import Strategy
+
+#: FitConfig's fields that a RunConfig does not have: Python objects (an optimiser class, a
+#: loss, a schedule), which a config file cannot hold; pass those to forgetless.train.
+FIT_OBJECT_FIELDS = ("optimizer_options", "loss", "scheduler")
+#: The loop settings a scenario preset fills in where the config leaves them ``None`` (the
+#: fields of :class:`~forgetless.scenarios.presets.Loop`).
+LOOP_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum")
 _OPTIMIZER_FIELDS = ("optimizer", "lr", "momentum")
-#: The learning rate an optimiser gets when it is named without one.
-USUAL_LR = {"sgd": FitConfig.lr, "adam": 1e-3, "adamw": 1e-3}
+#: The learning rate an optimiser gets when it is named without one (SGD's is FitConfig's).
+USUAL_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
+
+
+def option(default: Any = None, **cli: Any) -> Any:
+    """A RunConfig field with how the command line shows it: ``metavar``, ``choices``, ``flag``
+    (a boolean's flag, which sets the opposite of the default: ``--keep-optimizer``) and
+    ``flag_help`` (what giving that flag does),
+    ``parse`` (the command line's text to the field's value, where it differs from the file's:
+    ``--schedule`` counts tasks from 1), ``cli=False`` (no flag). See :mod:`forgetless.options`."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=cli)
+    return field(default=default, metadata=cli)
+
+
+def _tasks_counted_from_one(text: str) -> list[int]:
+    from forgetless.options import int_list
+
+    return [t - 1 for t in int_list(text)]
 
 
 @dataclass
 class RunConfig:
-    """Every option of ``forgetless run``, one field per flag (``--batch-size`` is ``batch_size``).
+    """Every option of ``forgetless run``, one field per flag (``--batch-size`` is
+    ``batch_size``): the parser, TOML config files and sweeps all read these fields, their
+    types, defaults and the descriptions below (:mod:`forgetless.options`). A field added here
+    gets its flag, its TOML key and its sweep axis with no more code.
 
-    Scenario: ``scenario``, ``protocol`` (None: the scenario's usual one), ``n_tasks``,
-    ``class_order``, ``data_dir``; for text scenarios ``sequence_length`` (None: 128) and
-    ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
-    ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
-    Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
-    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
-    ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
-    method that needs the task id under class- or domain-IL). Loop:
-    the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
-    stream, the weights, the batch order.
+    Attributes:
+        scenario: the scenario, one of the presets (``forgetless scenarios``).
+        protocol: task-, domain- or class-incremental (default: the scenario's usual one).
+        n_tasks: number of tasks (scenarios that take one).
+        class_order: class order for split scenarios.
+        data_dir: folder with the IDX files (DIR/mnist/... or the files); for the text
+            scenario, the domains: one .txt file or folder of them each, in name order.
+        sequence_length: text: tokens per example (default 128).
+        tokenizer: text: char (default), bpe or bpe:SIZE (trained locally on the first
+            domain).
+        standardize: map inputs to (x - mean) / std: train (the stream's training data),
+            dataset (published constants: MNIST 0.1307,0.3081) or MEAN,STD (default: pixels
+            in [0, 1]).
+        model: one of mlp, cnn, cnn-skip, gpt, or hf:TYPE (a Hugging Face causal LM from its
+            config, e.g. hf:gpt2; needs transformers).
+        hidden: hidden sizes (MLP default 400,400; CNN 128; gpt one width per block, default
+            128,128,128,128).
+        strategy: a strategy, or names joined by + for a hybrid (``forgetless strategies``
+            lists them with their parameters).
+        strategy_params: the strategies' parameters by name (on the command line
+            ``--NAME VALUE``; in a TOML file any key that is not a field).
+        router: infer each test input's task, so that a method that needs the task id (pnn,
+            packnet, hat, hypermask, specialists) runs under class- or domain-IL: lowest
+            predictive entropy, Mahalanobis distance (Ledoit-Wolf covariance) or nearest class
+            mean on each task's features; reports the routing accuracy.
+        seed: seeds everything: the stream, the weights, the batch order.
+        epochs: passes over each task's data (default: the scenario's; see forgetless
+            scenarios).
+        iterations: optimiser steps per task, instead of epochs (default: the scenario's).
+        batch_size: examples per step (default: the scenario's).
+        optimizer: the optimiser (default: the scenario's).
+        lr: learning rate (default: the scenario's).
+        momentum: SGD momentum (default: the scenario's).
+        reset_optimizer: a fresh optimiser at each task (the usual protocol).
+        eval_every: evaluate all tasks every this many steps.
+        log_every: with a store, record the mean loss every this many steps.
+        eval_batch_size: examples per evaluation forward pass.
+        device: torch device.
+        threads: CPU threads for torch (default: torch's choice).
+        progress: show a progress bar (on a terminal only).
+        retain_raw_data: the data-retention policy: False refuses strategies that keep raw
+            past inputs.
+        weights: start from these weights (a safetensors or torch.save state dict, read
+            without unpickling) instead of drawn ones.
+        trained_tasks: how many of the stream's first tasks the weights have learnt already
+            (evaluated, not trained).
+        repeat: revisit the tasks: train them in order N times (A, B, A, B, ...); the matrix
+            gets a row per training phase.
+        schedule: the task of each training phase (on the command line counted from 1, as
+            the tables do: 1,2,1,2; in files and in Python from 0).
 
     The loop settings ``epochs``, ``iterations``, ``batch_size``, ``optimizer``, ``lr`` and
     ``momentum`` left ``None`` are the scenario's (``PRESETS[scenario].loop``, settings that
@@ -57,51 +118,56 @@ class RunConfig:
     (``epochs=3`` on a preset that counts iterations trains 3 epochs), and giving any of
     ``optimizer``, ``lr``, ``momentum`` replaces the preset's optimiser as a whole, the
     others being the plain defaults (``lr=0.1`` alone is SGD at 0.1; ``optimizer="adam"``
-    alone is Adam at 1e-3, :data:`USUAL_LR`).
+    alone is Adam at 1e-3, :data:`USUAL_LR`). The other loop settings are those of
+    :class:`~forgetless.engine.FitConfig`, with its defaults.
 
-    A trained start: ``weights`` (a safetensors or ``torch.save`` state dict, read without
-    unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
-    of the stream's first tasks it has already learnt (evaluated, not trained; see
+    A trained start: ``weights`` replaces the drawn weights of the model, and
+    ``trained_tasks`` says how many of the stream's first tasks it has already learnt (see
     :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
 
     A stream that revisits its tasks: ``repeat=N`` trains the tasks in order ``N`` times
-    (A, B, A, B for two tasks and ``N = 2``; each visit fits the full budget), or
-    ``schedule`` lists the task of each phase by index from 0 (``[0, 1, 0, 1]``; the CLI's
-    ``--schedule`` counts from 1, as its tables do). The matrix then has a row per phase.
+    (each visit fits the full budget), or ``schedule`` lists the task of each phase by index
+    from 0 (``[0, 1, 0, 1]``). The matrix then has a row per phase.
     """
 
-    scenario: str = "split-digits"
-    protocol: str | None = None
+    scenario: str = option("split-digits", metavar="NAME", choices=SCENARIOS)
+    protocol: str | None = option(choices=PROTOCOLS)
     n_tasks: int | None = None
-    class_order: list[int] | None = None
-    data_dir: str | None = None
-    sequence_length: int | None = None
-    tokenizer: str | None = None
-    standardize: str | None = None
-    model: str = "mlp"
-    hidden: list[int] | None = None
-    strategy: str = "finetune"
-    strategy_params: dict[str, Any] = field(default_factory=dict)
-    router: str | None = None
+    class_order: list[int] | None = option(metavar="C,C,...")
+    data_dir: str | None = option(metavar="DIR")
+    sequence_length: int | None = option(metavar="T")
+    tokenizer: str | None = option(metavar="KIND")
+    standardize: str | None = option(metavar="HOW")
+    model: str = option("mlp", metavar="NAME")
+    hidden: list[int] | None = option(metavar="N,N,...")
+    strategy: str = option("finetune", metavar="NAME")
+    strategy_params: dict[str, Any] = option({}, cli=False)
+    router: str | None = option(choices=ROUTERS)
     seed: int = 0
     epochs: int | None = None
     iterations: int | None = None
     batch_size: int | None = None
-    optimizer: str | None = None
+    optimizer: str | None = option(choices=OPTIMIZERS)
     lr: float | None = None
     momentum: float | None = None
-    reset_optimizer: bool = FitConfig.reset_optimizer
-    eval_every: int | None = FitConfig.eval_every
-    log_every: int = FitConfig.log_every
-    eval_batch_size: int = FitConfig.eval_batch_size
-    device: str = FitConfig.device
-    threads: int | None = FitConfig.threads
-    progress: bool = FitConfig.progress
-    retain_raw_data: bool = FitConfig.retain_raw_data
-    weights: str | None = None
+    reset_optimizer: bool = option(
+        True, flag="--keep-optimizer", flag_help="keep one optimiser across tasks"
+    )
+    eval_every: int | None = option(metavar="STEPS")
+    log_every: int = option(50, metavar="STEPS")
+    eval_batch_size: int = 1024
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = option(True, flag_help="no progress bar")
+    retain_raw_data: bool = option(
+        True,
+        flag="--no-raw-data",
+        flag_help="data-retention policy: refuse strategies that keep raw past inputs",
+    )
+    weights: str | None = option(metavar="FILE")
     trained_tasks: int = 0
-    repeat: int | None = None
-    schedule: list[int] | None = None
+    repeat: int | None = option(metavar="N")
+    schedule: list[int] | None = option(metavar="T,T,...", parse=_tasks_counted_from_one)
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -111,15 +177,15 @@ class RunConfig:
             raise ConfigError(
                 f"strategy must be a name such as 'ewc' or 'replay+ewc', got {self.strategy!r}"
             )
+        from forgetless.scenarios.presets import check_standardize
+        from forgetless.strategies import coerce_params
+
         # Typed now, so that the same run has one hash whether its values came as text or not.
         self.strategy_params = coerce_params(self.strategy, dict(self.strategy_params))
-        if self.router is not None:
-            from forgetless.routing import ROUTERS
-
-            if self.router not in ROUTERS:
-                raise ConfigError(
-                    f"router must be one of {', '.join(ROUTERS)} (or none), got {self.router!r}"
-                )
+        if self.router is not None and self.router not in ROUTERS:
+            raise ConfigError(
+                f"router must be one of {', '.join(ROUTERS)} (or none), got {self.router!r}"
+            )
         self.fit_config()  # validate the loop settings now, not after loading data
         tasks = self.trained_tasks
         if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:
@@ -163,6 +229,9 @@ class RunConfig:
         """This config with every loop setting left ``None`` taken from the scenario preset
         (see the class docstring). A resolved config resolves to itself, so a stored
         ``config.json`` (always resolved) keeps its run id."""
+        from forgetless.scenarios import PRESETS
+        from forgetless.scenarios.presets import Loop
+
         preset = PRESETS.get(self.scenario)
         loop = preset.loop if preset is not None else Loop()
         values = {name: getattr(loop, name) for name in LOOP_FIELDS if getattr(self, name) is None}
@@ -171,7 +240,7 @@ class RunConfig:
         if any(getattr(self, name) is not None for name in _OPTIMIZER_FIELDS):
             # A learning rate belongs to its optimiser: with any of the three given, the
             # others are the plain defaults (SGD, its usual rate), not the preset's.
-            optimizer = self.optimizer or FitConfig.optimizer
+            optimizer = self.optimizer or "sgd"
             values["optimizer"] = optimizer
             values["lr"] = self.lr if self.lr is not None else USUAL_LR.get(optimizer, loop.lr)
             values["momentum"] = self.momentum if self.momentum is not None else 0.0
@@ -184,8 +253,14 @@ class RunConfig:
 
     def fit_config(self) -> FitConfig:
         """The loop settings as a :class:`FitConfig`, the preset's where none are given."""
+        from forgetless.engine import FitConfig
+
         config = self.resolved()
-        return FitConfig(**{name: getattr(config, name) for name in _FIT_FIELDS})
+        # Every FitConfig field but the objects is a RunConfig field with the same default
+        # (tests/test_cli_options.py checks it); one added to FitConfig alone keeps its default.
+        ours = {f.name for f in fields(RunConfig)}
+        names = [f.name for f in fields(FitConfig) if f.name in ours]
+        return FitConfig(**{name: getattr(config, name) for name in names})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,6 +353,12 @@ def _file_sha256(path: str) -> str:
 def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
     """The stream, the initialised model and the strategies ``config`` names: what
     :func:`run` trains (the model's weights are drawn from ``config.seed``)."""
+    import torch
+
+    from forgetless.models import build_model
+    from forgetless.scenarios import make_stream
+    from forgetless.strategies import make_strategies
+
     strategies = make_strategies(config.strategy, config.strategy_params)
     stream = make_stream(
         config.scenario,
@@ -320,6 +401,7 @@ def run(
     Returns:
         The :class:`Result`; its ``config`` holds the whole config.
     """
+    from forgetless.engine import train
     if config is None:
         config = RunConfig.from_dict(options)
     elif options:

@@ -33,10 +33,10 @@ from forgetless.learner import Learner
 from forgetless.models.masked import MaskedNet
 from forgetless.models.progressive import ProgressiveNet
 from forgetless.models.specialists import SpecialistNet
+from forgetless.names import ROUTERS
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.base import Strategy
 
-ROUTERS = ("entropy", "mahalanobis", "ncm")
 #: Training examples per forward pass when the statistics are collected.
 CHUNK = 1024
 

@@ -30,8 +30,7 @@ from forgetless.models.masked import (
 )
 from forgetless.models.progressive import Column, ProgressiveNet, column_of
 from forgetless.models.specialists import SpecialistNet
-
-MODEL_NAMES = ("mlp", "cnn", "cnn-skip", "gpt")
+from forgetless.names import MODELS as MODEL_NAMES
 
 #: Elementwise activation modules: their outputs are a network's hidden units (for the
 #: representation measures of ``forgetless.analysis`` and for continual backprop).

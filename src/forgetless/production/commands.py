@@ -1,6 +1,6 @@
 """The production commands of the ``forgetless`` CLI: ``update``, ``gate``, ``merge``, ``drift``
-and ``monitor``. :func:`add_parsers` declares them on the CLI's subparsers; :data:`HANDLERS`
-maps each command to its handler, which returns the exit code. Usage and data errors raise a
+and ``monitor``. ``add_gate(parser)`` and so on declare each one's options, ``cmd_gate(args)``
+and so on run it and return the exit code (:mod:`forgetless.commands` lists them). Usage and data errors raise a
 :class:`~forgetless.errors.ForgetlessError`, which the CLI prints as one line (exit code 2).
 """
 
@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from forgetless.errors import ConfigError
-
-#: Commands that take strategy parameters as extra ``--NAME VALUE`` pairs.
-EXTRA_ARGUMENTS = ("update",)
 
 MODEL_HELP = (
     "the model's factory: path/to/file.py:make_model or package.module:make_model, a function "
@@ -83,21 +79,17 @@ def _verdict_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parsers(sub: Any) -> None:
-    """Declare the production commands on the CLI's ``subparsers``."""
-    from forgetless.engine import OPTIMIZERS
-
-    gate = sub.add_parser(
-        "gate",
-        help="compare a candidate model with the deployed one on old-data slices (for CI)",
-        description="Evaluate the baseline and the candidate on the same examples of each "
+def add_gate(gate: argparse.ArgumentParser) -> None:
+    """The options of ``forgetless gate``."""
+    gate.description = (
+        "Evaluate the baseline and the candidate on the same examples of each "
         "slice; per slice and overall print both accuracies, the paired change with its "
         "bounds (a paired bootstrap over examples), the negative and positive flips, and a "
         "verdict: fail when the drop exceeds --max-drop with the stated confidence, pass when "
-        "it is within, inconclusive when the slice is too small to tell.",
-        epilog=EXAMPLES_GATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "it is within, inconclusive when the slice is too small to tell."
     )
+    gate.epilog = EXAMPLES_GATE
+    gate.formatter_class = argparse.RawDescriptionHelpFormatter
     _common_model(gate)
     gate.add_argument("--baseline", metavar="WEIGHTS", required=True, help="the deployed weights")
     gate.add_argument("--candidate", metavar="WEIGHTS", required=True, help="the update's weights")
@@ -111,19 +103,24 @@ def add_parsers(sub: Any) -> None:
     gate.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
     _recording(gate)
 
-    update = sub.add_parser(
-        "update",
-        help="fine-tune a trained model on new data with a mitigation; before/after per slice",
-        description="Load the model (factory + weights), fine-tune it on --new with a "
+
+def add_update(update: argparse.ArgumentParser) -> None:
+    """The options of ``forgetless update``."""
+    from forgetless.names import OPTIMIZERS
+
+    update.description = (
+        "Load the model (factory + weights), fine-tune it on --new with a "
         "strategy that may use a retained sample of the old data (--old: EWC's Fisher, "
         "replay's memory), write the candidate's weights, and print each slice's accuracy "
         "before and after with the gate's statistics. Strategy parameters are --NAME VALUE "
-        "pairs (--lam 100), as for 'forgetless run'.",
-        epilog="example:\n  forgetless update --model model.py:make_model --weights v1.safetensors "
-        "\\\n      --new new.npz --new-test new_test.npz --old retained.npz --slices slices/ "
-        "\\\n      --strategy ewc --lam 1000 --epochs 2 --out v2.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "pairs (--lam 100), as for 'forgetless run'."
     )
+    update.epilog = (
+        "example:\n  forgetless update --model model.py:make_model --weights v1.safetensors "
+        "\\\n      --new new.npz --new-test new_test.npz --old retained.npz --slices slices/ "
+        "\\\n      --strategy ewc --lam 1000 --epochs 2 --out v2.safetensors"
+    )
+    update.formatter_class = argparse.RawDescriptionHelpFormatter
     _common_model(update, flag="--eval-batch-size")
     update.add_argument("--weights", required=True, help="the deployed model's weights")
     update.add_argument("--new", required=True, metavar="FILE", help="new training data (.npz)")
@@ -150,14 +147,15 @@ def add_parsers(sub: Any) -> None:
     update.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
     _recording(update)
 
-    merge = sub.add_parser(
-        "merge",
-        help="interpolate old and updated weights (WiSE-FT); old slices against new data",
-        description="For each alpha, theta = (1 - alpha) theta_old + alpha theta_new (Wortsman "
+
+def add_merge(merge: argparse.ArgumentParser) -> None:
+    """The options of ``forgetless merge``."""
+    merge.description = (
+        "For each alpha, theta = (1 - alpha) theta_old + alpha theta_new (Wortsman "
         "et al. 2022); evaluate every old slice and the new data, print the sweep and draw "
         "old-slice against new-data accuracy along alpha. --write saves one merged model: "
         "--alpha, or the largest alpha whose old slices stay within --max-drop of the old "
-        "model's (choose on held-out data, not on the gate's slices).",
+        "model's (choose on held-out data, not on the gate's slices)."
     )
     _common_model(merge)
     merge.add_argument("--old", required=True, metavar="WEIGHTS", help="the deployed weights")
@@ -184,14 +182,15 @@ def add_parsers(sub: Any) -> None:
         "--figure", metavar="PATH", help="save the trade-off figure as PATH.png and PATH.svg"
     )
 
-    drift = sub.add_parser(
-        "drift",
-        help="test new batches for input drift against a reference sample (MMD and KS)",
-        description="A kernel two-sample test (MMD^2 with a Gaussian kernel, median "
+
+def add_drift(drift: argparse.ArgumentParser) -> None:
+    """The options of ``forgetless drift``."""
+    drift.description = (
+        "A kernel two-sample test (MMD^2 with a Gaussian kernel, median "
         "bandwidth, permutation p-value) and per-feature Kolmogorov-Smirnov tests with a "
         "multiple-testing correction, on the inputs or on a layer's features. Drift when "
         "either is significant at alpha/2. Exit codes: 0 no drift, 1 drift, 2 usage or data "
-        "errors.",
+        "errors."
     )
     drift.add_argument("--reference", required=True, metavar="FILE", help=".npz with an x array")
     drift.add_argument(
@@ -209,13 +208,14 @@ def add_parsers(sub: Any) -> None:
     drift.add_argument("--seed", type=int, default=0)
     drift.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    monitor = sub.add_parser(
-        "monitor",
-        help="each slice's accuracy across recorded model versions; flag where one fell",
-        description="Read the update and gate decisions recorded in a run store (--store on "
+
+def add_monitor(monitor: argparse.ArgumentParser) -> None:
+    """The options of ``forgetless monitor``."""
+    monitor.description = (
+        "Read the update and gate decisions recorded in a run store (--store on "
         "'forgetless update' and 'forgetless gate') and show every slice's accuracy across "
         "versions, flagging versions where the gate failed a slice or it fell more than "
-        "--max-drop points.",
+        "--max-drop points."
     )
     monitor.add_argument("store", help="the run store")
     monitor.add_argument(
@@ -261,7 +261,7 @@ def _record(args, kind: str, comparison, candidate: str, baseline: str, details)
     print(f"recorded in {path}")
 
 
-def cmd_gate(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+def cmd_gate(args: argparse.Namespace) -> int:
     from forgetless.production.gate import gate
     from forgetless.production.loading import load_model
 
@@ -292,12 +292,14 @@ def cmd_gate(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     return result.exit_code
 
 
-def cmd_update(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
-    from forgetless.cli import _strategy_params
+def cmd_update(args: argparse.Namespace) -> int:
     from forgetless.engine import FitConfig
+    from forgetless.options import check_strategy_params, strategy_params
     from forgetless.production.loading import load_model, save_weights
     from forgetless.production.update import update
 
+    params = strategy_params(args.argv, args.extra)
+    check_strategy_params(args.strategy, params, list(args.command_parser._option_string_actions))
     model = load_model(args.model, args.weights)
     fit = FitConfig(
         epochs=args.epochs,
@@ -318,7 +320,7 @@ def cmd_update(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
         args.strategy,
         slices=args.slices,
         new_test=args.new_test,
-        params=_strategy_params(extra),
+        params=params,
         fit=fit,
         seed=args.seed,
         max_drop=args.max_drop,
@@ -357,7 +359,7 @@ def _alphas(text: str) -> list[float]:
         ) from None
 
 
-def cmd_merge(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+def cmd_merge(args: argparse.Namespace) -> int:
     from forgetless.production.loading import build, load_weights, put_weights, save_weights
     from forgetless.production.merge import merge_sweep, merged_model
 
@@ -397,7 +399,7 @@ def cmd_merge(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     return 0
 
 
-def cmd_drift(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+def cmd_drift(args: argparse.Namespace) -> int:
     from forgetless.production.drift import drift
 
     model = None
@@ -432,7 +434,7 @@ def cmd_drift(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     return 1 if drifted else 0
 
 
-def cmd_monitor(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+def cmd_monitor(args: argparse.Namespace) -> int:
     from forgetless.production.monitor import monitor
 
     state = monitor(args.store, args.max_drop)
@@ -449,12 +451,3 @@ def cmd_monitor(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
         files = save(monitor_figure(state), args.figure)
         print(f"wrote {', '.join(map(str, files))}")
     return 0
-
-
-HANDLERS: dict[str, Callable[[argparse.Namespace, Sequence[str]], int]] = {
-    "update": cmd_update,
-    "gate": cmd_gate,
-    "merge": cmd_merge,
-    "drift": cmd_drift,
-    "monitor": cmd_monitor,
-}

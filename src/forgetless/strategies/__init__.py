@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from forgetless.errors import ConfigError
+from forgetless.names import renamed
 from forgetless.strategies.agem import AGEM
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.strategies.continual_backprop import ContinualBackprop
@@ -114,7 +115,9 @@ def parameter_help(cls: type[Strategy]) -> dict[str, str]:
         else:  # '``"example"`` (...) or ``"batch"`` (...)': the quoted words are the choices
             options = re.findall(r'``"([\w-]+)"``', text)
             options = options if len(options) > 1 else []
-        meaning = _first_clause(text).replace("``", "")
+        meaning = re.sub(r" \(:\w+:`[^`]+`\)", "", _first_clause(text))  # a bare reference
+        meaning = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", meaning)
+        meaning = meaning.replace("``", "")
         if len(meaning) > 90:  # one line: asides in brackets go first, then the tail
             meaning = re.sub(r" \([^()]*\)", "", meaning)
         if len(meaning) > 90:
@@ -150,7 +153,7 @@ def make_strategies(
         ConfigError: an unknown name, or a parameter no strategy accepts (the message lists the
             accepted ones).
     """
-    params = dict(params or {})
+    params = _renamed(params or {})
     if isinstance(spec, Strategy):
         return [spec]
     names_or_objects = spec.split("+") if isinstance(spec, str) else list(spec)
@@ -183,7 +186,7 @@ def coerce_params(spec: str, params: Mapping[str, Any]) -> dict[str, Any]:
     ``100`` and ``100.0`` name the same run. Unknown names or parameters are errors."""
     classes = [_lookup(name.strip()) for name in spec.split("+")]
     out = {}
-    for key, value in params.items():
+    for key, value in _renamed(params).items():
         owners = [cls for cls in classes if key in strategy_parameters(cls)]
         if not owners:
             accepted = sorted({p for cls in classes for p in strategy_parameters(cls)})
@@ -198,6 +201,12 @@ def coerce_params(spec: str, params: Mapping[str, Any]) -> dict[str, Any]:
             value = float(value)
         out[key] = value
     return out
+
+
+def _renamed(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each renamed parameter under its new name (a warning for each old one:
+    :data:`forgetless.names.RENAMED_PARAMETERS`)."""
+    return {renamed(key, "strategy parameter"): value for key, value in params.items()}
 
 
 def _spec_name(strategies: Sequence[Strategy]) -> str:

@@ -13,6 +13,7 @@ from forgetless.buffer import MemoryBuffer
 from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner, TrainingData
+from forgetless.names import renamed
 from forgetless.scenarios.stream import Protocol, Task
 from forgetless.strategies.base import Strategy
 from forgetless.validation import check_positive_int
@@ -59,8 +60,9 @@ class ICaRL(Strategy):
       not L2-normalised, ``mu_y`` is the plain mean of the exemplars' features.
 
     Args:
-        memory_size: ``K``, exemplars kept in total (the paper uses 2000 on CIFAR-100; DER's
+        buffer_size: ``K``, exemplars kept in total (the paper uses 2000 on CIFAR-100; DER's
             MNIST settings use 200, 500 or 5120). At least the stream's number of classes.
+            (It was ``memory_size``, still accepted with a warning for one release.)
         feature_extractor: ``f(model, x) -> [N, D]`` features. ``None``: for an
             ``nn.Sequential`` model, every module but the last (the penultimate layer); other
             models need this argument.
@@ -81,12 +83,17 @@ class ICaRL(Strategy):
 
     def __init__(
         self,
-        memory_size: int = 2000,
+        buffer_size: int = 2000,
         feature_extractor: FeatureExtractor | None = None,
         loss_reduction: str = "sum",
         normalize: bool = True,
+        *,
+        memory_size: int | None = None,
     ):
-        memory_size = check_positive_int("memory_size", memory_size)
+        if memory_size is not None:  # the old name, for one release
+            renamed("memory_size", "icarl parameter")
+            buffer_size = memory_size
+        buffer_size = check_positive_int("buffer_size", buffer_size)
         if feature_extractor is not None and not callable(feature_extractor):
             raise ConfigError(
                 "feature_extractor must be a callable f(model, x) -> [N, D] features or None, "
@@ -102,7 +109,7 @@ class ICaRL(Strategy):
                 f"icarl: normalize must be True (L2-normalised features, the paper) or False "
                 f"(raw features, Mammoth), got {normalize!r}"
             )
-        self.memory_size = memory_size
+        self.buffer_size = buffer_size
         self.feature_extractor = feature_extractor
         self.loss_reduction = loss_reduction
         self.normalize = normalize
@@ -119,7 +126,7 @@ class ICaRL(Strategy):
         if self._memory is None:
             self._check_setup(learner)
             self._memory = MemoryBuffer(
-                self.memory_size, learner.stream.input_shape, device=learner.device
+                self.buffer_size, learner.stream.input_shape, device=learner.device
             )
         old = [u for prev in learner.stream.tasks[: learner.task_index] for u in prev.units]
         self._old_units = torch.tensor(sorted(set(old)), dtype=torch.int64, device=learner.device)
@@ -165,7 +172,7 @@ class ICaRL(Strategy):
         was_training = model.training
         model.eval()
         new = [u for u in task.units if u not in self._classes]
-        m = self.memory_size // (len(self._classes) + len(new))
+        m = self.buffer_size // (len(self._classes) + len(new))
         # Algorithm 5: keep the first m exemplars of each old class (its herding order).
         starts = [sum(self._counts[:b]) for b in range(len(self._counts))]
         self._counts = [min(n, m) for n in self._counts]
@@ -221,10 +228,10 @@ class ICaRL(Strategy):
 
     def _check_setup(self, learner: Learner) -> None:
         classes = {u for task in learner.stream for u in task.units}
-        if self.memory_size < len(classes):
+        if self.buffer_size < len(classes):
             raise ConfigError(
-                f"icarl: memory_size must be >= the stream's number of classes ({len(classes)}) "
-                f"so that every class keeps an exemplar, got {self.memory_size}"
+                f"icarl: buffer_size must be >= the stream's number of classes ({len(classes)}) "
+                f"so that every class keeps an exemplar, got {self.buffer_size}"
             )
         if self.feature_extractor is None and not (
             isinstance(learner.model, nn.Sequential) and len(learner.model) >= 2

@@ -1,0 +1,137 @@
+"""``forgetless landscape``: the loss landscape around the task-A solution."""
+
+from __future__ import annotations
+
+import argparse
+
+from forgetless.commands.common import write_outputs
+
+#: The run options of the two-task studies (landscape, trajectory), with their defaults.
+STUDY_OPTIONS = {
+    "scenario": "split-digits",
+    "protocol": None,
+    "data_dir": None,
+    "model": "mlp",
+    "hidden": None,
+    "seed": 0,
+    "epochs": 1,
+    "iterations": None,
+    "batch_size": 128,
+    "optimizer": "sgd",
+    "lr": 0.01,
+}
+
+
+def add_study_options(p: argparse.ArgumentParser) -> None:
+    """The run options the two-task studies take, with their defaults, and where they write."""
+    from forgetless.options import add_run_options
+
+    add_run_options(p, only=list(STUDY_OPTIONS), defaults=STUDY_OPTIONS)
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=2000,
+        help="test examples per task the losses are computed on (default: 2000; 0: all)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="DIR",
+        default=p.prog.split()[-1],
+        help="where the JSON and the PNG/SVG figures go (default: ./landscape, ./trajectory)",
+    )
+
+
+def study_config(args: argparse.Namespace, strategy: str, params: dict):
+    """The RunConfig of a two-task study: its defaults, then the options given."""
+    from forgetless.experiment import RunConfig
+    from forgetless.options import given_settings
+
+    given = {k: v for k, v in given_settings(args).items() if k in STUDY_OPTIONS}
+    return RunConfig(
+        **{**STUDY_OPTIONS, **given},
+        strategy=strategy,
+        strategy_params=params,
+        progress=True,  # the engine draws a bar on a terminal only
+    )
+
+
+def add_arguments(landscape: argparse.ArgumentParser) -> None:
+    landscape.description = (
+        "Train the first two tasks of a scenario, then draw the loss of task A "
+        "along filter-normalised random directions around the task-A solution (1-D curves "
+        "and a 2-D plane, Li et al. 2018), its sharpness (top Hessian eigenvalue), and the "
+        "losses of both tasks on the straight line from the A solution to the B solution. "
+        "Any other --NAME VALUE goes to the strategy (--lam 1000)."
+    )
+    add_study_options(landscape)
+    landscape.add_argument("--strategy", default="finetune", help="(default: finetune)")
+    landscape.add_argument("--directions", type=int, default=3, help="1-D curves (default: 3)")
+    landscape.add_argument("--span", type=float, default=1.0, help="alpha in [-span, span]")
+    landscape.add_argument("--resolution", type=int, default=41, help="points per 1-D curve")
+    landscape.add_argument(
+        "--plane-resolution", type=int, default=21, help="points a side of the plane (0: none)"
+    )
+    landscape.add_argument(
+        "--hessian-examples", type=int, default=1000, help="for the sharpness (0: skip it)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from forgetless.analysis.landscape_study import landscape_study
+    from forgetless.analysis.trajectory import task_subset, train_tasks
+    from forgetless.options import check_strategy_params, strategy_params
+    from forgetless.report import analysis_figures as figs
+    from forgetless.scenarios.stream import Protocol
+
+    params = strategy_params(args.argv, args.extra)
+    check_strategy_params(args.strategy, params)
+    solved = train_tasks(study_config(args, args.strategy, params), 2)
+    tasks = solved.stream.tasks
+    heads = [t.units if solved.stream.protocol is Protocol.TASK else None for t in tasks]
+    n = args.examples or None
+    study = landscape_study(
+        solved.models[0],
+        task_subset(tasks[0].test, n, args.seed),
+        solved.models[1],
+        task_subset(tasks[1].test, n, args.seed),
+        directions=args.directions,
+        span=args.span,
+        resolution=args.resolution,
+        plane=args.plane_resolution > 0,
+        plane_resolution=args.plane_resolution or None,
+        hessian=args.hessian_examples > 0,
+        hessian_examples=args.hessian_examples,
+        progress=True,
+        units_a=heads[0],
+        units_b=heads[1],
+        seed=args.seed,
+    )
+    report = study.to_dict()
+    report["accuracy_matrix"] = solved.result.accuracy_matrix
+    middle = len(study.lines.alphas) // 2
+    widths = ", ".join(f"{w:.3f}" for w in study.widths)
+    print(f"{solved.stream.name}: task A {tasks[0].name!r}, task B {tasks[1].name!r}")
+    print(f"loss at the A solution: {float(study.lines.loss[0, middle]):.4f}")
+    print(f"basin widths (loss within +{study.settings['rise']:g} of the solution's): {widths}")
+    if study.sharpness is not None:
+        e = study.sharpness
+        note = "" if e.converged else " (not converged)"
+        print(f"sharpness (top Hessian eigenvalue): {e.value:.4g} after {e.iterations} HVPs{note}")
+    if study.plane is not None:
+        print(f"2-D plane: {study.plane.loss.numel()} points in {study.plane.seconds:.1f} s")
+    for label, line in study.interpolation.items():
+        i0, i1 = (int((line.alphas - v).abs().argmin()) for v in (0.0, 1.0))
+        print(
+            f"A->B line, {label}: loss {line.loss[i0]:.3f} at A, {line.loss[i1]:.3f} at B, "
+            f"max {line.loss[i0 : i1 + 1].max():.3f} between"
+        )
+    figures = {"landscape_1d": figs.loss_curves({"task A": study.lines})}
+    if study.plane is not None:
+        contour = figs.loss_contour(study.plane, "task A loss around its solution")
+        figures["landscape_2d"] = contour
+    if study.interpolation:
+        figures["interpolation"] = figs.interpolation_plot(study.interpolation)
+    write_outputs(args.out, "landscape", report, figures)
+    return 0
