@@ -76,6 +76,8 @@ class RunConfig:
             config, e.g. hf:gpt2; needs transformers).
         hidden: hidden sizes (MLP default 400,400; CNN 128; gpt one width per block, default
             128,128,128,128).
+        init: the initial weights, drawn from the seed: default (each layer's PyTorch
+            default) or xavier (Xavier-uniform weights, zero biases: the DER authors' MLP).
         strategy: a strategy, or names joined by + for a hybrid (``forgetless strategies``
             lists them with their parameters).
         strategy_params: the strategies' parameters by name (on the command line
@@ -140,6 +142,7 @@ class RunConfig:
     standardize: str | None = option(metavar="HOW")
     model: str = option("mlp", metavar="NAME")
     hidden: list[int] | None = option(metavar="N,N,...")
+    init: str | None = option(metavar="NAME")
     strategy: str = option("finetune", metavar="NAME")
     strategy_params: dict[str, Any] = option({}, cli=False)
     router: str | None = option(choices=ROUTERS)
@@ -199,6 +202,14 @@ class RunConfig:
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
         self.standardize = check_standardize(self.standardize)
+        from forgetless.models.init import check_init
+
+        self.init = check_init(self.init)  # "default" is None: one run, one id
+        if self.init is not None and self.weights is not None:
+            raise ConfigError(
+                f"init={self.init!r} has no effect with weights: the weights file replaces "
+                "the initial weights; give one of them"
+            )
         if self.tokenizer is not None:
             from forgetless.data.text import parse_tokenizer
 
@@ -317,6 +328,7 @@ HASHED_WHEN_SET = (
     "standardize",
     "repeat",
     "schedule",
+    "init",
 )
 
 
@@ -375,7 +387,12 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
     vocab = len(stream.tasks[0].units)
     model = build_model(
-        config.model, stream.input_shape, stream.num_outputs, config.hidden, vocab_size=vocab
+        config.model,
+        stream.input_shape,
+        stream.num_outputs,
+        config.hidden,
+        vocab_size=vocab,
+        init=config.init,
     )
     if config.weights is not None:
         from forgetless.production.loading import load_weights, put_weights
