@@ -15,7 +15,8 @@ machine falls on all of them alike), the median kept:
 Each sample also records the CPU time (user + system) of the process, which a busy machine
 inflates less than wall time. One JSON object goes to stdout and to ``--out``::
 
-    python benchmarks/startup.py [--repeats 7] [--run] [--out benchmarks/results/startup.json]
+    python benchmarks/startup.py [--repeats 7] [--run] [--baseline-src OLD/src] \
+        [--out benchmarks/results/startup.json]
 """
 
 from __future__ import annotations
@@ -36,17 +37,18 @@ CLI = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))
 DIGITS_RUN = ["run", "--scenario", "split-digits", "--threads", "1", "--no-progress", "--json"]
 
 
-def _env() -> dict[str, str]:
+def _env(src: Path = ROOT / "src") -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
 
 
-def timed(argv: list[str]) -> dict[str, Any]:
-    """One fresh process: its wall seconds, CPU seconds and stdout."""
+def timed(argv: list[str], src: Path = ROOT / "src") -> dict[str, Any]:
+    """One fresh process, importing forgetless from ``src``: its wall seconds, CPU seconds
+    and stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(src), check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -82,6 +84,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="processes per measure")
     parser.add_argument("--run", action="store_true", help="also a digits run (3 repeats)")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also time 'forgetless --help' from another checkout's src/ (e.g. before a change)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "startup.json"))
     args = parser.parse_args(argv)
 
@@ -91,15 +98,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
         "python -c 'pass'": [sys.executable, "-c", "pass"],
     }
+    sources = {name: ROOT / "src" for name in commands}
+    if args.baseline_src:
+        commands["baseline: forgetless --help"] = commands["forgetless --help"]
+        sources["baseline: forgetless --help"] = Path(args.baseline_src)
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
     for repeat in range(args.repeats):  # in turn, so that load falls on every measure alike
         for name, command in commands.items():
-            samples[name].append(timed(command))
+            samples[name].append(timed(command, sources[name]))
         print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
     report: dict[str, Any] = {name: summary(s) for name, s in samples.items()}
     torch_s = report["python -c 'import torch'"]["median_s"]
-    for name in ("forgetless --help", "forgetless run --help"):
-        report[name]["ratio_to_import_torch"] = report[name]["median_s"] / torch_s
+    report["baseline_src"] = args.baseline_src
+    for name in ("forgetless --help", "forgetless run --help", "baseline: forgetless --help"):
+        if name in report:
+            report[name]["ratio_to_import_torch"] = report[name]["median_s"] / torch_s
     report["imports_torch"] = {
         "forgetless --help": imports_torch(["--help"]),
         "forgetless run --help": imports_torch(["run", "--help"]),
