@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
     report: dict[str, Any] = {name: summary(s) for name, s in samples.items()}
     torch_s = report["python -c 'import torch'"]["median_s"]
-    report["baseline_src"] = args.baseline_src
+    # The checkout's folder name, not a path of this machine.
+    report["baseline_src"] = (
+        Path(args.baseline_src).resolve().parent.name if args.baseline_src else None
+    )
     for name in ("forgetless --help", "forgetless run --help", "baseline: forgetless --help"):
         if name in report:
             report[name]["ratio_to_import_torch"] = report[name]["median_s"] / torch_s
