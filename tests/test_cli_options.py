@@ -202,3 +202,15 @@ def test_plasticity_strategy_specs_new_and_old_spelling():
         specs = strategy_specs(old, [], None)
     assert specs == [("continual-backprop", {"rho": "1e-4", "maturity": "100"})]
 
+
+
+def test_deprecated_flags_and_the_one_seed_spelling():
+    parser = build_parser("plasticity")
+    with pytest.warns(DeprecationWarning, match="--tasks is deprecated.*--n-tasks"):
+        args, _ = parser.parse_known_args(["plasticity", "--tasks", "3"])
+    assert args.n_tasks == 3
+    parser = build_parser("frontier")
+    args, _ = parser.parse_known_args(["frontier", "--strategy", "ewc", "--seeds", "3,"])
+    assert args.seeds == [3]  # a comma makes it a list: the seed 3 alone
+    args, _ = parser.parse_known_args(["frontier", "--strategy", "ewc", "--seeds", "0"])
+    assert args.seeds == [0]  # 0 was never a count
