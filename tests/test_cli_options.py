@@ -50,7 +50,9 @@ def test_runconfig_has_fitconfigs_fields_with_their_defaults_and_the_presets_loo
             continue
         assert f.name in ours, f"FitConfig.{f.name} has no RunConfig field (no flag, no TOML key)"
         if f.name not in LOOP_FIELDS:  # the loop settings default to the scenario's (None)
-            assert ours[f.name].default == f.default, f.name
+            # The same setting: equal, or a None that FitConfig reads as its default.
+            fit = FitConfig(**{f.name: ours[f.name].default})
+            assert getattr(fit, f.name) == f.default, f.name
     assert tuple(f.name for f in dataclasses.fields(Loop)) == LOOP_FIELDS
     assert USUAL_LR["sgd"] == FitConfig.lr
 
