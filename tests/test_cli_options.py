@@ -216,3 +216,13 @@ def test_deprecated_flags_and_the_one_seed_spelling():
     assert args.seeds == [3]  # a comma makes it a list: the seed 3 alone
     args, _ = parser.parse_known_args(["frontier", "--strategy", "ewc", "--seeds", "0"])
     assert args.seeds == [0]  # 0 was never a count
+
+
+def test_the_evaluation_batch_is_eval_batch_size_in_every_command():
+    parser = build_parser("gate")
+    argv = ["gate", "--model", "m.py:f", "--baseline", "a", "--candidate", "b", "--slices", "s"]
+    args, _ = parser.parse_known_args([*argv, "--eval-batch-size", "64"])
+    assert args.eval_batch_size == 64
+    with pytest.warns(DeprecationWarning, match="--batch-size is deprecated.*--eval-batch-size"):
+        args, _ = parser.parse_known_args([*argv, "--batch-size", "32"])
+    assert args.eval_batch_size == 32

@@ -40,19 +40,24 @@ example:
 """
 
 
-def _common_model(
-    p: argparse.ArgumentParser, required: bool = True, flag: str = "--batch-size"
-) -> None:
+def _common_model(p: argparse.ArgumentParser, required: bool = True, trains: bool = False) -> None:
+    from forgetless.options import DeprecatedFlag
+
     p.add_argument("--model", metavar="SPEC", required=required, help=MODEL_HELP)
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument(
-        flag,
+        "--eval-batch-size",
         dest="eval_batch_size",
         metavar="N",
         type=int,
         default=1024,
         help="examples per evaluation forward pass (default: 1024)",
     )
+    if not trains:  # --batch-size is the training batch, as for 'forgetless run'
+        p.add_argument(
+            "--batch-size", dest="eval_batch_size", type=int, action=DeprecatedFlag,
+            new="--eval-batch-size", help=argparse.SUPPRESS,
+        )  # fmt: skip
 
 
 def _recording(p: argparse.ArgumentParser) -> None:
@@ -121,7 +126,7 @@ def add_update(update: argparse.ArgumentParser) -> None:
         "\\\n      --strategy ewc --lam 1000 --epochs 2 --out v2.safetensors"
     )
     update.formatter_class = argparse.RawDescriptionHelpFormatter
-    _common_model(update, flag="--eval-batch-size")
+    _common_model(update, trains=True)
     update.add_argument("--weights", required=True, help="the deployed model's weights")
     update.add_argument("--new", required=True, metavar="FILE", help="new training data (.npz)")
     update.add_argument("--new-test", metavar="FILE", help="held-out new data (.npz)")
