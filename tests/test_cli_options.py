@@ -226,3 +226,17 @@ def test_the_evaluation_batch_is_eval_batch_size_in_every_command():
     with pytest.warns(DeprecationWarning, match="--batch-size is deprecated.*--eval-batch-size"):
         args, _ = parser.parse_known_args([*argv, "--batch-size", "32"])
     assert args.eval_batch_size == 32
+
+
+def test_sweeps_read_the_same_declaration():
+    """A list field (schedule too, added after the sweep's own list of them) is one value in a
+    grid, a list of lists varies it; renamed parameters are read as in run."""
+    from forgetless.sweeps import sweep_from_dict
+
+    one = sweep_from_dict({"grid": [{"schedule": [0, 1, 0, 1], "n_tasks": 2}]})
+    assert [c.schedule for c in one.configs] == [[0, 1, 0, 1]]
+    two = sweep_from_dict({"grid": [{"schedule": [[0, 1], [1, 0]], "n_tasks": 2}]})
+    assert [c.schedule for c in two.configs] == [[0, 1], [1, 0]]
+    with pytest.warns(DeprecationWarning, match="memory_size"):
+        (icarl,) = sweep_from_dict({"grid": [{"strategy": "icarl", "memory_size": 40}]}).configs
+    assert icarl.strategy_params == {"buffer_size": 40}

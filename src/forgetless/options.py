@@ -208,6 +208,19 @@ def add_run_options(
     return chosen
 
 
+def list_fields() -> tuple[str, ...]:
+    """RunConfig's fields whose value is a list (``hidden``, ``class_order``, ``schedule``): in
+    a sweep's grid, only a list of lists varies them."""
+    from forgetless.experiment import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    return tuple(
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if typing.get_origin(_value_type(hints[f.name])) is list
+    )
+
+
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The run options given on the command line (RunConfig field -> value)."""
     names = {o.name for o in run_options()}

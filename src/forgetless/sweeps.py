@@ -49,6 +49,7 @@ from typing import Any
 
 from forgetless.errors import ConfigError
 from forgetless.experiment import NON_RESULT_FIELDS, RunConfig, config_from_flat, config_hash
+from forgetless.options import list_fields
 from forgetless.toml_file import read_toml
 from forgetless.worker import die_with_parent
 
@@ -114,11 +115,12 @@ def sweep_from_dict(spec: dict[str, Any], where: str = "sweep") -> Sweep:
     return Sweep(configs, seeds)
 
 
-_LIST_FIELDS = ("hidden", "class_order")
+#: RunConfig's list fields (hidden, class_order, schedule), read from its declaration.
+_LIST_FIELDS = list_fields()
 
 
 def _grid(block: dict[str, Any], label: str = "[[grid]]") -> list[dict[str, Any]]:
-    """The product of the block's lists. ``hidden`` and ``class_order`` take lists as values,
+    """The product of the block's lists. ``hidden``, ``class_order`` and ``schedule`` take lists,
     so for them only a list of lists varies. An empty list would make the product empty (a
     sweep that runs nothing), so it is an error."""
     axes = []
