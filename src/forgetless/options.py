@@ -254,12 +254,12 @@ def strategy_groups(argv: Sequence[str], extra: Sequence[str]) -> list[tuple[str
                 f"unexpected argument {token!r}; strategy parameters are --NAME VALUE pairs"
             )
         name, eq, value = token[2:].partition("=")
+        owner = sum(1 for start, _ in starts if start < positions[i])  # the --strategy before it
         if not eq:
             if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
                 raise ConfigError(f"{token} needs a value")
             value = extra[i + 1]
             i += 1
-        owner = sum(1 for start, _ in starts if start < positions[i])
         groups[owner][1][renamed(name.replace("-", "_"), "strategy parameter")] = value
         i += 1
     return groups
