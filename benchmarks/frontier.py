@@ -32,7 +32,7 @@ import json
 import time
 from pathlib import Path
 
-from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
+from forgetless.studies.frontier import format_frontiers, parse_range, run_frontiers
 from forgetless.experiment import RunConfig
 from forgetless.provenance import provenance
 from forgetless.report.figures import frontier_plot, save

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from forgetless.analysis.trajectory import trajectory_study
+from forgetless.studies.trajectory import trajectory_study
 from forgetless.engine import FitConfig
 from forgetless.models import build_model
 from forgetless.report.analysis_figures import trajectory_plot

@@ -6,17 +6,13 @@ import pytest
 import torch
 
 from forgetless import ConfigError
-from forgetless.analysis.trajectory import (
-    ParameterRecorder,
-    pca_plane,
-    record_trajectory,
-    trajectory_study,
-)
+from forgetless.analysis.trajectory import pca_plane
 from forgetless.engine import FitConfig
 from forgetless.models import build_model
 from forgetless.scenarios import make_stream
 from forgetless.strategies import STRATEGIES
 from forgetless.strategies.ewc import EWC
+from forgetless.studies.trajectory import ParameterRecorder, record_trajectory, trajectory_study
 
 # Task-IL split digits trained hard (Adam, 10 epochs of batch 32), as in test_ewc.py.
 FIT = FitConfig(epochs=10, batch_size=32, optimizer="adam", lr=0.003, progress=False)
