@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from forgetless.studies.trajectory import trajectory_study
 from forgetless.engine import FitConfig
 from forgetless.models import build_model
 from forgetless.report.analysis_figures import trajectory_plot
 from forgetless.report.figures import save
 from forgetless.scenarios import make_stream
 from forgetless.strategies.ewc import EWC
+from forgetless.studies.trajectory import trajectory_study
 from grid import log, publish
 
 
