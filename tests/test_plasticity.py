@@ -26,21 +26,6 @@ def digits():
     return data.load("digits")
 
 
-@pytest.fixture
-def sweeps_run(monkeypatch):
-    """The sweep reports of the studies' calls to the one runner, in order."""
-    from forgetless import sweeps
-
-    reports, run_sweep = [], sweeps.run_sweep
-
-    def recording(*args, **kwargs):
-        reports.append(run_sweep(*args, **kwargs))
-        return reports[-1]
-
-    monkeypatch.setattr(sweeps, "run_sweep", recording)
-    return reports
-
-
 def _learner(stream, model):
     fit = FitConfig()
     return Learner(model, stream, fit.make_optimizer, torch.device("cpu"), torch.Generator())

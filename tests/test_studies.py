@@ -18,21 +18,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "forgetless"
 DRIVERS = ("forgetless.studies", "forgetless.sweeps", "forgetless.experiment", "forgetless.runs")
 
 
-@pytest.fixture
-def sweeps_run(monkeypatch):
-    """The sweep reports of the studies' calls to the one runner, in order."""
-    from forgetless import sweeps
-
-    reports, run_sweep = [], sweeps.run_sweep
-
-    def recording(*args, **kwargs):
-        reports.append(run_sweep(*args, **kwargs))
-        return reports[-1]
-
-    monkeypatch.setattr(sweeps, "run_sweep", recording)
-    return reports
-
-
 def _imports(folder: Path) -> dict[str, set[str]]:
     """Every module each file of ``folder`` imports, at any depth (imports inside functions
     too), as absolute names."""

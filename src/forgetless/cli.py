@@ -873,6 +873,7 @@ def _add_analysis_parsers(sub) -> None:
     )
     trajectory.add_argument("--every", type=int, default=10, help="record every N steps")
     trajectory.add_argument("--resolution", type=int, default=25, help="grid points a side")
+    _add_store_options(trajectory)
 
 
 def _analysis_config(args: argparse.Namespace, strategy: str, params: dict):
@@ -931,11 +932,13 @@ def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
-
-    from forgetless.experiment import prepare
     from forgetless.report.analysis_figures import trajectory_plot
-    from forgetless.strategies import STRATEGIES, make_strategies, strategy_parameters
-    from forgetless.studies.trajectory import format_trajectory, trajectory_study
+    from forgetless.strategies import STRATEGIES, strategy_parameters
+    from forgetless.studies.trajectory import (
+        format_trajectory,
+        trajectory_configs,
+        trajectory_study,
+    )
 
     names = args.strategy or ["finetune", "ewc"]
     params = _strategy_params(extra)
@@ -946,23 +949,19 @@ def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"parameter(s) {', '.join(sorted(unused))} accepted by none of {', '.join(names)}"
         )
     strategies = {
-        name: make_strategies(
-            name, {k: v for k, v in params.items() if k in accepted.get(name, ())}
-        )
+        name: (name, {k: v for k, v in params.items() if k in accepted.get(name, ())})
         for name in names
     }
-    config = _analysis_config(args, "finetune", {})
-    stream, model, _ = prepare(config)  # the strategies to compare are built above
-    study = trajectory_study(
-        stream,
-        model,
-        strategies,
-        config.fit_config(),
-        every=args.every,
-        seed=args.seed,
-        resolution=args.resolution,
-        n_examples=args.examples or None,
-    )
+    configs = trajectory_configs(_analysis_config(args, "finetune", {}), strategies, args.every)
+    with _runs_bar() as progress:
+        study = trajectory_study(
+            configs,
+            _store(args),
+            args.workers,
+            progress=progress,
+            resolution=args.resolution,
+            n_examples=args.examples or None,
+        )
     print(format_trajectory(study), end="")
     _write_outputs(args.out, "trajectory", study.to_dict(), {"trajectory": trajectory_plot(study)})
     return 0

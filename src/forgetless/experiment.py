@@ -73,6 +73,10 @@ class RunConfig:
     ``angles`` gives a rotated scenario's tasks their rotations in degrees (``[0, 45]``: two
     tasks); ``first_tasks`` trains and evaluates only the stream's first ``N`` tasks (the
     first two tasks of ``split-digits`` are its usual first two, not a two-task split).
+    ``path_every=K`` records the trainable weights every ``K`` optimiser steps (and at each
+    task's end) as the run's path (:class:`~forgetless.strategies.recorder.ParameterRecorder`,
+    an observer: the numbers do not change); a run store keeps it in the run's last
+    checkpoint, where the trajectory study reads it.
 
     A stream that revisits its tasks: ``repeat=N`` trains the tasks in order ``N`` times
     (A, B, A, B for two tasks and ``N = 2``; each visit fits the full budget), or
@@ -117,6 +121,7 @@ class RunConfig:
     test_size: int | None = None
     angles: list[float] | None = None
     first_tasks: int | None = None
+    path_every: int | None = None
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -172,7 +177,7 @@ class RunConfig:
                 )
             if self.repeat is not None:
                 raise ConfigError("give repeat or schedule, not both")
-        for name in ("train_size", "test_size", "first_tasks"):
+        for name in ("train_size", "test_size", "first_tasks", "path_every"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.angles is not None:
@@ -283,6 +288,7 @@ HASHED_WHEN_SET = (
     "test_size",
     "angles",
     "first_tasks",
+    "path_every",
 )
 
 
@@ -381,7 +387,12 @@ def run(
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
     config = config.resolved()  # the result records the settings the run was trained with
     stream, model, strategies = prepare(config)
-    return train(
+    name = "+".join(s.name for s in strategies)
+    if config.path_every is not None:
+        from forgetless.strategies.recorder import ParameterRecorder
+
+        strategies.append(ParameterRecorder(config.path_every))  # last: it sees each step's end
+    result = train(
         stream,
         model,
         strategies,
@@ -395,6 +406,8 @@ def run(
         schedule=config.phases(len(stream)),
         router=config.router,
     )
+    result.strategy = name  # the method trained, not the observer beside it
+    return result
 
 
 def save_run(result: Result, out: str | Path) -> Path:

@@ -1,13 +1,13 @@
 """The trajectory study: the weight-space paths of several strategies through task A then task B,
 on their common PCA plane, over the losses of both tasks (Li et al. 2018, Sec. 7).
 
-Its training part is here: :class:`ParameterRecorder`, an observer strategy that copies the
-weights every ``k`` steps, and :func:`trajectory_study`, which trains each strategy with it.
-The measures of the paths (:func:`~forgetless.analysis.trajectory.pca_plane`, the loss
-surfaces, the distances) are pure, in :mod:`forgetless.analysis.trajectory`.
-
-Unlike the other studies, the paths are not run through the run store: the store keeps the
-weights after each task, and a path needs them every ``k`` steps (see docs/architecture.md).
+Each strategy's run is a RunConfig on the scenario's first two tasks with ``path_every = k``
+(:class:`~forgetless.strategies.recorder.ParameterRecorder`, an observer, copies the weights
+every ``k`` steps), executed through the run store and the sweep runner; the path is read back
+from the run's last checkpoint (:func:`stored_path`), so a second call trains nothing. The
+measures of the paths (:func:`~forgetless.analysis.trajectory.pca_plane`, the loss surfaces,
+the distances) are pure, in :mod:`forgetless.analysis.trajectory`. :func:`record_trajectory`
+records the path of a stream and model of one's own, in this process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,86 +25,26 @@ from forgetless.analysis.landscape import loss_plane, set_parameters
 from forgetless.analysis.trajectory import TrajectoryStudy, loss_at, pca_plane, task_subset
 from forgetless.engine import FitConfig, train
 from forgetless.errors import ConfigError
+from forgetless.experiment import RunConfig
 from forgetless.fisher import diagonal_fisher
-from forgetless.learner import Learner
 from forgetless.result import Result
-from forgetless.scenarios.stream import Protocol, Stream, Task
+from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
 from forgetless.strategies.base import Strategy
+from forgetless.strategies.recorder import ParameterRecorder
+from forgetless.studies.common import Progress, execute
 from forgetless.validation import check_positive_int
 
 __all__ = [
     "ParameterRecorder",
     "Trajectory",
     "format_trajectory",
+    "paths_study",
     "record_trajectory",
+    "stored_path",
+    "trajectory_configs",
     "trajectory_study",
 ]
-
-
-class ParameterRecorder(Strategy):
-    """Records the flattened trainable parameters every ``every`` optimiser steps.
-
-    For analysis only (not in the strategy registry): add it after the strategies of a run,
-    ``train(stream, model, [EWC(1e3), ParameterRecorder(10)])``. It records the weights before
-    the first step, every ``every`` steps, and at the end of each task.
-
-    Attributes:
-        points: one flat float32 CPU tensor per record, parameters in ``named_parameters``
-            order (trainable ones).
-        steps: the optimiser step of each record (0: the initial weights).
-        tasks: the task being trained at each record (0 for the initial weights).
-        task_ends: for each task, the index in ``points`` of its last record.
-        names, shapes: the parameters' names and shapes, to unflatten a point.
-    """
-
-    name = "parameter-recorder"
-
-    def __init__(self, every: int = 10):
-        self.every = check_positive_int("every", every)
-        self.points: list[torch.Tensor] = []
-        self.steps: list[int] = []
-        self.tasks: list[int] = []
-        self.task_ends: list[int] = []
-        self.names: list[str] = []
-        self.shapes: list[tuple[int, ...]] = []
-        self._step = 0
-
-    def _record(self, learner: Learner) -> None:
-        params = [(n, p) for n, p in learner.model.named_parameters() if p.requires_grad]
-        if not self.names:
-            self.names = [n for n, _ in params]
-            self.shapes = [tuple(p.shape) for _, p in params]
-        flat = torch.cat([p.detach().reshape(-1) for _, p in params]).float().cpu()
-        self.points.append(flat)
-        self.steps.append(self._step)
-        self.tasks.append(learner.task_index)
-
-    def before_task(self, learner: Learner, task: Task) -> None:
-        if not self.points:
-            self._record(learner)
-
-    def after_step(self, learner, x, y, t, logits) -> None:
-        self._step += 1
-        if self._step % self.every == 0:
-            self._record(learner)
-
-    def after_task(self, learner: Learner, task: Task) -> None:
-        if self.steps[-1] != self._step:
-            self._record(learner)
-        self.task_ends.append(len(self.points) - 1)
-
-    def state_bytes(self) -> int:
-        return 0  # an observer: not part of the method's memory
-
-    def params(self) -> dict[str, object]:
-        return {"every": self.every}
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A flat point (or direction) as ``{name: tensor}``."""
-        sizes = [int(torch.Size(s).numel()) for s in self.shapes]
-        parts = flat.split(sizes)
-        return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
 
 
 @dataclass
@@ -155,43 +97,136 @@ def record_trajectory(
     return Trajectory(points, recorder, result)
 
 
+def trajectory_configs(
+    base: RunConfig, strategies: Mapping[str, tuple[str, Mapping[str, Any]]], every: int = 10
+) -> dict[str, RunConfig]:
+    """One run per label: ``base`` with the strategy and its parameters, on the first two
+    tasks, recording its path every ``every`` steps (``path_every``)."""
+    check_positive_int("every", every)
+    return {
+        label: RunConfig.from_dict(
+            {
+                **base.to_dict(),
+                "strategy": name,
+                "strategy_params": dict(params),
+                "first_tasks": 2,
+                "path_every": every,
+            }
+        )
+        for label, (name, params) in strategies.items()
+    }
+
+
 def trajectory_study(
-    stream: Stream,
-    model: nn.Module,
-    strategies: Mapping[str, str | Strategy | Sequence[Strategy | str]],
-    fit: FitConfig | None = None,
+    configs: Mapping[str, RunConfig],
+    store: str | Path,
+    workers: int = 1,
+    backend: str = "local",
+    progress: Progress | None = None,
     *,
-    every: int = 10,
-    seed: int = 0,
     resolution: int = 25,
     margin: float = 0.25,
     n_examples: int | None = 2000,
     batch_size: int = 2000,
 ) -> TrajectoryStudy:
-    """Train a copy of ``model`` with each strategy on the first two tasks of ``stream``,
-    record the paths, and lay out the losses of both tasks on their common PCA plane.
+    """Run each config (:func:`trajectory_configs`: two tasks, a path recorded) into ``store``
+    (runs complete there are reused), read the paths back from the runs' last checkpoints,
+    and lay out the losses of both tasks on the paths' common PCA plane.
 
-    Every copy starts from the same weights and sees the same batches (same ``seed``), so the
-    paths share task A exactly when the strategies do nothing during the first task (EWC's
-    penalty starts with task B). Under task-incremental learning each task's loss is over its
-    own head. The plane is :func:`pca_plane` of all paths stacked, through
-    the first strategy's end of task A (``theta_A*``). The loss of each task's test set
-    (``n_examples`` of it, drawn from ``seed``; ``None``: all) is evaluated with
+    Every run starts from the same weights and sees the same batches (the configs differ only
+    in the strategy), so the paths share task A exactly when the strategies do nothing during
+    the first task (EWC's penalty starts with task B). Under task-incremental learning each
+    task's loss is over its own head. The plane is :func:`pca_plane` of all paths stacked,
+    through the first strategy's end of task A (``theta_A*``). The loss of each task's test
+    set (``n_examples`` of it, drawn from the seed; ``None``: all) is evaluated with
     :func:`~forgetless.analysis.landscape.loss_plane` along the two unit PCA directions (not
     filter-normalised: the plane is the paths' own) on a ``resolution x resolution`` grid
     covering the projected paths plus ``margin`` of their extent on each side.
     """
-    if len(stream) < 2:
-        raise ConfigError(f"a trajectory study needs two tasks; the stream has {len(stream)}")
-    if not strategies:
-        raise ConfigError("strategies: give at least one, e.g. {'finetune': 'finetune'}")
+    from forgetless.experiment import prepare
+
+    if not configs:
+        raise ConfigError("configs: give at least one, e.g. {'finetune': RunConfig(...)}")
     check_positive_int("resolution", resolution)
-    stream = stream[:2]
-    trajectories = {}
-    for label, strategy in strategies.items():
-        trajectories[label] = record_trajectory(
-            stream, copy.deepcopy(model), strategy, fit, every=every, seed=seed
+    first = next(iter(configs.values()))
+    apart = ("strategy", "strategy_params", "data_dir", "threads", "progress", "log_every")
+    for label, config in configs.items():
+        if config.path_every is None or config.first_tasks != 2:
+            raise ConfigError(
+                f"{label}: a trajectory run trains two tasks and records its path "
+                "(first_tasks=2, path_every=K; see trajectory_configs)"
+            )
+        ours, theirs = (
+            {k: v for k, v in c.resolved().to_dict().items() if k not in apart}
+            for c in (config, first)
         )
+        if ours != theirs:
+            differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise ConfigError(
+                f"{label}: the runs of a trajectory study differ only in the strategy (here "
+                f"also in {', '.join(differ)}), so that they start from the same weights"
+            )
+    labels = list(configs)
+    results = execute(list(configs.values()), None, store, workers, backend, progress)
+    trajectories = {
+        label: Trajectory(*stored_path(store, configs[label]), result)
+        for label, result in zip(labels, results, strict=True)
+    }
+    stream, model, _ = prepare(first.resolved())
+    settings = {
+        "stream": stream.name,
+        "tasks": list(stream.task_names),
+        "strategies": {k: _strategy_text(c) for k, c in configs.items()},
+        "every": first.path_every,
+        "seed": first.seed,
+        "resolution": resolution,
+        "n_examples": n_examples,
+    }
+    return paths_study(
+        trajectories, stream, model, settings, resolution, margin, n_examples, batch_size
+    )
+
+
+def stored_path(store: str | Path, config: RunConfig) -> tuple[torch.Tensor, ParameterRecorder]:
+    """The path a complete run of ``config`` recorded (``path_every``), from the last
+    checkpoint the store kept: ``([T, P] points, the recorder)``."""
+    from forgetless.runs import RunStore
+    from forgetless.runs.checkpoint import read_checkpoint
+    from forgetless.state import unpack
+
+    runs = RunStore(store)
+    run_id = runs.run_id(config)
+    path = runs.folder(run_id) / "checkpoints" / "resume.safetensors"
+    if config.path_every is None or not path.is_file():
+        raise ConfigError(
+            f"run {run_id} in {runs.root} kept no path (recorded with path_every and kept with "
+            "its weights): use another --store, or delete the run to train it again"
+        )
+    snapshot, _ = read_checkpoint(path)
+    recorder = ParameterRecorder(config.path_every)
+    vars(recorder).update(unpack(snapshot.strategies[-1], None, torch.device("cpu")))
+    return torch.stack(recorder.points), recorder
+
+
+def _strategy_text(config: RunConfig) -> str:
+    """The strategies with every parameter, defaults too: ``[EWC(lam=10.0, ...)]``."""
+    return str(make_strategies(config.strategy, config.strategy_params))
+
+
+def paths_study(
+    trajectories: Mapping[str, Trajectory],
+    stream: Stream,
+    model: nn.Module,
+    settings: Mapping[str, Any],
+    resolution: int = 25,
+    margin: float = 0.25,
+    n_examples: int | None = 2000,
+    batch_size: int = 2000,
+) -> TrajectoryStudy:
+    """The study of recorded paths on the first two tasks of ``stream`` (see
+    :func:`trajectory_study`); ``model`` is any model of the paths' architecture (its
+    parameters are replaced, its buffers kept)."""
+    seed = int(settings.get("seed", 0))
     for label, t in trajectories.items():
         if not torch.isfinite(t.points).all():
             raise ConfigError(
@@ -231,15 +266,6 @@ def trajectory_study(
         k: float(loss_at(set_parameters(copy.deepcopy(model), end), subsets[0], heads[0]))
         for k, end in ends.items()
     }
-    settings = {
-        "stream": stream.name,
-        "tasks": list(stream.task_names),
-        "strategies": {k: str(v) for k, v in strategies.items()},
-        "every": every,
-        "seed": seed,
-        "resolution": resolution,
-        "n_examples": n_examples,
-    }
     return TrajectoryStudy(
         trajectories,
         plane,
@@ -249,7 +275,7 @@ def trajectory_study(
         plane_distances,
         fisher_distances,
         task_a_loss,
-        settings,
+        dict(settings),
     )
 
 
