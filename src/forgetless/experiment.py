@@ -43,7 +43,8 @@ class RunConfig:
     ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
     ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
     Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
-    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``hidden``; ``precision`` (None: float32; ``"bfloat16"``: training steps under autocast,
+    see :class:`~forgetless.engine.FitConfig`). Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
     ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
     method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
@@ -98,6 +99,7 @@ class RunConfig:
     threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
+    precision: str | None = None
     weights: str | None = None
     trained_tasks: int = 0
     repeat: int | None = None
@@ -133,6 +135,8 @@ class RunConfig:
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
         self.standardize = check_standardize(self.standardize)
+        if self.precision == "float32":  # the default arithmetic: one run, one id
+            self.precision = None
         if self.tokenizer is not None:
             from forgetless.data.text import parse_tokenizer
 
@@ -242,6 +246,7 @@ HASHED_WHEN_SET = (
     "standardize",
     "repeat",
     "schedule",
+    "precision",
 )
 
 
