@@ -43,8 +43,12 @@ class RunConfig:
     ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
     ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
     Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
-    ``hidden``; ``precision`` (None: float32; ``"bfloat16"``: training steps under autocast,
-    see :class:`~forgetless.engine.FitConfig`). Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``hidden``, ``init`` (the initial weights: None, or ``"default"``, for the layers'
+    PyTorch defaults; ``"xavier"`` for Xavier-uniform weights and zero biases, as the DER
+    authors' code initialises its MLP; see :data:`~forgetless.models.init.INITS`), drawn from
+    ``seed``; ``precision`` (None: float32; ``"bfloat16"``: training steps under
+    autocast, see :class:`~forgetless.engine.FitConfig`). Method: ``strategy``
+    (``"finetune"``, ``"a+b"``), ``strategy_params``,
     ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
     method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
@@ -81,6 +85,7 @@ class RunConfig:
     standardize: str | None = None
     model: str = "mlp"
     hidden: list[int] | None = None
+    init: str | None = None
     strategy: str = "finetune"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     router: str | None = None
@@ -137,6 +142,14 @@ class RunConfig:
         self.standardize = check_standardize(self.standardize)
         if self.precision == "float32":  # the default arithmetic: one run, one id
             self.precision = None
+        from forgetless.models.init import check_init
+
+        self.init = check_init(self.init)  # "default" is None: one run, one id
+        if self.init is not None and self.weights is not None:
+            raise ConfigError(
+                f"init={self.init!r} has no effect with weights: the weights file replaces "
+                "the initial weights; give one of them"
+            )
         if self.tokenizer is not None:
             from forgetless.data.text import parse_tokenizer
 
@@ -246,6 +259,7 @@ HASHED_WHEN_SET = (
     "standardize",
     "repeat",
     "schedule",
+    "init",
     "precision",
 )
 
@@ -299,7 +313,12 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
     vocab = len(stream.tasks[0].units)
     model = build_model(
-        config.model, stream.input_shape, stream.num_outputs, config.hidden, vocab_size=vocab
+        config.model,
+        stream.input_shape,
+        stream.num_outputs,
+        config.hidden,
+        vocab_size=vocab,
+        init=config.init,
     )
     if config.weights is not None:
         from forgetless.production.loading import load_weights, put_weights
