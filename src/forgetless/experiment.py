@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgetless.errors import ConfigError
-from forgetless.names import OPTIMIZERS, PROTOCOLS, ROUTERS, SCENARIOS
+from forgetless.names import OPTIMIZERS, PRECISIONS, PROTOCOLS, ROUTERS, SCENARIOS
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
 # This module imports torch only when a run is built: the command line reads RunConfig's fields
@@ -103,6 +103,8 @@ class RunConfig:
         progress: show a progress bar (on a terminal only).
         retain_raw_data: the data-retention policy: False refuses strategies that keep raw
             past inputs.
+        precision: the arithmetic of training steps: float32 (None), or bfloat16 (autocast:
+            faster on CPUs with bfloat16 units, a little less accurate).
         weights: start from these weights (a safetensors or torch.save state dict, read
             without unpickling) instead of drawn ones.
         trained_tasks: how many of the stream's first tasks the weights have learnt already
@@ -111,6 +113,12 @@ class RunConfig:
             gets a row per training phase.
         schedule: the task of each training phase (on the command line counted from 1, as
             the tables do: 1,2,1,2; in files and in Python from 0).
+        train_size: training examples kept of each task (studies; default: all).
+        test_size: test examples kept of each task (studies; default: all).
+        angles: a rotated scenario's tasks, by their rotation in degrees (0,45: two tasks).
+        first_tasks: train and evaluate only the stream's first N tasks.
+        path_every: record the trainable weights every this many steps, as the run's path
+            (for the trajectory study; the numbers do not change).
 
     The loop settings ``epochs``, ``iterations``, ``batch_size``, ``optimizer``, ``lr`` and
     ``momentum`` left ``None`` are the scenario's (``PRESETS[scenario].loop``, settings that
@@ -126,6 +134,17 @@ class RunConfig:
     A trained start: ``weights`` replaces the drawn weights of the model, and
     ``trained_tasks`` says how many of the stream's first tasks it has already learnt (see
     :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
+
+    Smaller streams, for studies: ``train_size`` and ``test_size`` keep that many examples of
+    each task (a long permuted scenario, ``permuted-mnist-long``, draws them per task from
+    the seed; any other image scenario draws them once, the same for every seed);
+    ``angles`` gives a rotated scenario's tasks their rotations in degrees (``[0, 45]``: two
+    tasks); ``first_tasks`` trains and evaluates only the stream's first ``N`` tasks (the
+    first two tasks of ``split-digits`` are its usual first two, not a two-task split).
+    ``path_every=K`` records the trainable weights every ``K`` optimiser steps (and at each
+    task's end) as the run's path (:class:`~forgetless.strategies.recorder.ParameterRecorder`,
+    an observer: the numbers do not change); a run store keeps it in the run's last
+    checkpoint, where the trajectory study reads it.
 
     A stream that revisits its tasks: ``repeat=N`` trains the tasks in order ``N`` times
     (each visit fits the full budget), or ``schedule`` lists the task of each phase by index
@@ -167,10 +186,16 @@ class RunConfig:
         flag="--no-raw-data",
         flag_help="data-retention policy: refuse strategies that keep raw past inputs",
     )
+    precision: str | None = option(choices=PRECISIONS)
     weights: str | None = option(metavar="FILE")
     trained_tasks: int = 0
     repeat: int | None = option(metavar="N")
     schedule: list[int] | None = option(metavar="T,T,...", parse=_tasks_counted_from_one)
+    train_size: int | None = None
+    test_size: int | None = None
+    angles: list[float] | None = option(metavar="DEG,DEG,...")
+    first_tasks: int | None = option(metavar="N")
+    path_every: int | None = option(metavar="STEPS")
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -202,6 +227,8 @@ class RunConfig:
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
         self.standardize = check_standardize(self.standardize)
+        if self.precision == "float32":  # the default arithmetic: one run, one id
+            self.precision = None
         from forgetless.models.init import check_init
 
         self.init = check_init(self.init)  # "default" is None: one run, one id
@@ -226,6 +253,19 @@ class RunConfig:
                 )
             if self.repeat is not None:
                 raise ConfigError("give repeat or schedule, not both")
+        for name in ("train_size", "test_size", "first_tasks", "path_every"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.angles is not None:
+            valid = isinstance(self.angles, list) and self.angles
+            valid = valid and all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) for a in self.angles
+            )
+            if not valid:
+                raise ConfigError(
+                    f"angles must be a non-empty list of degrees, got {self.angles!r}"
+                )
+            self.angles = [float(a) for a in self.angles]  # one hash for 45 and 45.0
 
     def phases(self, n_tasks: int) -> list[int] | None:
         """The task of each training phase for a stream of ``n_tasks`` tasks, or ``None``
@@ -329,6 +369,12 @@ HASHED_WHEN_SET = (
     "repeat",
     "schedule",
     "init",
+    "train_size",
+    "test_size",
+    "angles",
+    "first_tasks",
+    "path_every",
+    "precision",
 )
 
 
@@ -382,7 +428,16 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
         sequence_length=config.sequence_length,
         tokenizer=config.tokenizer,
         standardize=config.standardize,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        angles=config.angles,
     )
+    if config.first_tasks is not None:
+        if config.first_tasks > len(stream):
+            raise ConfigError(
+                f"first_tasks={config.first_tasks}, but {config.scenario} has {len(stream)} tasks"
+            )
+        stream = stream[: config.first_tasks]
     torch.manual_seed(config.seed)
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
     vocab = len(stream.tasks[0].units)
@@ -425,7 +480,12 @@ def run(
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
     config = config.resolved()  # the result records the settings the run was trained with
     stream, model, strategies = prepare(config)
-    return train(
+    name = "+".join(s.name for s in strategies)
+    if config.path_every is not None:
+        from forgetless.strategies.recorder import ParameterRecorder
+
+        strategies.append(ParameterRecorder(config.path_every))  # last: it sees each step's end
+    result = train(
         stream,
         model,
         strategies,
@@ -439,6 +499,8 @@ def run(
         schedule=config.phases(len(stream)),
         router=config.router,
     )
+    result.strategy = name  # the method trained, not the observer beside it
+    return result
 
 
 def save_run(result: Result, out: str | Path) -> Path:

@@ -20,6 +20,9 @@ SCENARIOS = (
     "split-fashion",
     "permuted-mnist",
     "rotated-mnist",
+    "permuted-digits-long",
+    "permuted-mnist-long",
+    "permuted-fashion-mnist-long",
     "mnist-fashion",
     "two-task-binary",
     "text",
@@ -59,6 +62,8 @@ STRATEGIES = (
 MODELS = ("mlp", "cnn", "cnn-skip", "gpt")
 #: The optimisers ``FitConfig.optimizer`` takes by name.
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: The arithmetic of training steps (``FitConfig.precision``).
+PRECISIONS = ("float32", "bfloat16")
 #: The task-inference rules of ``forgetless.routing``.
 ROUTERS = ("entropy", "mahalanobis", "ncm")
 #: The three continual-learning protocols.

@@ -61,7 +61,8 @@ COMMANDS: dict[str, Command] = {
         "the strategies and their parameters, with their defaults and meanings",
     ),
     "run": Command(
-        "forgetless.commands.run", "train one strategy on one scenario and measure forgetting",
+        "forgetless.commands.run",
+        "train one strategy on one scenario and measure forgetting",
         strategy_parameters=True,
     ),
     "sweep": Command(

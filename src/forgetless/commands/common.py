@@ -44,3 +44,21 @@ def write_outputs(out: str, name: str, data: Any, figures: dict[str, Any]) -> No
     path.write_text(json.dumps(data, indent=1) + "\n")
     files = [f for stem, figure in figures.items() for f in save(figure, folder / stem)]
     print(f"wrote {path}, " + ", ".join(str(f) for f in files))
+
+
+def add_store_options(parser) -> None:
+    """``--store`` and ``--workers`` of a study: its runs go into the run store (a second
+    call with the same store trains nothing), ``--workers`` at once."""
+    parser.add_argument(
+        "--store", metavar="DIR", help="the run store (default: $FORGETLESS_RUNS or ./runs)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (default: 1)")
+
+
+def store_of(args):
+    """The run store a study writes into: ``--store``, else the default one."""
+    from pathlib import Path
+
+    from forgetless.runs import default_store
+
+    return Path(args.store) if args.store else default_store()

@@ -103,8 +103,8 @@ def is_range(value: str) -> bool:
 def strategy_ranges(args: argparse.Namespace) -> list[tuple[str, str, list[float]]]:
     """``(strategy, parameter, values)`` per ``--strategy``, from the range given as one of
     its parameters (or the deprecated ``--range``); no range: ``("pnn", "", [])``."""
-    from forgetless.analysis.frontier import parse_range
     from forgetless.options import check_strategy_params, strategy_groups
+    from forgetless.studies.frontier import parse_range
 
     groups = strategy_groups(args.argv, args.extra)[1:]
     if args.range:
@@ -145,14 +145,12 @@ def strategy_ranges(args: argparse.Namespace) -> list[tuple[str, str, list[float
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from forgetless.analysis.frontier import format_frontiers, run_frontiers
+    from forgetless.commands.common import store_of
     from forgetless.commands.run import config_from_args
     from forgetless.experiment import RunConfig
     from forgetless.options import strategy_groups
     from forgetless.report.figures import frontier_plot
-    from forgetless.runs import default_store
+    from forgetless.studies.frontier import format_frontiers, run_frontiers
 
     if not args.seeds or min(args.seeds) < 0:
         raise ConfigError(f"--seeds lists non-negative seeds, got {args.seeds}")
@@ -165,13 +163,12 @@ def run(args: argparse.Namespace) -> int:
     strategy = args.strategy[0] if shared else None
     base = config_from_args(options, params=shared, strategy=strategy, known=[])
     base = RunConfig.from_dict({**base.to_dict(), "seed": 0})
-    root = Path(args.store) if args.store else default_store()
     with runs_bar() as progress:
         frontiers = run_frontiers(
             base,
             ranges,
             list(args.seeds),
-            root,
+            store_of(args),
             args.workers,
             args.backend,
             progress,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from forgetless.commands.common import write_outputs
+from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
 
 #: The run options of the two-task studies (landscape, trajectory), with their defaults.
 STUDY_OPTIONS = {
@@ -66,6 +66,7 @@ def add_arguments(landscape: argparse.ArgumentParser) -> None:
     )
     add_study_options(landscape)
     landscape.add_argument("--strategy", default="finetune", help="(default: finetune)")
+    add_store_options(landscape)
     landscape.add_argument("--directions", type=int, default=3, help="1-D curves (default: 3)")
     landscape.add_argument("--span", type=float, default=1.0, help="alpha in [-span, span]")
     landscape.add_argument("--resolution", type=int, default=41, help="points per 1-D curve")
@@ -78,55 +79,32 @@ def add_arguments(landscape: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from forgetless.analysis.landscape_study import landscape_study
-    from forgetless.analysis.trajectory import task_subset, train_tasks
     from forgetless.options import check_strategy_params, strategy_params
     from forgetless.report import analysis_figures as figs
-    from forgetless.scenarios.stream import Protocol
+    from forgetless.studies.landscape import format_landscape, landscape_run
 
     params = strategy_params(args.argv, args.extra)
     check_strategy_params(args.strategy, params)
-    solved = train_tasks(study_config(args, args.strategy, params), 2)
-    tasks = solved.stream.tasks
-    heads = [t.units if solved.stream.protocol is Protocol.TASK else None for t in tasks]
-    n = args.examples or None
-    study = landscape_study(
-        solved.models[0],
-        task_subset(tasks[0].test, n, args.seed),
-        solved.models[1],
-        task_subset(tasks[1].test, n, args.seed),
-        directions=args.directions,
-        span=args.span,
-        resolution=args.resolution,
-        plane=args.plane_resolution > 0,
-        plane_resolution=args.plane_resolution or None,
-        hessian=args.hessian_examples > 0,
-        hessian_examples=args.hessian_examples,
-        progress=True,
-        units_a=heads[0],
-        units_b=heads[1],
-        seed=args.seed,
-    )
+    config = study_config(args, args.strategy, params)
+    with runs_bar() as progress:
+        study, solved = landscape_run(
+            config,
+            store_of(args),
+            args.examples or None,
+            args.workers,
+            progress=progress,
+            directions=args.directions,
+            span=args.span,
+            resolution=args.resolution,
+            plane=args.plane_resolution > 0,
+            plane_resolution=args.plane_resolution or None,
+            hessian=args.hessian_examples > 0,
+            hessian_examples=args.hessian_examples,
+            plane_progress=True,
+        )
     report = study.to_dict()
     report["accuracy_matrix"] = solved.result.accuracy_matrix
-    middle = len(study.lines.alphas) // 2
-    widths = ", ".join(f"{w:.3f}" for w in study.widths)
-    print(f"{solved.stream.name}: task A {tasks[0].name!r}, task B {tasks[1].name!r}")
-    print(f"loss at the A solution: {float(study.lines.loss[0, middle]):.4f}")
-    print(f"basin widths (loss within +{study.settings['rise']:g} of the solution's): {widths}")
-    if study.sharpness is not None:
-        e = study.sharpness
-        note = "" if e.converged else " (not converged)"
-        print(f"sharpness (top Hessian eigenvalue): {e.value:.4g} after {e.iterations} HVPs{note}")
-    if study.plane is not None:
-        print(f"2-D plane: {study.plane.loss.numel()} points in {study.plane.seconds:.1f} s")
-    for label, line in study.interpolation.items():
-        i0, i1 = (int((line.alphas - v).abs().argmin()) for v in (0.0, 1.0))
-        print(
-            f"A->B line, {label}: loss {line.loss[i0]:.3f} at A, {line.loss[i1]:.3f} at B, "
-            f"max {line.loss[i0 : i1 + 1].max():.3f} between"
-        )
+    print(format_landscape(study, solved), end="")
     figures = {"landscape_1d": figs.loss_curves({"task A": study.lines})}
     if study.plane is not None:
         contour = figs.loss_contour(study.plane, "task A loss around its solution")

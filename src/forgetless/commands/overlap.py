@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from forgetless.commands.common import write_outputs
-from forgetless.errors import ConfigError
+from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
 from forgetless.options import float_list, int_list
 from forgetless.validation import check_positive_int
 
@@ -35,6 +34,7 @@ def add_arguments(o: argparse.ArgumentParser) -> None:
     o.add_argument("--rate", type=float, default=0.5, help="firing rate that makes a unit active")
     o.add_argument("--threshold", type=float, default=0.0, help="activation that counts as firing")
     o.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    add_store_options(o)
     o.add_argument(
         "-o", "--out", metavar="DIR", default="overlap",
         help="where overlap.json, .png and .svg go (default: ./overlap)",
@@ -42,51 +42,37 @@ def add_arguments(o: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     import torch
 
-    from forgetless import data
-    from forgetless.analysis.overlap_study import overlap_claim, run_overlap, subsample
-    from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import overlap_forgetting
+    from forgetless.studies.overlap import (
+        OverlapSettings,
+        format_overlap,
+        overlap_claims,
+        overlap_study,
+    )
 
     torch.set_num_threads(check_positive_int("--threads", args.threads))
-    source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
-    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
-    records = []
-    print(f"{'angle':>5} {'seed':>4} {'overlap %':>12} {'weighted %':>12} {'CKA':>12} "
-          f"{'A':>5} {'A after B':>9} {'B':>5} {'forgetting':>10}")  # fmt: skip
-    for seed in args.seeds:
-        for record in run_overlap(
-            source, args.angles, seed, tuple(args.hidden), fit, args.probe, args.threshold,
-            args.rate,
-        ):  # fmt: skip
-            records.append(record)
-            ov = " ".join(f"{100 * v:4.0f}" for v in record.overlap)
-            weighted = " ".join(f"{100 * v:4.0f}" for v in record.overlap_weighted)
-            cka = " ".join(f"{v:.2f}" for v in record.cka)
-            print(
-                f"{record.angle:>5g} {seed:>4} {ov:>12} {weighted:>12} {cka:>12} "
-                f"{100 * record.acc_a:>5.1f} "
-                f"{100 * record.acc_a_after:>9.1f} {100 * record.acc_b:>5.1f} "
-                f"{100 * record.forgetting:>10.1f}"
-            )
-    claims = {}
-    for measure in ("overlap", "overlap_weighted"):
-        try:
-            claims[measure] = claim = overlap_claim(records, measure=measure)
-        except ConfigError as err:
-            print(f"claim not tested on {measure}: {err}")
-            continue
-        lo, hi = claim["overlap_range"]
-        print(
-            f"{measure}: forgetting = {100 * claim['intercept']:.1f} + "
-            f"{claim['slope']:.2f} x overlap(%) points (r = {claim['pearson']:.2f}, overlaps "
-            f"{100 * lo:.0f}-{100 * hi:.0f}%): at 30% {100 * claim['forgetting_at_low']:.1f}, "
-            f"at 70% {100 * claim['forgetting_at_high']:.1f}, "
-            f"{100 * claim['relative_increase']:+.0f}% (the seed article: +45%)"
-            + ("" if claim["interpolated"] else "; 30% or 70% lies outside the data")
-        )
+    settings = OverlapSettings(
+        data=args.data,
+        data_dir=args.data_dir,
+        angles=tuple(args.angles),
+        hidden=tuple(args.hidden),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        probe=args.probe,
+    )
+    with runs_bar() as progress:
+        records = overlap_study(
+            settings, args.seeds, store_of(args), args.workers, progress=progress,
+            threshold=args.threshold, rate=args.rate,
+        )  # fmt: skip
+    print(format_overlap(records), end="")
+    claims, text = overlap_claims(records)
+    print(text, end="")
     data = {"records": [r.to_dict() for r in records], "claims": claims}
     write_outputs(args.out, "overlap", data, {"overlap": overlap_forgetting(records)})
     return 0

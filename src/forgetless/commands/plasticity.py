@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from forgetless.commands.common import write_outputs
+from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
 from forgetless.options import DeprecatedFlag, int_list
 from forgetless.validation import check_positive_int
 
@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", type=int, default=2000, help="test inputs for unit measures")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--smooth", type=int, default=1, help="running mean over tasks in the figure")
+    add_store_options(p)
     p.add_argument(
         "-o", "--out", metavar="DIR", default="plasticity",
         help="where plasticity.json, .png and .svg go (default: ./plasticity)",
@@ -49,48 +50,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     import torch
 
-    from forgetless import data
-    from forgetless.analysis.plasticity import permuted_subsets, run_plasticity
-    from forgetless.engine import FitConfig
     from forgetless.options import strategy_specs
     from forgetless.report.analysis_figures import plasticity_curves
     from forgetless.strategies import coerce_params
+    from forgetless.studies.plasticity import (
+        PlasticitySettings,
+        format_plasticity,
+        plasticity_study,
+    )
 
     specs = strategy_specs(args.argv, args.extra, args.strategy)
     specs = [(name, coerce_params(name, params)) for name, params in specs]
     torch.set_num_threads(check_positive_int("--threads", args.threads))
-    source = data.load(args.data, args.data_dir)
-    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
-    runs = []
-    head = f"{'strategy':<40} {'seed':>4} {'acc first':>9} {'acc last':>8} {'dormant':>13} "
-    print(head + f"{'erank':>13} {'|w|':>13} {'seconds':>7}")
-    for seed in args.seeds:
-        stream = permuted_subsets(
-            source, args.n_tasks, args.train_per_task, args.test_per_task, seed=seed
+    settings = PlasticitySettings(
+        data=args.data,
+        data_dir=args.data_dir,
+        tasks=args.n_tasks,
+        train_per_task=args.train_per_task,
+        test_per_task=args.test_per_task,
+        hidden=tuple(args.hidden),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        probe=args.probe,
+    )
+    with runs_bar() as progress:
+        runs = plasticity_study(
+            settings, specs, args.seeds, store_of(args), args.workers, progress=progress
         )
-        for name, params in specs:
-            run = run_plasticity(
-                stream, name, params, tuple(args.hidden), fit, seed=seed, probe=args.probe
-            )
-            runs.append(run)
-            k = max(1, len(run.records) // 10)
-
-            def ends(key: str, scale: float = 1.0, run=run, k=k) -> tuple[float, float]:
-                values = run.series(key)
-                return scale * sum(values[:k]) / k, scale * sum(values[-k:]) / k
-
-            acc, dormant = ends("accuracy", 100), ends("dormant", 100)
-            rank, weight = ends("effective_rank"), ends("weight_magnitude")
-            label = name + (":" + ",".join(f"{a}={b}" for a, b in params.items()) if params else "")
-            print(
-                f"{label:<40} {seed:>4} {acc[0]:>9.1f} {acc[1]:>8.1f} "
-                f"{dormant[0]:>5.1f} -> {dormant[1]:>4.1f} {rank[0]:>5.1f} -> {rank[1]:>4.1f} "
-                f"{weight[0]:>5.3f} -> {weight[1]:.3f} {run.seconds:>7.0f}"
-            )
-    print(f"(first and last {max(1, args.n_tasks // 10)} tasks; dormant in % of hidden units)")
+    print(format_plasticity(runs, specs), end="")
     data = {"runs": [r.to_dict() for r in runs]}
     figure = plasticity_curves(runs, smooth=args.smooth)
     write_outputs(args.out, "plasticity", data, {"plasticity": figure})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from forgetless.commands.common import write_outputs
+from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
 from forgetless.commands.landscape import add_study_options, study_config
 from forgetless.errors import ConfigError
 
@@ -23,16 +23,19 @@ def add_arguments(trajectory: argparse.ArgumentParser) -> None:
     )
     trajectory.add_argument("--every", type=int, default=10, help="record every N steps")
     trajectory.add_argument("--resolution", type=int, default=25, help="grid points a side")
+    add_store_options(trajectory)
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from forgetless.analysis.trajectory import trajectory_study
-    from forgetless.experiment import prepare
     from forgetless.names import flag
     from forgetless.options import check_strategy_params, strategy_groups
     from forgetless.report.analysis_figures import trajectory_plot
-    from forgetless.strategies import STRATEGIES, make_strategies, strategy_parameters
+    from forgetless.strategies import STRATEGIES, strategy_parameters
+    from forgetless.studies.trajectory import (
+        format_trajectory,
+        trajectory_configs,
+        trajectory_study,
+    )
 
     names = args.strategy or ["finetune", "ewc"]
     groups = strategy_groups(args.argv, args.extra)
@@ -44,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
             f"parameter(s) {', '.join(flag(k) for k in sorted(unused))} accepted by none of "
             f"{', '.join(names)}"
         )
-    own = {}
+    own: dict[str, dict] = {}
     for name, params in groups[1:]:
         check_strategy_params(name, params)
         own.setdefault(name, {}).update(params)
     strategies = {
-        name: make_strategies(
+        name: (
             name,
             {
                 **{k: v for k, v in shared.items() if k in accepted.get(name, ())},
@@ -58,28 +61,16 @@ def run(args: argparse.Namespace) -> int:
         )
         for name in names
     }
-    config = study_config(args, "finetune", {})
-    stream, model, _ = prepare(config)  # the strategies to compare are built above
-    study = trajectory_study(
-        stream,
-        model,
-        strategies,
-        config.fit_config(),
-        every=args.every,
-        seed=args.seed,
-        resolution=args.resolution,
-        n_examples=args.examples or None,
-    )
-    explained = study.plane.explained.tolist()
-    print(f"{stream.name}: PCA plane holds {100 * sum(explained):.1f}% of the paths' variance")
-    for label, t in study.trajectories.items():
-        row = t.result.accuracy_matrix[-1]
-        print(
-            f"{label:<12} {len(t.steps)} points; after task B: task A {100 * row[0]:.1f}%, "
-            f"task B {100 * row[1]:.1f}%; distance from the A optimum "
-            f"{study.distances[label]:.3f} (on the plane {study.plane_distances[label]:.3f}, "
-            f"Fisher-weighted {study.fisher_distances[label]:.3f}); "
-            f"task-A loss at the end {study.task_a_loss[label]:.3f}"
+    configs = trajectory_configs(study_config(args, "finetune", {}), strategies, args.every)
+    with runs_bar() as progress:
+        study = trajectory_study(
+            configs,
+            store_of(args),
+            args.workers,
+            progress=progress,
+            resolution=args.resolution,
+            n_examples=args.examples or None,
         )
+    print(format_trajectory(study), end="")
     write_outputs(args.out, "trajectory", study.to_dict(), {"trajectory": trajectory_plot(study)})
     return 0
