@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -336,15 +337,18 @@ def run(
     store (:mod:`forgetless.runs`) uses them for durable runs.
 
     Returns:
-        The :class:`Result`; its ``config`` holds the whole config.
+        The :class:`Result`; its ``config`` holds the whole config, and its ``timings`` also
+        ``cpu``: the process's CPU seconds for the run (building the stream and the model,
+        training, evaluation; all threads; a resumed run counts the part since the resume).
     """
+    cpu_start = time.process_time()
     if config is None:
         config = RunConfig.from_dict(options)
     elif options:
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
     config = config.resolved()  # the result records the settings the run was trained with
     stream, model, strategies = prepare(config)
-    return train(
+    result = train(
         stream,
         model,
         strategies,
@@ -358,6 +362,8 @@ def run(
         schedule=config.phases(len(stream)),
         router=config.router,
     )
+    result.timings["cpu"] = time.process_time() - cpu_start
+    return result
 
 
 def save_run(result: Result, out: str | Path) -> Path:
