@@ -11,8 +11,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "forgetless"
@@ -34,12 +32,6 @@ POOL_OWNER = "src/forgetless/sweeps.py"
 DRIVERS = ("studies", "sweeps", "experiment", "runs", "engine")
 #: What a measure of models (analysis/) must not import: the loop and the run store.
 NOT_FOR_ANALYSIS = ("engine", "experiment", "runs", "sweeps")
-
-AFTER_STUDIES = (
-    "holds until the studies helper moves the studies' drivers onto the sweep runner and out "
-    "of analysis/ (issue 16)"
-)
-
 
 def _python_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.py") if "results" not in p.relative_to(folder).parts)
@@ -212,9 +204,6 @@ def test_only_the_sweep_runner_creates_process_pools_in_the_package():
     assert list(makers) == [POOL_OWNER], makers
 
 
-@pytest.mark.xfail(
-    strict=True, reason=f"plasticity.py and landscape.py start pools; {AFTER_STUDIES}"
-)
 def test_benchmarks_create_no_process_pools():
     # They run their configs through benchmarks/grid.py, which is sweeps.run_sweep.
     makers = {
@@ -225,15 +214,11 @@ def test_benchmarks_create_no_process_pools():
     assert makers == {}
 
 
-@pytest.mark.xfail(
-    strict=True, reason=f"report/ imports sweeps, engine and analysis drivers; {AFTER_STUDIES}"
-)
 def test_report_imports_no_driver():
     # Figures and pages are made from Results and stored files alone.
     assert forbidden_imports(PACKAGE / "report", DRIVERS) == []
 
 
-@pytest.mark.xfail(strict=True, reason=f"analysis/ holds the studies' drivers; {AFTER_STUDIES}")
 def test_analysis_imports_no_loop_and_no_store():
     # Measures of models and representations: they train nothing and store nothing.
     assert forbidden_imports(PACKAGE / "analysis", NOT_FOR_ANALYSIS) == []
