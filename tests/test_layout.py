@@ -33,6 +33,7 @@ DRIVERS = ("studies", "sweeps", "experiment", "runs", "engine")
 #: What a measure of models (analysis/) must not import: the loop and the run store.
 NOT_FOR_ANALYSIS = ("engine", "experiment", "runs", "sweeps")
 
+
 def _python_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.py") if "results" not in p.relative_to(folder).parts)
 
