@@ -28,7 +28,8 @@ time.
 ``replay``: Split-MNIST class-IL, MLP 400-400, SGD lr 0.01, batch 128, 1 epoch per task: fine-tuning
 against replay (500 examples, 128 replayed per step, so twice the examples per step), DER and
 A-GEM, alternating. Reports samples/s of incoming data, and the share of training time spent in
-the buffer's own operations (reservoir insertion, sampling, gathering), timed by wrapping them.
+the buffer's own operations (reservoir insertion, sampling, gathering), timed by
+``forgetless.buffer.timing``.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -36,6 +37,7 @@ Prints one JSON object on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -46,7 +48,7 @@ from typing import Any
 import torch
 
 import fisher_variants
-from forgetless import buffer as buffer_module
+from forgetless.buffer import timing as buffer_timing
 from forgetless.engine import train
 from forgetless.experiment import RunConfig, run
 from forgetless.fisher import diagonal_fisher
@@ -160,54 +162,14 @@ def alternate(
     for r in range(repeats):
         order = list(configs) if r % 2 == 0 else list(reversed(configs))
         for name in order:
-            with BufferTimer() if timed_buffer else _Null() as timer:
+            with buffer_timing() if timed_buffer else contextlib.nullcontext() as spent:
                 result = run(configs[name])
             record = {"train_seconds": result.timings["train"], "acc": result.metrics["acc"]}
             if timed_buffer:
-                record["buffer_seconds"] = timer.seconds
+                record["buffer_seconds"] = spent.seconds
             runs[name].append(record)
             log(f"{name}: {record}")
     return runs
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class BufferTimer:
-    """Adds up wall time spent inside MemoryBuffer's insertion, sampling and gathering."""
-
-    METHODS = ("reservoir_add", "class_balanced_add", "write", "sample", "get")
-
-    def __enter__(self):
-        self.seconds = 0.0
-        self._saved = {}
-        cls = buffer_module.MemoryBuffer
-        for name in self.METHODS:
-            if hasattr(cls, name):
-                original = getattr(cls, name)
-                self._saved[name] = original
-                setattr(cls, name, self._timed(original))
-        return self
-
-    def _timed(self, original):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        return wrapper
-
-    def __exit__(self, *exc):
-        for name, original in self._saved.items():
-            setattr(buffer_module.MemoryBuffer, name, original)
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

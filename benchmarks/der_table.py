@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/der_table.py --data-dir /work/shared/data \\
         [--only smnist pmnist gss-vs-er hybrids authors] [--seeds 0 1 2] [--workers 2] \\
-        [--store benchmarks/results/der_table.jsonl] [--out benchmarks/results/der_table.json]
+        [--store benchmarks/results/runs] [--out benchmarks/results/der_table.json]
 
 Sections (accuracies in percent, mean and sample std over ``--seeds``):
 
@@ -36,31 +36,26 @@ three at lr 0.1, online EWC lambda 1.4 with the empirical Fisher, as in ``regula
 one at a time and together. iCaRL: ``loss_reduction="mean"`` (their binary cross-entropy averages
 over the seen classes as well as the batch) and ``normalize=False`` (raw features for herding
 and the nearest mean). Both methods: their MLP's initialisation (``MNISTMLP`` re-initialises
-every linear layer with Xavier-uniform weights and zero biases, ``pmnist_init.xavier_``), which
-is not a ``RunConfig`` field: those rows run through this script's own runner and are stored
-under the config's key plus ``-xavier``. ``--authors-methods agem`` keeps A-GEM's rows only (to
-run more seeds of them). ``--only authors`` writes only this section: give it its own ``--out``.
+every linear layer with Xavier-uniform weights and zero biases: ``RunConfig.init = "xavier"``).
+``--authors-methods agem`` keeps A-GEM's rows only (to run more seeds of them). ``--only
+authors`` writes only this section: give it its own ``--out``.
 
-Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
+Finished runs are kept in ``--store`` (a run store), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
-import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from forgetless.engine import train
-from forgetless.experiment import RunConfig, prepare
-from grid import config_key, log, mean_std, percent, publish, record_of, run_all
-from pmnist_init import xavier_
+from forgetless.experiment import RunConfig
+from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("smnist", "pmnist", "gss-vs-er", "hybrids", "authors")
 BUFFERS = (200, 500, 5120)
@@ -144,26 +139,6 @@ def pmnist(seed: int, data: str, strategy: str, lr: float, params: dict) -> RunC
     )
 
 
-def _one_xavier_run(config: RunConfig) -> dict[str, Any]:
-    """``config`` trained as ``grid.run_all`` would, but from the DER authors' initialisation."""
-    torch.set_num_threads(1)
-    start_cpu = time.process_time()
-    stream, model, strategies = prepare(config)
-    xavier_(model)
-    result = train(stream, model, strategies, config.fit_config(), config.seed, config.to_dict())
-    record = result.to_dict()
-    record["init"] = "xavier"
-    record["cpu_seconds"] = time.process_time() - start_cpu
-    return record
-
-
-def xavier_key(config: RunConfig) -> str:
-    """The store key of ``config`` run from the Xavier initialisation (not a config field)."""
-    config.progress = False
-    config.threads = 1
-    return config_key(config) + "-xavier"
-
-
 def authors_plan(
     seeds: list[int], data: str, methods: tuple[str, ...] = ("icarl", "agem")
 ) -> tuple[dict, dict]:
@@ -186,6 +161,10 @@ def authors_plan(
         "icarl 500 mean, xavier": with_params("icarl", icarl["mean"]),
         "icarl 500 mean, raw, xavier": with_params("icarl", icarl["mean, raw"]),
         "agem 500 xavier": with_params("agem", {}),
+    }
+    xavier = {
+        label: [dataclasses.replace(c, init="xavier") for c in configs]
+        for label, configs in xavier.items()
     }
 
     def keep(plan: dict) -> dict:
@@ -232,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["icarl", "agem"],
         help="the methods of the authors section",
     )
-    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/der_table.jsonl"))
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/der_table.json"))
     args = parser.parse_args(argv)
     seeds, data = args.seeds, args.data_dir
@@ -305,13 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     xavier_plan: dict[str, list[RunConfig]] = {}
     if "authors" in args.only:
         plans["authors"], xavier_plan = authors_plan(seeds, data, tuple(args.authors_methods))
-    every = [c for plan in plans.values() for cs in plan.values() for c in cs]
+    every = [c for plan in [*plans.values(), xavier_plan] for cs in plan.values() for c in cs]
     records = run_all(every, args.store, args.workers)
-    if xavier_plan:
-        every = [c for cs in xavier_plan.values() for c in cs]
-        records.update(
-            run_all(every, args.store, args.workers, runner=_one_xavier_run, key=xavier_key)
-        )
 
     report: dict[str, Any] = {"seeds": seeds}
     for section, plan in plans.items():
@@ -326,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         report["authors"][label] = {
             "config": configs[0].to_dict(),
             "init": "xavier-uniform weights, zero biases (Mammoth's MNISTMLP)",
-            **entry([records[xavier_key(c)] for c in configs]),
+            **entry([record_of(records, c) for c in configs]),
         }
     if "gss-vs-er" in report:
         needed = {}

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/fisher_variants.py --data-dir /work/shared/data [--workers 2] \\
         [--seeds 0 1 2] [--select-seed 100] [--keep-optimizer-ablation] \\
         [--authors-protocol-ablation] [--ablation-seeds 1 2 3 4 5] \\
-        [--store benchmarks/results/fisher_variants.jsonl] \\
+        [--store benchmarks/results/runs] \\
         [--out benchmarks/results/fisher_variants.json]
 
 Van de Ven 2025, "On the computation of the Fisher information in continual learning" (ICLR
@@ -26,7 +26,7 @@ average to it) but draws the unlikely class for a handful of the 12,000 examples
 get a far smaller value; and the batched one is about ``batch_size`` times below the empirical
 (see ``forgetless.fisher``). On the selection seed, sample's ACC stayed at 92-95 for lambda
 1e1-1e6, hence its longer grid. One run: about 60-90 s on one thread; the whole benchmark about 30 minutes on two
-workers. Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is
+workers. Finished runs are kept in ``--store`` (a run store), so a rerun only trains what is
 missing.
 
 Prints one JSON object on stdout: per variant the lambda grid with the selection seed's ACC,
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from forgetless.experiment import RunConfig
-from grid import log, mean_std, percent, publish, record_of, run_all
+from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 PUBLISHED = {"exact": 99.12, "sample": 99.12, "empirical": 99.12, "batched": 99.11, "none": 85.41}
 PUBLISHED_STD = {"exact": 0.16}
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select-seed", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument(
-        "--store", type=Path, default=Path("benchmarks/results/fisher_variants.jsonl")
-    )
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fisher_variants.json"))
     parser.add_argument(
         "--keep-optimizer-ablation",

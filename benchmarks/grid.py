@@ -1,27 +1,28 @@
-"""Run many configs over a process pool, keep every finished run, and summarise over seeds.
+"""Run many configs into a run store, read their results back, and publish the benchmark's JSON.
 
-Shared by the reproduction benchmarks. Each run gets a fresh worker process (so its peak memory
-is its own) with one torch thread (on a small CPU, one thread per process beats threads
-fighting over cores). Every
-finished run is appended at once to a JSON-lines file keyed by the config, so a stopped
-benchmark restarts where it was and a finished one reprints its tables without training.
+Shared by the reproduction benchmarks: a thin layer over :func:`forgetless.sweeps.run_sweep`
+(the one place that starts worker processes: a local pool, one torch thread per worker) and
+the run store (:mod:`forgetless.runs`). Every finished run is a folder of the store, so a
+stopped benchmark restarts where it was (an interrupted run continues from its last task), a
+finished one reprints its tables without training, and benchmarks that share a config share its
+run. The store keeps no per-task weights (kilobytes a run).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import statistics
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from forgetless.experiment import RunConfig, config_hash
+from forgetless.runs import RunStore
+from forgetless.sweeps import Sweep, run_sweep
 
-from forgetless.experiment import RunConfig, config_hash, run
+#: The run store the benchmarks share unless told otherwise (not committed).
+STORE = Path("benchmarks/results/runs")
 
 
 def config_key(config: RunConfig) -> str:
@@ -29,74 +30,62 @@ def config_key(config: RunConfig) -> str:
     return config_hash(config)
 
 
-def _one_run(config: RunConfig) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    start_cpu = time.process_time()
-    result = run(config)
-    record = result.to_dict()
-    record["cpu_seconds"] = time.process_time() - start_cpu
-    return record
-
-
 def run_all(
     configs: Iterable[RunConfig],
-    store: Path,
+    store: Path = STORE,
     workers: int = 2,
-    *,
-    runner: Callable[[RunConfig], dict[str, Any]] = _one_run,
-    key: Callable[[RunConfig], str] = config_key,
+    keep_weights: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Run every config not yet in ``store`` (a JSON-lines file); return all records by key.
+    """Run every config not yet complete in the run store ``store`` on ``workers`` processes,
+    and return the records of all of them by :func:`config_key`.
 
-    ``runner`` trains one config in a worker process (a picklable module-level function; the
-    default: :func:`forgetless.experiment.run`); ``key`` names its record in the store (runs
-    that differ in something outside the config, such as the initialisation, need their own).
+    A record is the run's :class:`~forgetless.result.Result` as a dict, with ``key`` and
+    ``cpu_seconds`` (the process CPU seconds of the run, ``timings["cpu"]``). A run that fails
+    is reported when all others are done, as a RuntimeError naming it.
     """
-    store.parent.mkdir(parents=True, exist_ok=True)
-    done: dict[str, dict[str, Any]] = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[record["key"]] = record
-    pending = {}
-    for config in configs:
-        config.progress = False
-        config.threads = 1
-        name = key(config)
-        if name not in done:
-            pending[name] = config
-    log(f"{len(done)} runs on record, {len(pending)} to run on {workers} workers")
-    if not pending:
-        return done
-    context = multiprocessing.get_context("spawn")
-    started = time.perf_counter()
-    with (
-        ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool,
-        store.open("a") as sink,
-    ):
-        futures = {pool.submit(runner, config): name for name, config in pending.items()}
-        for finished, future in enumerate(as_completed(futures), 1):
-            name = futures[future]
-            record = {"key": name, **future.result()}
-            done[name] = record
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            elapsed = time.perf_counter() - started
-            left = elapsed / finished * (len(futures) - finished)
-            config = pending[name]
-            log(
-                f"[{finished}/{len(futures)}] {config.strategy} {config.strategy_params} "
-                f"seed {config.seed}: ACC {100 * record['metrics']['acc']:.2f} "
-                f"({record['timings']['total']:.0f} s; about {left / 60:.0f} min left)"
-            )
-    return done
+    configs = list(configs)
+    run_store = RunStore(store, keep_weights)
+    names = {run_store.run_id(c): c for c in configs}
+    complete = {r["id"] for r in run_store.index.find(status="complete")} if names else set()
+    pending = len(names.keys() - complete)
+    log(f"{len(names) - pending} runs on record, {pending} to run on {workers} workers")
+    lines: list[str] = []
+
+    def on_run(run_id: str, error: str | None) -> None:
+        if error is not None:
+            lines.append(f"{run_id} failed: {error} (")
+            return
+        config, result = names[run_id], run_store.result(run_id)
+        lines.append(
+            f"{config.strategy} {config.strategy_params} seed {config.seed}: "
+            f"ACC {100 * result.metrics['acc']:.2f} ({result.timings['total']:.0f} s; "
+        )
+
+    def progress(done: int, total: int, seconds_left: float) -> None:
+        log(f"[{done}/{total}] {lines[-1]}about {seconds_left / 60:.0f} min left)")
+
+    if pending:
+        report = run_sweep(
+            Sweep(configs, seeds=None),
+            store,
+            workers,
+            progress=progress,
+            keep_weights=keep_weights,
+            on_run=on_run,
+        )
+        if report.failed:
+            failures = "; ".join(f"{run_id}: {error}" for run_id, error in report.failed)
+            raise RuntimeError(f"{len(report.failed)} of {pending} runs failed: {failures}")
+    records = {}
+    for run_id, config in names.items():
+        record = run_store.result(run_id).to_dict()
+        record["cpu_seconds"] = record["timings"].get("cpu")
+        records[config_key(config)] = {"key": config_key(config), **record}
+    return records
 
 
 def record_of(records: dict[str, dict[str, Any]], config: RunConfig) -> dict[str, Any]:
     """The finished record of ``config``."""
-    config.progress = False
-    config.threads = 1
     return records[config_key(config)]
 
 

@@ -4,8 +4,8 @@ Usage::
 
     python benchmarks/gss_variants.py --data-dir /work/shared/data \\
         [--buffers 500 200 5120] [--gates example batch] [--seeds 0 1 2] [--workers 1] \\
-        [--init default|xavier] [--draws distinct|sequential] \\
-        [--store benchmarks/results/gss_variants.jsonl] [--out benchmarks/results/gss_variants.json]
+        [--init default|xavier] [--draws distinct|sequential] [--iterations N] \\
+        [--store benchmarks/results/runs] [--out benchmarks/results/gss_variants.json]
 
 Why: under the DER paper's protocol (Buzzega et al. 2020, Table 2) our GSS was 10.3 points below
 their S-MNIST class-IL figure at buffer 500 (39.49 against 49.76). Their figures come from their
@@ -23,37 +23,34 @@ MLP 784-100-100-10, plain SGD, 1 epoch) with the DER authors' best arguments for
 1 (one step per incoming batch: our engine's only mode).
 
 Two more differences from their code can be switched on to measure them: ``--init xavier``
-(their MNIST MLP re-initialises every linear layer with Xavier-uniform weights and zero biases)
-and ``--draws sequential`` (the examples competing for slots draw them one after another, each
-from the scores the previous one left, as their loop does, instead of our distinct draws at
-once). Use a separate ``--out`` for each.
+(``RunConfig.init``: their MNIST MLP re-initialises every linear layer with Xavier-uniform
+weights and zero biases) and ``--draws sequential`` (``GSS(draws="sequential")``: the examples
+competing for slots draw them one after another, each from the scores the previous one left, as
+their loop does, instead of our distinct draws at once). Use a separate ``--out`` for each.
 
-Recorded per run: ACC, and per task GSS's :attr:`~forgetless.strategies.gss.GSS.selection_stats`:
+Recorded per run: ACC, and per task GSS's :attr:`~forgetless.strategies.gss.GSS.selection_stats`
+(in its ``strategy_reports``):
 examples offered to the full buffer, steps in which the gate opened, examples that competed for
 a slot, replacements and the replacement rate, and the stored examples per class at the end of
 the task (with ``balance``: the smallest class count over the largest, among the classes seen).
 
-Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
+Finished runs are kept in ``--store`` (a run store), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from der_table import PUBLISHED_SMNIST_CLASS_500, SMNIST, smnist
-from forgetless.engine import train
-from forgetless.experiment import RunConfig, prepare
-from forgetless.strategies import gss as gss_module
-from grid import config_key, mean_std, percent, publish, run_all
-from pmnist_init import xavier_
+from forgetless.experiment import RunConfig
+from forgetless.models import INITS
+from forgetless.strategies.gss import DRAWS
+from grid import STORE, mean_std, percent, publish, record_of, run_all
 
 #: Buzzega et al. 2020, Table 2, S-MNIST class-IL, GSS, by buffer size (500 as the issue
 #: quotes it; 200 and 5120 as read from the paper's table).
@@ -61,63 +58,22 @@ from pmnist_init import xavier_
 PUBLISHED_GSS = {500: PUBLISHED_SMNIST_CLASS_500["gss"]}
 
 
-def gss_config(seed: int, data: str, buffer: int, gate: str) -> RunConfig:
-    """``der_table.py``'s GSS config for ``buffer`` (the authors' best arguments), with ``gate``."""
+def gss_config(
+    seed: int,
+    data: str,
+    buffer: int,
+    gate: str,
+    init: str = "default",
+    draws: str = "distinct",
+) -> RunConfig:
+    """``der_table.py``'s GSS config for ``buffer`` (the authors' best arguments), with ``gate``,
+    the initial weights ``init`` and GSS's slot ``draws``."""
     lr, params = SMNIST["gss"][buffer]
-    config = smnist(seed, data, "gss", lr, {"buffer_size": buffer, **params, "gate": gate}, 128)
-    config.progress = False
-    config.threads = 1
-    return config
-
-
-def xavier_init(model: nn.Module, seed: int) -> None:
-    """Mammoth's ``backbone.xavier``, which its MNIST MLP applies to every linear layer
-    (``pmnist_init.xavier_``: Xavier-uniform weights, zero biases), drawn from ``seed``."""
-    torch.manual_seed(seed)
-    xavier_(model)
-
-
-def sequential_replacements(
-    scores: torch.Tensor,
-    c: torch.Tensor,
-    generator: torch.Generator | None = None,
-    compete: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``gss.replacements`` drawn as Mammoth's ``functional_reservoir`` loop does: the
-    competing examples one after another, each drawing a slot from the scores the previous one
-    left (so two may pick the same slot, the later one winning). A loop over the batch, run
-    only in the steps where the gate opens: a check of our batched draw, not a method."""
-    if compete is None:
-        compete = c < 1
-    taken: dict[int, int] = {}
-    for row in compete.nonzero().squeeze(1).tolist():
-        slot = int(torch.multinomial(scores, 1, generator=generator))
-        r = float(torch.rand((), generator=generator))
-        if r < float(scores[slot] / (scores[slot] + c[row])):
-            scores[slot] = c[row]
-            taken[slot] = row
-    slots = torch.tensor(list(taken), dtype=torch.int64)
-    return slots, torch.tensor(list(taken.values()), dtype=torch.int64)
-
-
-def run_key(config: RunConfig, init: str = "default", draws: str = "distinct") -> str:
-    """The store's key of a run: the config's hash, then the initialisation and the slot
-    draws where they are not the defaults."""
-    extra = [v for v, default in ((init, "default"), (draws, "distinct")) if v != default]
-    return "-".join([config_key(config), *extra])
-
-
-def _one_run(config: RunConfig, init: str = "default", draws: str = "distinct") -> dict[str, Any]:
-    torch.set_num_threads(1)
-    if draws == "sequential":  # this process runs this one config only
-        gss_module.replacements = sequential_replacements
-    stream, model, strategies = prepare(config)
-    if init == "xavier":
-        xavier_init(model, config.seed)
-    result = train(stream, model, strategies, config.fit_config(), config.seed, config.to_dict())
-    record = result.to_dict()
-    record["selection_stats"] = strategies[0].selection_stats
-    return record
+    params = {"buffer_size": buffer, **params, "gate": gate}
+    if draws != "distinct":  # the default: leave it out, so the run keeps its id
+        params["draws"] = draws
+    config = smnist(seed, data, "gss", lr, params, 128)
+    return dataclasses.replace(config, init=init)
 
 
 def balance(classes: list[int], seen: int) -> float:
@@ -131,7 +87,8 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     class counts)."""
     accs = percent(r["metrics"]["acc"] for r in records)
     per_task = []
-    for task, stats in enumerate(zip(*(r["selection_stats"] for r in records), strict=True)):
+    selections = (r["strategy_reports"]["gss"]["selection_stats"] for r in records)
+    for task, stats in enumerate(zip(*selections, strict=True)):
         seen = 2 * (task + 1)
         per_task.append(
             {
@@ -166,33 +123,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
         "--init",
-        choices=["default", "xavier"],
+        choices=list(INITS),
         default="default",
         help="the MLP's initial weights: PyTorch's default, or Mammoth's Xavier-uniform",
     )
     parser.add_argument(
         "--draws",
-        choices=["distinct", "sequential"],
+        choices=DRAWS,
         default="distinct",
         help="competing examples draw distinct slots at once (ours), or one after another (Mammoth)",
     )
-    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/gss_variants.jsonl"))
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="steps per task instead of one epoch (a brief check; not the published protocol)",
+    )
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gss_variants.json"))
     args = parser.parse_args(argv)
 
     plan = {
-        f"{gate} {buffer}": [gss_config(s, args.data_dir, buffer, gate) for s in args.seeds]
+        f"{gate} {buffer}": [
+            gss_config(s, args.data_dir, buffer, gate, args.init, args.draws) for s in args.seeds
+        ]
         for buffer in args.buffers
         for gate in args.gates
     }
-    every = [c for cs in plan.values() for c in cs]
-    records = run_all(
-        every,
-        args.store,
-        args.workers,
-        runner=functools.partial(_one_run, init=args.init, draws=args.draws),
-        key=lambda config: run_key(config, args.init, args.draws),
-    )
+    if args.iterations is not None:
+        plan = {
+            label: [dataclasses.replace(c, epochs=None, iterations=args.iterations) for c in cs]
+            for label, cs in plan.items()
+        }
+    records = run_all([c for cs in plan.values() for c in cs], args.store, args.workers)
     report: dict[str, Any] = {
         "seeds": args.seeds,
         "init": args.init,
@@ -201,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for label, configs in plan.items():
         buffer = int(label.split()[1])
-        entry = summary([records[run_key(c, args.init, args.draws)] for c in configs])
+        entry = summary([record_of(records, c) for c in configs])
         published = PUBLISHED_GSS.get(buffer)
         entry["minus_paper"] = (
             None if published is None else round(entry["acc"]["mean"] - published, 2)

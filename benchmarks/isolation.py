@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/isolation.py --data-dir /work/shared/data \\
         [--only smnist pmnist hypermask-paper] [--seeds 0 1 2] [--workers 1] \\
-        [--store benchmarks/results/isolation.jsonl] [--out benchmarks/results/isolation.json]
+        [--store benchmarks/results/runs] [--out benchmarks/results/isolation.json]
 
 Every run is task-incremental: the task is given in training and at test time (each task has
 its own output units; ``pnn`` picks its column, ``packnet``/``hat``/``hypermask`` their
@@ -52,7 +52,7 @@ training per task and CPU seconds of the whole run (data loading and evaluation 
 each with its ratio to fine-tuning's in the same section. On a loaded machine the wall time
 depends on the load while the run ran; the CPU time much less.
 
-Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
+Finished runs are kept in ``--store`` (a run store), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
 """
 
@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from grid import log, mean_std, percent, publish, record_of, run_all
+from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("smnist", "pmnist", "hypermask-paper")
 STRATEGIES = (
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=STRATEGIES, default=None)
     parser.add_argument("--paper-iterations", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/isolation.jsonl"))
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/isolation.json"))
     args = parser.parse_args()
     PAPER_ITERATIONS[0] = args.paper_iterations

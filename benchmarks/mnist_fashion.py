@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/mnist_fashion.py --data-dir /work/shared/data [--seeds 0 1 2] \\
-        [--workers 2] [--parts ewc replay] [--store benchmarks/results/mnist_fashion.jsonl] \\
+        [--workers 2] [--parts ewc replay] [--store benchmarks/results/runs] \\
         [--out benchmarks/results/mnist_fashion.json]
 
 ``mnist-fashion`` with the CNN on one shared 10-way output: fine-tuning, EWC over a decade range
@@ -18,7 +18,7 @@ exact Fisher over 2,000 MNIST training images drawn at random (the CNN's convolu
 the per-example ``torch.func`` path, about 7 ms an image on one core); replay draws a batch of
 128 stored images per step.
 
-Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
+Finished runs are kept in ``--store`` (a run store), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from grid import mean_std, publish, record_of, run_all
+from grid import STORE, mean_std, publish, record_of, run_all
 
 LAMBDAS = (1e2, 1e3, 1e4)
 BUFFERS = (100, 1000)
@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--parts", nargs="+", choices=("ewc", "replay"), default=["ewc", "replay"])
-    parser.add_argument(
-        "--store", type=Path, default=Path("benchmarks/results/mnist_fashion.jsonl")
-    )
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mnist_fashion.json"))
     args = parser.parse_args(argv)
     seeds, data = args.seeds, args.data_dir

@@ -4,7 +4,8 @@ BENCHMARKS.md.
 Usage::
 
     python benchmarks/pmnist_init.py --data-dir /work/shared/data [--seeds 0 1 2] \\
-        [--workers 2] [--out benchmarks/results/pmnist_init.json]
+        [--workers 2] [--tasks 20] [--store benchmarks/results/runs] \\
+        [--out benchmarks/results/pmnist_init.json]
 
 ``regularisation.py --only pmnist`` runs the DER paper's protocol (Buzzega et al. 2020: 20 tasks,
 MLP 784-100-100-10, 1 epoch, batch 128, SGD) with PyTorch's default initialisation of linear
@@ -13,8 +14,9 @@ layers, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases. The autho
 ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))``, and zero biases: 2.3 times wider weights
 in the first layer. This script trains the same runs with that initialisation: SGD (lr 0.2) and
 online EWC (lr 0.1, gamma 1, lambda 1.4 = the code's 0.7 without the 1/2) with the empirical
-Fisher and with the code's own estimate (``weighted-empirical``). Each run has a fresh process
-with one thread.
+Fisher and with the code's own estimate (``weighted-empirical``): ``RunConfig.init = "xavier"``.
+The runs go into ``--store`` (a run store: a rerun trains only what is missing), one thread per
+worker; ``--tasks`` fewer than 20 is a brief check, not the protocol.
 
 Prints one JSON object on stdout (accuracies in percent, mean and sample std over seeds).
 """
@@ -22,17 +24,11 @@ Prints one JSON object on stdout (accuracies in percent, mean and sample std ove
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import dataclasses
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch import nn
-
-from grid import log, mean_std, publish
+from der_table import pmnist
+from grid import STORE, mean_std, publish, record_of, run_all
 
 SETTINGS = {
     "sgd": ("finetune", 0.2, {}),
@@ -50,39 +46,12 @@ SETTINGS = {
 PUBLISHED = {"sgd": 40.70, "online-ewc": 75.79}
 
 
-def xavier_(model: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases for every linear layer (Glorot and Bengio 2010)."""
-    for layer in model.modules():
-        if isinstance(layer, nn.Linear):
-            fan_out, fan_in = layer.weight.shape
-            bound = math.sqrt(6.0 / (fan_in + fan_out))
-            nn.init.uniform_(layer.weight, -bound, bound)
-            nn.init.zeros_(layer.bias)
-
-
-def one_run(label: str, seed: int, data_dir: str) -> dict[str, Any]:
-    from forgetless import train
-    from forgetless.models import build_model
-    from forgetless.scenarios import make_stream
-
-    torch.set_num_threads(1)
+def config(label: str, seed: int, data_dir: str, tasks: int = 20):
+    """The run of ``label`` (a key of :data:`SETTINGS`): ``der_table.py``'s P-MNIST protocol
+    from the DER authors' initialisation."""
     strategy, lr, params = SETTINGS[label]
-    stream = make_stream("permuted-mnist", seed=seed, data_dir=data_dir, n_tasks=20)
-    model = build_model("mlp", stream.input_shape, stream.num_outputs, [100, 100], seed=seed)
-    xavier_(model)
-    from forgetless.strategies import make_strategies
-
-    result = train(
-        stream,
-        model,
-        make_strategies(strategy, params),
-        seed=seed,
-        epochs=1,
-        batch_size=128,
-        lr=lr,
-        progress=False,
-    )
-    return {"label": label, "seed": seed, "acc": 100 * result.metrics["acc"]}
+    protocol = pmnist(seed, data_dir, strategy, lr, params)
+    return dataclasses.replace(protocol, n_tasks=tasks, init="xavier")
 
 
 def main() -> None:
@@ -90,25 +59,30 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=20, help="permutations (the protocol: 20)")
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pmnist_init.json"))
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    jobs = [(label, seed) for label in SETTINGS for seed in args.seeds]
-    with ProcessPoolExecutor(args.workers, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(one_run, label, seed, args.data_dir) for label, seed in jobs]
-        records = []
-        for future in futures:
-            records.append(future.result())
-            log(json.dumps(records[-1]))
+    plan = {
+        (label, seed): config(label, seed, args.data_dir, args.tasks)
+        for label in SETTINGS
+        for seed in args.seeds
+    }
+    records = run_all(plan.values(), args.store, args.workers)
+    runs = [
+        {"label": label, "seed": seed, "acc": 100 * record_of(records, c)["metrics"]["acc"]}
+        for (label, seed), c in plan.items()
+    ]
     report = {
         "init": "xavier-uniform weights, zero biases (Mammoth's MNISTMLP)",
         "published": PUBLISHED,
         "acc": {
-            label: mean_std([r["acc"] for r in records if r["label"] == label])
-            for label in SETTINGS
+            label: mean_std([r["acc"] for r in runs if r["label"] == label]) for label in SETTINGS
         },
-        "runs": records,
+        "runs": runs,
     }
+    if args.tasks != 20:
+        report["tasks"] = args.tasks
     publish(report, args.out)
 
 

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/regularisation.py --data-dir /work/shared/data \\
         [--only two-task pmnist lwf memory] [--seeds 0 1 2] [--workers 2] \\
-        [--store benchmarks/results/regularisation.jsonl] \\
+        [--store benchmarks/results/runs] \\
         [--out benchmarks/results/regularisation.json]
 
 Sections (accuracies in percent, mean and sample std over ``--seeds``):
@@ -38,7 +38,7 @@ reference (van de Ven and Tolias 2019, "Three scenarios for continual learning":
 resident memory, on Permuted-MNIST with 10 and 20 tasks (MLP 100-100, 20 steps per task: memory
 does not depend on how long a task trains). Every run has a fresh process.
 
-Finished runs are kept in ``--store`` (JSON lines), so a rerun only trains what is missing.
+Finished runs are kept in ``--store`` (a run store), so a rerun only trains what is missing.
 Prints one JSON object on stdout.
 """
 
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from grid import log, mean_std, percent, publish, record_of, run_all
+from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("two-task", "pmnist", "lwf", "memory")
 PUBLISHED_PMNIST = {"finetune": 40.70, "online-ewc": 75.79, "si": 65.86, "joint": 94.33}
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--store", type=Path, default=Path("benchmarks/results/regularisation.jsonl")
-    )
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/regularisation.json"))
     args = parser.parse_args(argv)
     seeds, data = args.seeds, args.data_dir

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/replay_policy.py --data-dir DATA [--seeds 0 1 2] [--workers 2] \\
-        [--store benchmarks/results/replay_policy.jsonl] [--out benchmarks/results/replay_policy.json]
+        [--store benchmarks/results/runs] [--out benchmarks/results/replay_policy.json]
 
 The protocol of the comparison: Split-MNIST class-IL (5 tasks of 2 classes, the class order
 drawn from the seed, one 10-way output, no masking), MLP 784-400-400-10, plain SGD lr 0.05,
@@ -26,7 +26,7 @@ Reported: per cell (mean and std over seeds) ACC (final average accuracy, percen
 (the mean over all cells at one level minus the mean at the other, paired by seed); the path
 from our default to Avalanche's settings one factor at a time, in both directions; and the best
 cell. Prints one JSON object on stdout; finished runs are kept in
-``--store`` (JSON lines), so a rerun only trains what is missing.
+``--store`` (a run store), so a rerun only trains what is missing.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from grid import log, mean_std, publish, record_of, run_all
+from grid import STORE, log, mean_std, publish, record_of, run_all
 
 FACTORS: dict[str, tuple[str, ...]] = {
     "standardize": ("off", "dataset"),
@@ -99,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder holding mnist/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--store", type=Path, default=Path("benchmarks/results/replay_policy.jsonl")
-    )
+    parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/replay_policy.json"))
     args = parser.parse_args(argv)
 

@@ -223,3 +223,25 @@ def test_misuse_is_a_clear_error():
         buffer.reservoir_add(torch.zeros(2, 2), y, t, torch.zeros(2, 5))
     with pytest.raises(ConfigError, match="one row per example"):
         buffer.reservoir_add(torch.zeros(2, 2), y[:1], t, torch.zeros(2, 3))
+
+
+def test_timing_counts_each_operation_once_and_only_inside_its_block():
+    from forgetless.buffer import timing
+    from forgetless.experiment import RunConfig, run
+
+    buf = MemoryBuffer(4, (2,))
+    x, y, t = torch.ones(6, 2), torch.tensor([0, 0, 0, 1, 1, 2]), torch.zeros(6, dtype=int)
+    buf.reservoir_add(x, y, t)  # not timed: no block is active
+    with timing() as spent:
+        buf.class_balanced_add(x, y, t)  # calls balanced_add: one operation
+        assert spent.calls == 1 and spent.seconds > 0
+        buf.get(buf.sample(2))
+        assert spent.calls == 3
+        with pytest.raises(ConfigError, match="already active"), timing():
+            pass
+    buf.sample(2)
+    assert spent.calls == 3
+    with timing() as spent:
+        result = run(RunConfig(strategy="replay", hidden=[16], iterations=20, progress=False))
+    steps = 5 * 20  # split-digits: 5 tasks; replay offers every step's batch to the buffer
+    assert spent.calls >= steps and 0 < spent.seconds < result.timings["train"]

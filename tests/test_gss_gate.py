@@ -10,7 +10,13 @@ from forgetless import ConfigError
 from forgetless.data.arrays import ArraySet
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Protocol, Stream, Task
-from forgetless.strategies.gss import FIRST_BATCH_SCORE, GSS, gradient_scores, replacements
+from forgetless.strategies.gss import (
+    FIRST_BATCH_SCORE,
+    GSS,
+    gradient_scores,
+    replacements,
+    sequential_replacements,
+)
 
 
 def _learner():
@@ -110,3 +116,35 @@ def test_batch_gate_lets_examples_with_high_own_scores_compete():
 def test_gate_is_validated():
     with pytest.raises(ConfigError, match="gate must be one of example, batch, got 'mean'"):
         GSS(gate="mean")
+
+
+def test_sequential_draws_let_a_later_example_take_the_slot_an_earlier_one_won():
+    # One slot can be drawn (the others score ~0). Both examples compete with c = 1e-6: the
+    # first takes slot 0 (accepted with 1 / (1 + 1e-6)) and leaves it scored 1e-6, so the
+    # second takes it from the first with probability 1e-6 / (1e-6 + 1e-6) = 1/2. Distinct
+    # draws give the two examples two different slots instead.
+    generator = torch.Generator().manual_seed(0)
+    c, n, second = torch.full((2,), 1e-6), 1000, 0
+    for _ in range(n):
+        scores = torch.tensor([1.0, 1e-30, 1e-30])
+        slots, rows = sequential_replacements(scores, c, generator)
+        assert slots.tolist() == [0] and scores[0].item() == pytest.approx(1e-6)
+        second += rows.tolist() == [1]
+    assert second / n == pytest.approx(0.5, abs=0.05)
+    slots, _ = replacements(torch.tensor([1.0, 1e-30, 1e-30]), c, generator)
+    assert sorted(slots.tolist()) != [0, 0]
+
+
+def test_draws_is_a_parameter_saved_with_the_state():
+    learner, task = _learner()
+    gss = GSS(4, n_reference=4, gate="batch", draws="sequential")
+    gss.before_task(learner, task)
+    _offer(gss, learner, [0, 0, 0, 0])
+    _offer(gss, learner, [1, 1, 1, 1])  # c_B = 0: all four compete, one after another
+    stats = gss.selection_stats[0]
+    assert stats["competed"] == 4 and 1 <= stats["replaced"] <= 4
+    restored = GSS(4)
+    restored.load_state_dict(gss.state_dict(), learner)
+    assert restored.draws == "sequential"
+    with pytest.raises(ConfigError, match="draws must be one of distinct, sequential"):
+        GSS(draws="one-by-one")

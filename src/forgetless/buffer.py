@@ -10,15 +10,19 @@ never grows. Three ways to fill it:
   possible, evicting from the largest groups (Chaudhry et al. 2019; Prabhu et al. 2020, GDumb);
 - :meth:`MemoryBuffer.write`: the caller picks the slots (score-based selection such as GSS,
   herding for iCaRL, a per-task quota for A-GEM).
+
+What the buffer's own operations cost inside a run is measured with :func:`timing`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -91,6 +95,63 @@ def _bytes_text(n: float) -> str:
     raise AssertionError  # unreachable
 
 
+class Timing:
+    """Wall time spent inside :class:`MemoryBuffer`'s insertion, sampling and gathering
+    (``reservoir_add``, ``balanced_add``, ``class_balanced_add``, ``write``, ``sample``,
+    ``get``) while :func:`timing` is active: ``seconds`` in all, and ``calls`` (an operation
+    that calls another counts once)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._depth = 0
+
+
+#: The active :class:`Timing`, if any (one at a time: the benchmarks time one run at once).
+_timing: Timing | None = None
+
+
+@contextlib.contextmanager
+def timing() -> Iterator[Timing]:
+    """Time every buffer operation of the runs inside the ``with`` block::
+
+        with timing() as spent:
+            result = run(config)
+        share = spent.seconds / result.timings["train"]
+
+    Outside it an operation costs one function call more than it would untimed."""
+    global _timing
+    if _timing is not None:
+        raise ConfigError("buffer timing is already active; nest no timing() blocks")
+    _timing = Timing()
+    try:
+        yield _timing
+    finally:
+        _timing = None
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _timed(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        spent = _timing
+        if spent is None:
+            return method(*args, **kwargs)
+        spent._depth += 1
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent._depth -= 1
+            if spent._depth == 0:  # the outermost operation counts the time of those it calls
+                spent.seconds += time.perf_counter() - start
+                spent.calls += 1
+
+    return timed  # type: ignore[return-value]
+
+
 @restorable("MemoryBuffer")
 class MemoryBuffer:
     """A fixed number of stored examples: inputs, targets, task ids and optionally logits.
@@ -161,6 +222,7 @@ class MemoryBuffer:
             "bytes_per_example": self.nbytes // self.capacity,
         }
 
+    @_timed
     def reservoir_add(
         self,
         x: torch.Tensor,
@@ -214,6 +276,7 @@ class MemoryBuffer:
         self._size = min(capacity, self.seen)
         return self._put(slots, positions, x, y, t, logits)
 
+    @_timed
     def class_balanced_add(
         self,
         x: torch.Tensor,
@@ -226,6 +289,7 @@ class MemoryBuffer:
         :meth:`balanced_add` by ``"class"``."""
         return self.balanced_add(x, y, t, "class", logits, generator)
 
+    @_timed
     def balanced_add(
         self,
         x: torch.Tensor | LazyRows,
@@ -287,6 +351,7 @@ class MemoryBuffer:
         self._size = size + len(free) if size + n <= self.capacity else self.capacity
         return self._put(free, positions, x, y, t, logits)
 
+    @_timed
     def write(
         self,
         slots: torch.Tensor,
@@ -331,6 +396,7 @@ class MemoryBuffer:
             raise ConfigError(f"truncate needs a size in 0..{self._size}, got {size!r}")
         self._size = int(size)
 
+    @_timed
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``min(n, len(buffer))`` distinct slots of the filled part, drawn uniformly without
         replacement, in random order (on the buffer's device)."""
@@ -347,6 +413,7 @@ class MemoryBuffer:
                 return torch.from_numpy(draws[np.sort(first)[:n]]).to(self.device)
         return torch.randperm(size, generator=generator, device=device)[:n].to(self.device)
 
+    @_timed
     def get(self, slots: torch.Tensor) -> Stored:
         """The stored examples in ``slots``: ``x``, ``y``, ``t`` and ``logits`` (or ``None``)."""
         slots = slots.to(self.device)

@@ -20,6 +20,7 @@ from forgetless.data.arrays import rows
 from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
+from forgetless.metrics import BARELY_LEARNED
 from forgetless.names import OPTIMIZERS, PRECISIONS
 from forgetless.optimizers import build_optimizer, clear_grads, take_step
 from forgetless.result import Result
@@ -28,10 +29,6 @@ from forgetless.strategies import make_strategies
 from forgetless.strategies.base import HOOKS, Strategy
 from forgetless.validation import available_device, check_device_name, check_range
 
-# Mean gain of each trained task's accuracy right after training it over the given model's
-# accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
-# barely trained.
-BARELY_LEARNED = 0.05
 # Most logits one evaluation forward pass may produce (64 MB of float32): a language model's
 # [rows, T, V] outputs would otherwise take gigabytes at the usual eval batch size. Changes
 # only how evaluation is chunked, never what it counts.

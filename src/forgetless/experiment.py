@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -471,9 +472,12 @@ def run(
     store (:mod:`forgetless.runs`) uses them for durable runs.
 
     Returns:
-        The :class:`Result`; its ``config`` holds the whole config.
+        The :class:`Result`; its ``config`` holds the whole config, and its ``timings`` also
+        ``cpu``: the process's CPU seconds for the run (building the stream and the model,
+        training, evaluation; all threads; a resumed run counts the part since the resume).
     """
     from forgetless.engine import train
+    cpu_start = time.process_time()
     if config is None:
         config = RunConfig.from_dict(options)
     elif options:
@@ -500,6 +504,7 @@ def run(
         router=config.router,
     )
     result.strategy = name  # the method trained, not the observer beside it
+    result.timings["cpu"] = time.process_time() - cpu_start
     return result
 
 

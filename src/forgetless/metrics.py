@@ -33,6 +33,10 @@ import numpy as np
 from forgetless.errors import ConfigError
 
 Matrix = Sequence[Sequence[float]] | np.ndarray
+#: Mean gain of each trained task's accuracy right after training it over the given model's
+#: accuracy on it (at random initialisation, for a fresh model) below which a run is reported
+#: as barely trained (by the engine, as a warning, and by reports).
+BARELY_LEARNED = 0.05
 
 
 def _square(R: Matrix) -> np.ndarray:

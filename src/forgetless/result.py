@@ -48,7 +48,9 @@ class Result:
         losses: mean training loss per pass over a task's data, ``{"task", "epoch", "step", "loss"}``.
         timings: wall seconds per phase: ``train`` (fitting, ``after_task`` hooks included),
             ``eval`` (the rows of the matrix), ``baseline_eval`` (the untrained model), ``total``,
-            and per-task lists ``train_per_task``, ``eval_per_task``.
+            and per-task lists ``train_per_task``, ``eval_per_task``; a run from a config
+            (:func:`~forgetless.experiment.run`, the run store) adds ``cpu``, the process's
+            CPU seconds for it.
         peak_memory_mb: peak resident memory of the process (or of the GPU) during the run. On
             Linux and on GPUs the count restarts when the run starts, so each run of a process
             reports its own peak; elsewhere it is the peak since the process started.

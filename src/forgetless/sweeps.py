@@ -61,17 +61,18 @@ class Sweep:
 
     Attributes:
         configs: the configs without seeds (``seed`` is set per run).
-        seeds: the seeds.
+        seeds: the seeds; ``None``: each config once, with its own ``seed`` (a list of
+            runs made elsewhere, such as a benchmark's).
     """
 
     configs: list[RunConfig]
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | None = field(default_factory=lambda: [0])
 
     def runs(self) -> list[RunConfig]:
         """Every (config, seed) as its own config, in a stable order; duplicates removed."""
         out, seen = [], set()
         for config in self.configs:
-            for seed in self.seeds:
+            for seed in [config.seed] if self.seeds is None else self.seeds:
                 one = RunConfig.from_dict({**config.to_dict(), "seed": seed})
                 key = config_hash(one)
                 if key not in seen:
@@ -212,6 +213,7 @@ def run_sweep(
     address: str | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     keep_weights: bool = True,
+    on_run: Callable[[str, str | None], None] | None = None,
 ) -> SweepReport:
     """Run every (config, seed) of ``sweep`` not yet complete in the store at ``store``.
 
@@ -221,6 +223,8 @@ def run_sweep(
         address: with Ray, an existing cluster (``"auto"`` or ``"host:port"``); ``None`` starts
             a local Ray.
         progress: called as ``progress(finished, total, seconds_left)`` after each run.
+        on_run: called as ``on_run(run id, error)`` as each run ends (``error`` is ``None``
+            for a run that completed), before ``progress``.
         keep_weights: keep each run's weights after every task (``False``: see
             :class:`~forgetless.runs.RunStore`; a stopped run still resumes).
     """
@@ -252,6 +256,8 @@ def run_sweep(
                 report.done.append(run_id)
             else:
                 report.failed.append((run_id, error))
+            if on_run is not None:
+                on_run(run_id, error)
             if progress is not None:
                 elapsed = time.perf_counter() - start
                 progress(finished, len(pending), elapsed / finished * (len(pending) - finished))

@@ -140,7 +140,7 @@ def labelled(results: Sequence[Result]) -> tuple[list[Result], list[str]]:
 def barely_learned(result: Result) -> str:
     """Why ``result`` barely learned its tasks (accuracy right after training each task within
     5 points of the model's before training), as a sentence; empty when it learned."""
-    from forgetless.engine import BARELY_LEARNED
+    from forgetless.metrics import BARELY_LEARNED
 
     matrix, baseline = result.accuracy_matrix, result.baseline
     first = int((result.config or {}).get("trained_tasks") or 0)

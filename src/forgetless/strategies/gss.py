@@ -18,6 +18,9 @@ from forgetless.validation import check_positive_int
 
 #: The ways a full buffer decides whether a step's examples may compete for slots.
 GATES = ("example", "batch")
+#: How the examples that compete draw their slots: all at once, distinct slots (ours), or one
+#: after another, each from the scores the previous one left (the DER authors' code).
+DRAWS = ("distinct", "sequential")
 #: The score the authors' code gives the first examples, stored with nothing to compare them to.
 FIRST_BATCH_SCORE = 0.1
 
@@ -61,7 +64,7 @@ class GSS(Strategy):
     examples compared with an empty buffer score 1 (as if orthogonal); the examples of a batch
     that compete for slots draw distinct slots, so none overwrites another and the batch is
     decided at once (the Mammoth code draws them one after another, each from the scores left
-    by the previous one).
+    by the previous one: ``draws="sequential"``).
 
     :attr:`selection_stats` counts, per task, the examples offered to the full buffer, those
     that competed for a slot and those that replaced one, and the buffer's classes at the end
@@ -75,6 +78,12 @@ class GSS(Strategy):
         gate: what decides whether incoming examples compete for the buffer: ``"example"`` (each example's own score decides whether it competes, and is
             stored with it: the paper's Algorithm 2) or ``"batch"`` (the batch's mean
             gradient decides for all, and fills the buffer with its score: the authors' code).
+        draws: how the competing examples draw slots: ``"distinct"`` (all at once, distinct
+            slots, so none overwrites another: :func:`replacements`) or ``"sequential"`` (one
+            after another, each from the scores the previous one left, so a later one may take
+            the slot an earlier one won: Mammoth's ``functional_reservoir`` loop,
+            :func:`sequential_replacements`; a Python loop over the competing examples, in the
+            steps where some compete).
     """
 
     name = "gss"
@@ -91,6 +100,7 @@ class GSS(Strategy):
         n_reference: int = 10,
         replay_batch_size: int = 10,
         gate: str = "example",
+        draws: str = "distinct",
     ):
         self.buffer_size = check_positive_int("buffer_size", buffer_size)
         self.n_reference = check_positive_int("n_reference", n_reference)
@@ -101,6 +111,12 @@ class GSS(Strategy):
                 "paper's per-example rule, 'batch' for the authors' code"
             )
         self.gate = gate
+        if draws not in DRAWS:
+            raise ConfigError(
+                f"draws must be one of {', '.join(DRAWS)}, got {draws!r}: 'distinct' for slots "
+                "drawn at once, 'sequential' for one after another (the authors' code)"
+            )
+        self.draws = draws
         self._buffer: MemoryBuffer | None = None
         self._scores = torch.zeros(self.buffer_size)
         self._incoming: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -172,7 +188,8 @@ class GSS(Strategy):
             stats["offered"] += len(x) - k
             stats["gate_open"] += int(bool(compete[k:].any()))
             stats["competed"] += min(int(compete[k:].sum()), self.buffer_size)
-            slots, rows = replacements(self._scores, c[k:], generator, compete[k:])
+            draw = replacements if self.draws == "distinct" else sequential_replacements
+            slots, rows = draw(self._scores, c[k:], generator, compete[k:])
             rows = (rows + k).to(x.device)
             buffer.write(slots, x[rows], y[rows], t[rows])
             self._scores[slots] = c[rows.cpu()]
@@ -184,6 +201,10 @@ class GSS(Strategy):
         self._stats[-1]["classes"] = torch.bincount(
             stored, minlength=learner.stream.num_outputs
         ).tolist()
+
+    def report(self, learner: Learner) -> dict[str, Any]:
+        """``selection_stats``: how the buffer was filled, per task."""
+        return {"selection_stats": self.selection_stats}
 
     @property
     def buffer(self) -> MemoryBuffer | None:
@@ -235,6 +256,31 @@ def replacements(
     r = torch.rand(len(rows), generator=generator)
     accept = r < scores[slots] / (scores[slots] + c[rows])
     return slots[accept], rows[accept]
+
+
+def sequential_replacements(
+    scores: torch.Tensor,
+    c: torch.Tensor,
+    generator: torch.Generator | None = None,
+    compete: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`replacements` drawn as the DER authors' code does (Mammoth's
+    ``functional_reservoir`` loop): the competing examples one after another, each drawing a
+    slot ``i`` with ``P(i) = C_i / sum_j C_j`` from the scores the previous ones left (updated
+    in place in ``scores``) and replacing it if ``r < C_i / (C_i + c_k)``; two may pick the same
+    slot, the later one winning. Arguments and result as :func:`replacements`; every
+    competing example draws (not only the first ``len(scores)``)."""
+    if compete is None:
+        compete = c < 1
+    taken: dict[int, int] = {}
+    for row in compete.nonzero().squeeze(1).tolist():
+        slot = int(torch.multinomial(scores, 1, generator=generator))
+        r = float(torch.rand((), generator=generator))
+        if r < float(scores[slot] / (scores[slot] + c[row])):
+            scores[slot] = c[row]
+            taken[slot] = row
+    slots = torch.tensor(list(taken), dtype=torch.int64)
+    return slots, torch.tensor(list(taken.values()), dtype=torch.int64)
 
 
 def gradient_scores(
