@@ -460,3 +460,45 @@ def test_class_balanced_replay_of_sequences_is_refused_before_training(finetuned
     with pytest.raises(ConfigError, match="class-balanced memory needs one label per example"):
         train(stream, gpt_for(stream), [Replay(buffer_policy="class-balanced"), Steps()], **LOOP)
     assert not seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("strategy", "params"), [("der", {"buffer_size": 60}), ("replay+ewc", {"lam": 10.0})]
+)
+def test_a_text_run_with_a_memory_or_a_fisher_resumes_as_if_never_stopped(
+    tmp_path, two_domains, strategy, params
+):
+    from forgetless.runs import RunStore
+
+    for i, (name, body) in enumerate(two_domains.items()):
+        (tmp_path / "domains").mkdir(exist_ok=True)
+        (tmp_path / "domains" / f"{i}-{name}.txt").write_text(body)
+    config = RunConfig(
+        scenario="text",
+        data_dir=str(tmp_path / "domains"),
+        sequence_length=32,
+        model="gpt",
+        hidden=[32],
+        strategy=strategy,
+        strategy_params=params,
+        iterations=40,
+        batch_size=32,
+        optimizer="adam",
+        lr=3e-3,
+        progress=False,
+    )
+    uninterrupted = run(config)
+
+    def crash_after_the_first_domain(record):
+        if record["event"] == "task" and record["task"] == 1:
+            raise KeyboardInterrupt
+
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(config, on_event=crash_after_the_first_domain)
+    (row,) = store.index.find()
+    assert (row["status"], row["tasks_done"]) == ("interrupted", 1)
+    resumed = store.resume(store.folder(row["id"]))  # the memory of token sequences reloaded
+    assert resumed.perplexity_matrix == uninterrupted.perplexity_matrix
+    assert resumed.losses == uninterrupted.losses
