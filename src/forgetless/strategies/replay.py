@@ -144,7 +144,8 @@ class Replay(Rehearsal):
         buffer_policy: what the buffer keeps (:data:`BUFFER_POLICIES`): ``"reservoir"``, a
             uniform sample of every example offered; ``"task-balanced"``, equal slots per
             task; ``"class-balanced"``, equal slots per class (each evicting from the
-            largest groups, :meth:`~forgetless.buffer.MemoryBuffer.balanced_add`).
+            largest groups, :meth:`~forgetless.buffer.MemoryBuffer.balanced_add`; refused
+            for sequence targets, which have no one class per example).
         buffer_update: when examples are offered (:data:`BUFFER_UPDATES`): ``"step"``, each
             step's incoming batch after the step; ``"task"``, the task's training examples at
             its end.
