@@ -267,7 +267,8 @@ def output_sensitivity(
     was_training = model.training
     model.eval()
     try:
-        size = chunk_size or _CHUNK
+        positions = _target_shape(model, x, None, params[0].device)
+        size = chunk_size or max(1, _CHUNK // math.prod(positions))  # about 1024 targets
         if method == "auto":
             try:
                 term = _Term(model, params, unit_index, _OUTPUT_NORM, closed_form=True, power=1)
