@@ -140,11 +140,12 @@ def test_new_config_fields_keep_stored_hashes():
     config = RunConfig(scenario="split-digits")
     data = config.resolved().to_dict()  # the hash is of the resolved config (issue 18)
     # (and the trained start's weights and trained_tasks, issue 14, the router, issue 13,
-    # standardize, issue 17, the schedule's repeat and schedule, issue 18, and the initial
-    # weights' init, at their defaults)
+    # standardize, issue 17, the schedule's repeat and schedule, issue 18, the initialisation,
+    # and the studies' stream sizes, angles, first tasks and path, issue 16, at their defaults)
     for name in (
         "sequence_length", "tokenizer", "weights", "trained_tasks", "router", "standardize",
-        "repeat", "schedule", "init",
+        "repeat", "schedule", "init", "train_size", "test_size", "angles", "first_tasks",
+        "path_every",
     ):  # fmt: skip
         data.pop(name)
     assert config_hash(config) == config_hash_of(data)
