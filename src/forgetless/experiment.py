@@ -46,7 +46,9 @@ class RunConfig:
     ``hidden``, ``init`` (the initial weights: None, or ``"default"``, for the layers'
     PyTorch defaults; ``"xavier"`` for Xavier-uniform weights and zero biases, as the DER
     authors' code initialises its MLP; see :data:`~forgetless.models.init.INITS`), drawn from
-    ``seed``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``seed``; ``precision`` (None: float32; ``"bfloat16"``: training steps under
+    autocast, see :class:`~forgetless.engine.FitConfig`). Method: ``strategy``
+    (``"finetune"``, ``"a+b"``), ``strategy_params``,
     ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
     method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
@@ -113,6 +115,7 @@ class RunConfig:
     threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
+    precision: str | None = None
     weights: str | None = None
     trained_tasks: int = 0
     repeat: int | None = None
@@ -153,6 +156,8 @@ class RunConfig:
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
         self.standardize = check_standardize(self.standardize)
+        if self.precision == "float32":  # the default arithmetic: one run, one id
+            self.precision = None
         from forgetless.models.init import check_init
 
         self.init = check_init(self.init)  # "default" is None: one run, one id
@@ -289,6 +294,7 @@ HASHED_WHEN_SET = (
     "angles",
     "first_tasks",
     "path_every",
+    "precision",
 )
 
 
