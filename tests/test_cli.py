@@ -181,8 +181,11 @@ def test_strategies_lists_every_strategy_parameter_with_a_meaning_and_its_choice
 
     assert main(["strategies"]) == 0
     text = capsys.readouterr().out
-    line = next(x for x in text.splitlines() if x.strip().startswith("--fisher exact"))
-    assert "Fisher estimate" in line and "exact|sample|empirical|weighted-empirical|batched" in line
+    line = next(x for x in text.splitlines() if x.strip().startswith("--fisher auto"))
+    assert (
+        "Fisher estimate" in line
+        and "auto|exact|sample|empirical|weighted-empirical|batched" in line
+    )
     assert "--gate example" in text and "(example|batch)" in text
     assert "--buffer-size 200" in text and "buffer_size" not in text  # flags, with hyphens
     for cls in STRATEGIES.values():
@@ -196,7 +199,7 @@ def test_a_flag_given_at_its_default_value_still_wins_over_the_config_file(tmp_p
     """--lr 0.01 is SGD's default, yet given on the command line it must replace the file's lr
     (the merge used to keep only flags whose value differed from the default)."""
     file = tmp_path / "run.toml"
-    file.write_text('lr = 0.5\nseed = 4\niterations = 2\nn_tasks = 2\nhidden = [8]\n')
+    file.write_text("lr = 0.5\nseed = 4\niterations = 2\nn_tasks = 2\nhidden = [8]\n")
     argv = ["run", "--config", str(file), "--lr", "0.01", "--seed", "0", "--no-progress", "--json"]
     assert main(argv) == 0
     config = json.loads(capsys.readouterr().out)["config"]

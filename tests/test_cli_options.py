@@ -205,7 +205,6 @@ def test_plasticity_strategy_specs_new_and_old_spelling():
     assert specs == [("continual-backprop", {"rho": "1e-4", "maturity": "100"})]
 
 
-
 def test_deprecated_flags_and_the_one_seed_spelling():
     parser = build_parser("plasticity")
     with pytest.warns(DeprecationWarning, match="--tasks is deprecated.*--n-tasks"):

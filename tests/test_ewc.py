@@ -274,7 +274,7 @@ def test_penalty_is_the_sum_of_the_per_task_penalties():
         (lambda: OnlineEWC(gamma=1.5), r"gamma must be in \(0, 1\], got 1.5"),
         (
             lambda: EWC(fisher="diagonal"),
-            "fisher must be one of exact, sample, empirical, weighted-empirical, batched",
+            "fisher must be one of auto, exact, sample, empirical, weighted-empirical, batched",
         ),
         (lambda: OnlineEWC(fisher_samples=0), r"fisher_samples must be None .* \[1, inf\), got 0"),
         (lambda: EWC(fisher_samples=-5), r"fisher_samples must be None .* \[1, inf\), got -5"),
@@ -296,7 +296,7 @@ def test_parameters_as_given_and_from_the_command_line():
     online = OnlineEWC(lam="1e5", fisher_samples="200", gamma="0.9")  # CLI values are strings
     assert online.params() == {
         "lam": 1e5,
-        "fisher": "exact",
+        "fisher": "auto",
         "fisher_samples": 200,
         "gamma": 0.9,
     }

@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -31,8 +31,17 @@ from forgetless.errors import ConfigError
 from forgetless.state import restorable
 from forgetless.validation import check_positive_int
 
+if TYPE_CHECKING:
+    from forgetless.scenarios.stream import Stream
+
 #: What :meth:`MemoryBuffer.balanced_add` can balance a memory by: targets or task ids.
 BALANCE_GROUPS = ("class", "task")
+#: Why a memory of sequences cannot be balanced by class.
+CLASS_BALANCE_NEEDS_LABELS = (
+    "a class-balanced memory needs one label per example, but these targets are sequences "
+    "(a target per position: a language model's next tokens); balance by task "
+    "(buffer_policy='task-balanced') or keep a uniform sample (buffer_policy='reservoir')"
+)
 
 
 class LazyRows(Protocol):
@@ -160,16 +169,20 @@ class MemoryBuffer:
 
     Args:
         capacity: the number of examples it can hold (>= 1).
-        input_shape: shape of one model input, e.g. ``(1, 28, 28)``.
-        num_logits: if given, also store ``[capacity, num_logits]`` float32 logits (DER).
+        input_shape: shape of one model input, e.g. ``(1, 28, 28)``; ``(T,)`` for token ids.
+        num_logits: if given, also store ``[capacity, *target_shape, num_logits]`` float32
+            logits (DER).
         device: where the tensors live (the training device, so sampling needs no copies).
+        input_dtype: the model inputs' dtype: float32 for images, int64 for token ids.
+        target_shape: one example's targets: ``()`` for a label, ``(T,)`` for a sequence's
+            next tokens. :meth:`for_stream` reads both from a stream.
 
     Attributes:
-        x: ``[capacity, *input_shape]`` float32 model inputs.
-        y: ``[capacity]`` int64 targets (output-unit indices).
+        x: ``[capacity, *input_shape]`` model inputs (``input_dtype``).
+        y: ``[capacity, *target_shape]`` int64 targets (output-unit indices).
         t: ``[capacity]`` int64 task ids (stream positions; select the output mask under
             task-incremental learning).
-        logits: ``[capacity, num_logits]`` float32, or ``None``.
+        logits: ``[capacity, *target_shape, num_logits]`` float32, or ``None``.
         seen: examples offered to :meth:`reservoir_add` or :meth:`balanced_add` so far.
             :meth:`write` leaves it alone: a caller that selects examples itself adds to it if
             it wants the count.
@@ -181,23 +194,50 @@ class MemoryBuffer:
         input_shape: Sequence[int],
         num_logits: int | None = None,
         device: str | torch.device = "cpu",
+        input_dtype: torch.dtype = torch.float32,
+        target_shape: Sequence[int] = (),
     ):
         self.capacity = check_positive_int("capacity", capacity)
         shape = tuple(int(s) for s in input_shape)
+        targets = tuple(int(s) for s in target_shape)
         device = torch.device(device)
-        per_example = 4 * math.prod(shape) + 8 + 8 + 4 * (num_logits or 0)
-        check_memory(self.capacity * per_example, device, f"a memory of {self.capacity} examples")
-        self.x = torch.zeros((self.capacity, *shape), dtype=torch.float32, device=device)
-        self.y = torch.zeros(self.capacity, dtype=torch.int64, device=device)
+        if num_logits is not None:
+            num_logits = check_positive_int("num_logits", num_logits)
+        nbytes = buffer_nbytes(self.capacity, shape, num_logits, input_dtype, targets)
+        check_memory(nbytes, device, f"a memory of {self.capacity} examples")
+        # Only tensors and counts are attributes (the dtypes and shapes are the tensors'), so a
+        # checkpoint written before buffers held token ids or sequence targets loads as it is.
+        self.x = torch.zeros((self.capacity, *shape), dtype=input_dtype, device=device)
+        self.y = torch.zeros((self.capacity, *targets), dtype=torch.int64, device=device)
         self.t = torch.zeros(self.capacity, dtype=torch.int64, device=device)
         self.logits = None
         if num_logits is not None:
-            num_logits = check_positive_int("num_logits", num_logits)
             self.logits = torch.zeros(
-                (self.capacity, num_logits), dtype=torch.float32, device=device
+                (self.capacity, *targets, num_logits), dtype=torch.float32, device=device
             )
         self.seen = 0
         self._size = 0
+
+    @classmethod
+    def for_stream(
+        cls,
+        capacity: int,
+        stream: Stream,
+        num_logits: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> MemoryBuffer:
+        """An empty buffer for ``stream``'s examples: its model inputs' shape and dtype
+        (float32 images, int64 token ids) and its targets' shape (``()`` for labels, ``(T,)``
+        for next-token targets), with ``num_logits`` logits per target if given (DER: a
+        language model's logits at every position)."""
+        return cls(
+            capacity,
+            stream.input_shape,
+            num_logits,
+            device,
+            input_dtype=stream.input_dtype,
+            target_shape=stream.target_shape,
+        )
 
     def __len__(self) -> int:
         return self._size
@@ -208,8 +248,7 @@ class MemoryBuffer:
 
     @property
     def nbytes(self) -> int:
-        """Exact bytes of the preallocated tensors:
-        ``capacity * (4 * prod(input_shape) + 8 + 8 + 4 * num_logits)``."""
+        """Exact bytes of the preallocated tensors (:func:`buffer_nbytes`)."""
         return sum(a.element_size() * a.numel() for a in self._arrays())
 
     def memory_report(self) -> dict[str, int]:
@@ -324,6 +363,8 @@ class MemoryBuffer:
             raise ConfigError(
                 f"balanced_add balances by one of {', '.join(BALANCE_GROUPS)}, got {by!r}"
             )
+        if by == "class" and self.y.ndim > 1:
+            raise ConfigError(CLASS_BALANCE_NEEDS_LABELS)
         if isinstance(x, torch.Tensor):
             n = self._check_batch(x, y, t, logits)
         elif len(x) != y.shape[0] or t.shape[0] != y.shape[0]:
@@ -434,17 +475,26 @@ class MemoryBuffer:
                 f"inputs of shape {tuple(x.shape[1:])} do not fit a buffer of inputs "
                 f"{tuple(self.x.shape[1:])}"
             )
+        if x.is_floating_point() != self.x.is_floating_point():
+            # A copy would cast silently: token ids to floats, or real inputs to integers.
+            raise ConfigError(f"inputs of dtype {x.dtype} do not fit a buffer of {self.x.dtype}")
         if y.shape[0] != n or t.shape[0] != n:
             raise ConfigError(
                 f"x, y and t need one row per example, got {n}, {y.shape[0]} and {t.shape[0]}"
             )
+        if y.shape[1:] != self.y.shape[1:]:
+            raise ConfigError(
+                f"targets of shape {tuple(y.shape[1:])} per example do not fit a buffer of "
+                f"targets {tuple(self.y.shape[1:])}"
+            )
         if (logits is None) != (self.logits is None):
             have = "stores" if self.logits is not None else "does not store"
             raise ConfigError(f"this buffer {have} logits: pass logits exactly when it does")
-        if logits is not None and tuple(logits.shape) != (n, self.logits.shape[1]):
-            raise ConfigError(
-                f"logits must be [{n}, {self.logits.shape[1]}], got {tuple(logits.shape)}"
-            )
+        if logits is not None and (
+            logits.shape[0] != n or logits.shape[1:] != self.logits.shape[1:]
+        ):
+            expected = ", ".join(str(d) for d in (n, *self.logits.shape[1:]))
+            raise ConfigError(f"logits must be [{expected}], got {tuple(logits.shape)}")
         return n
 
     def _put(
@@ -482,7 +532,11 @@ class MemoryBuffer:
         return slot_index
 
     def __repr__(self) -> str:
-        logits = "" if self.logits is None else f", logits={self.logits.shape[1]}"
+        logits = "" if self.logits is None else f", logits={self.logits.shape[-1]}"
+        if self.x.dtype != torch.float32:
+            logits = f", {str(self.x.dtype).removeprefix('torch.')}{logits}"
+        if self.y.ndim > 1:
+            logits = f", targets={tuple(self.y.shape[1:])}{logits}"
         return (
             f"MemoryBuffer({len(self)}/{self.capacity}, input={tuple(self.x.shape[1:])}{logits}, "
             f"seen={self.seen}, {self.nbytes / 2**20:.2f} MiB)"
@@ -559,7 +613,22 @@ def _balanced_quota(
     return quota
 
 
-def buffer_nbytes(capacity: int, input_shape: Sequence[int], num_logits: int | None = None) -> int:
-    """Bytes a :class:`MemoryBuffer` of these dimensions holds, known before allocating it."""
-    per_example = 4 * math.prod(input_shape) + 8 + 8 + 4 * (num_logits or 0)
+def buffer_nbytes(
+    capacity: int,
+    input_shape: Sequence[int],
+    num_logits: int | None = None,
+    input_dtype: torch.dtype = torch.float32,
+    target_shape: Sequence[int] = (),
+) -> int:
+    """Bytes a :class:`MemoryBuffer` of these dimensions holds, known before allocating it:
+    ``capacity * (s * prod(input_shape) + 8 * prod(target_shape) + 8 + 4 * prod(target_shape)
+    * num_logits)``, with ``s`` the input dtype's size (4 for float32 images, 8 for int64
+    token ids), int64 targets and task ids, float32 logits."""
+    targets = math.prod(target_shape)
+    per_example = (
+        input_dtype.itemsize * math.prod(input_shape)
+        + 8 * targets
+        + 8
+        + 4 * targets * (num_logits or 0)
+    )
     return capacity * per_example

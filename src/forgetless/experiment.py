@@ -477,6 +477,7 @@ def run(
         training, evaluation; all threads; a resumed run counts the part since the resume).
     """
     from forgetless.engine import train
+
     cpu_start = time.process_time()
     if config is None:
         config = RunConfig.from_dict(options)

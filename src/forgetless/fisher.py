@@ -32,6 +32,27 @@ implementations compute it; :func:`diagonal_fisher` offers them by ``kind``:
 Every estimate is a *mean* over examples (or batches), not a sum, so the EWC strength
 ``lambda`` that suits it does not change with the size of a task's training set.
 
+Sequence models (a language model: ``[N, T]`` next-token targets, ``[B, T, U]`` logits). A
+sequence is one example, whose log-likelihood under teacher forcing is the sum over its
+positions, ``log p(y|x) = sum_t log p_t(y_t|x)``, each position's distribution given the true
+prefix. As a distribution over ``y`` that is a product of independent categoricals, so its
+score is ``sum_t J_t^T (e_{y_t} - p_t)`` and its Fisher the sum over positions of the
+per-position Fisher (the cross terms vanish: each position's score has mean zero). Per kind:
+
+- ``sample``, ``empirical``: one logit-space vector per sequence carrying ``e_{c_t} - p_t`` at
+  every position (``c_t`` drawn from ``p_t``, one uniform per position, or the true token), so
+  one backward pass per sequence gives the gradient of the sequence's log-likelihood, squared
+  whole. ``sample`` is an unbiased estimate of the exact Fisher (its cross terms have mean zero);
+  ``empirical`` is the empirical Fisher of whole sequences.
+- ``weighted-empirical``: each position's vector weighted by ``sqrt(p_t(y_t))``, its own true
+  token's probability (for ``T = 1`` the classifier's form). The literal weight, the sequence's
+  probability ``prod_t p_t(y_t)``, would vanish for any sequence of more than a few tokens.
+- ``batched``: squared gradients of the mini-batch mean of the sequences' log-likelihoods (each
+  the sum over its positions).
+- ``exact``: refused. It needs a backward pass per position and unit (``T * U`` per sequence,
+  32 x 18 = 576 even for the tiny character model of the tests); ``sample`` is its unbiased
+  estimate at the cost of one.
+
 How it is computed: never with a Python loop over examples or classes. With ``J_n`` the
 Jacobian of the logits with respect to ``theta`` at ``x_n``, ``d log p(c|x_n) / d theta =
 J_n^T (e_c - p_n)``, so every kind but ``batched`` is ``(1/N) sum_n sum_k (J_n^T v_nk)^2`` for
@@ -62,6 +83,7 @@ reference).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -71,6 +93,8 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from forgetless.errors import ConfigError
+from forgetless.losses import cross_entropy
+from forgetless.per_sample import vmap_attention
 from forgetless.validation import check_samples, is_positive_int
 
 
@@ -83,11 +107,14 @@ class Rows(Protocol):
 
 
 FISHER_KINDS = ("exact", "sample", "empirical", "weighted-empirical", "batched")
+#: What a sequence model's Fisher uses where ``exact`` is asked for by default (EWC's
+#: ``fisher="auto"``): its unbiased estimate.
+SEQUENCE_KIND = "sample"
 # The kinds that need the true labels.
 _LABELLED = ("empirical", "weighted-empirical", "batched")
 METHODS = ("auto", "vmap")
 
-# Examples per batched forward pass.
+# Examples per batched forward pass (sequences: this many targets, at least one sequence).
 _CHUNK = 1024
 # Per-example gradients held at once (examples x vectors x parameters floats): 32 MiB in float32.
 # Small on purpose: on CPUs, larger blocks of per-example gradients run slower, not faster.
@@ -115,12 +142,14 @@ def diagonal_fisher(
     any usual network in eval mode).
 
     Args:
-        model: a classifier mapping a batch of inputs to ``[batch, outputs]`` logits.
+        model: a classifier mapping a batch of inputs to ``[batch, outputs]`` logits, or a
+            sequence model giving ``[batch, *positions, outputs]`` logits (a language model's
+            ``[batch, T, vocabulary]``; see "Sequence models" in the module docstring).
         x: model-ready inputs ``[N, ...]`` on any device (moved to the model's, a chunk at a
             time), or any object with ``len`` whose ``x[rows]`` gives them (e.g.
             ``ArraySet.lazy_inputs``, which converts stored images a chunk at a time).
-        y: labels ``[N]`` as output-unit indices; needed by every kind but ``exact`` and
-            ``sample``.
+        y: labels ``[N]`` (or targets ``[N, *positions]`` of a sequence model) as output-unit
+            indices; needed by every kind but ``exact`` and ``sample``.
         units: the output units the probabilities are over: a boolean mask over the outputs (a
             row of ``learner.output_mask``) or unit indices (``task.units``); ``None``: all.
         kind: ``"exact"``, ``"sample"``, ``"empirical"``, ``"weighted-empirical"`` or
@@ -132,8 +161,9 @@ def diagonal_fisher(
         generator: the random source (the global one if ``None``). It draws, in this order: a
             permutation of the ``N`` examples (if ``n_samples < N``, and always for
             ``batched``), whose first ``n_samples`` are used in that order; then, for
-            ``sample``, one uniform ``u_n`` per used example, the label ``c_n`` being the first
-            class whose cumulative probability reaches ``u_n`` (inverse-CDF sampling).
+            ``sample``, one uniform ``u_n`` per used example (``[count, *positions]`` of them
+            for a sequence model), the label ``c_n`` being the first class whose cumulative
+            probability reaches ``u_n`` (inverse-CDF sampling).
         batch_size: the mini-batch size of ``batched`` (its estimate depends on it).
         method: ``"auto"`` (closed forms for linear and conv layers) or ``"vmap"`` (``torch.func`` for
             every parameter); both exact. ``batched`` ignores it.
@@ -144,7 +174,8 @@ def diagonal_fisher(
 
     Raises:
         ConfigError: an unknown ``kind`` or ``method``, a bad ``n_samples``, ``chunk_size`` or
-            ``batch_size``, missing labels, or a label outside ``units``.
+            ``batch_size``, missing labels, a label outside ``units``, or ``exact`` on a
+            sequence model.
     """
     if kind not in FISHER_KINDS:
         raise ConfigError(f"fisher kind must be one of {', '.join(FISHER_KINDS)}, got {kind!r}")
@@ -163,23 +194,33 @@ def diagonal_fisher(
     if not params:
         return []
 
-    count = n if n_samples is None else min(n_samples, n)
-    rows = None
-    if count < n or kind == "batched":
-        rows = torch.randperm(n, generator=generator)[:count]
-    unit_index = _unit_index(units)
-    targets = None
-    if kind in _LABELLED:
-        targets = _positions(y if rows is None else y[rows], unit_index)
-    uniforms = torch.rand(count, generator=generator) if kind == "sample" else None
-    chunks = _Chunks(x, rows, targets, uniforms, params[0].device)
-
     was_training = model.training
     model.eval()
     try:
+        positions = _target_shape(model, x, y, params[0].device)
+        if positions and kind == "exact":
+            raise ConfigError(
+                f"the exact Fisher of a sequence model needs a backward pass per position and "
+                f"output unit ({math.prod(positions)} positions x the units, per sequence); use "
+                f"kind={SEQUENCE_KIND!r}, its unbiased estimate at one pass per sequence (or "
+                "'empirical'; EWC's fisher='auto' picks 'sample' for sequence models)"
+            )
+        count = n if n_samples is None else min(n_samples, n)
+        rows = None
+        if count < n or kind == "batched":
+            rows = torch.randperm(n, generator=generator)[:count]
+        unit_index = _unit_index(units)
+        targets = None
+        if kind in _LABELLED:
+            targets = _positions(y if rows is None else y[rows], unit_index)
+        uniforms = None
+        if kind == "sample":
+            uniforms = torch.rand((count, *positions), generator=generator)
+        chunks = _Chunks(x, rows, targets, uniforms, params[0].device)
         if kind == "batched":
             return _batched(model, params, unit_index, chunks(batch_size))
-        size = chunk_size or _CHUNK
+        # Bound the logits of a chunk by its targets: 1024 labels, or 1024 tokens of sequences.
+        size = chunk_size or max(1, _CHUNK // math.prod(positions))
         if method == "auto":
             try:
                 return _mean(_Term(model, params, unit_index, kind, closed_form=True), chunks(size))
@@ -226,7 +267,8 @@ def output_sensitivity(
     was_training = model.training
     model.eval()
     try:
-        size = chunk_size or _CHUNK
+        positions = _target_shape(model, x, None, params[0].device)
+        size = chunk_size or max(1, _CHUNK // math.prod(positions))  # about 1024 targets
         if method == "auto":
             try:
                 term = _Term(model, params, unit_index, _OUTPUT_NORM, closed_form=True, power=1)
@@ -237,6 +279,17 @@ def output_sensitivity(
         return _mean(term, chunks(size))
     finally:
         model.train(was_training)
+
+
+def _target_shape(
+    model: nn.Module, x: torch.Tensor | Rows, y: torch.Tensor | None, device: torch.device
+) -> tuple[int, ...]:
+    """One example's targets: ``()`` for a classifier, ``(T,)`` for a language model; from the
+    labels if given, else from the model's output on one example (a forward pass)."""
+    if y is not None:
+        return tuple(y.shape[1:])
+    with torch.no_grad():
+        return tuple(model(x[0:1].to(device)).shape[1:-1])
 
 
 def _unit_index(units: torch.Tensor | Sequence[int] | None) -> torch.Tensor | None:
@@ -276,7 +329,9 @@ def _cotangents(
 ) -> torch.Tensor:
     """The logit-space vectors ``v_k`` whose ``sum_k (J^T v_k)^2`` is the kind's Fisher term.
 
-    ``p`` is ``[B, U]``; returns ``[B, K, U]`` (``K = U`` for ``exact``, else 1).
+    ``p`` is ``[B, U]``; returns ``[B, K, U]`` (``K = U`` for ``exact``, else 1). A sequence
+    model's ``p`` is ``[B, *positions, U]``: one vector ``[B, 1, *positions, U]`` carrying each
+    position's (``exact`` is refused before).
     """
     units = p.shape[-1]
     if kind == "exact":
@@ -290,8 +345,9 @@ def _cotangents(
     v = one_hot - p
     if kind == "weighted-empirical":
         # p_y (J^T (e_y - p))^2 = (J^T v)^2 with v = sqrt(p_y) (e_y - p).
+        # For sequences each position is weighted by its own token's probability.
         v = v * p.gather(-1, target.unsqueeze(-1)).sqrt()
-    return v.unsqueeze(-2)
+    return v.unsqueeze(1)
 
 
 class _Chunks:
@@ -494,9 +550,9 @@ def _per_example(model, params, unit_index, x, v, power: int = 2) -> dict[int, t
     total = None
     for start in range(0, len(x), per_call):
         part = slice(start, start + per_call)
-        sums = [
-            g.sum(0) for g in vmap(example, in_dims=(None, 0, 0))(wrt, x[part], v[part]).values()
-        ]
+        with vmap_attention():
+            per_part = vmap(example, in_dims=(None, 0, 0))(wrt, x[part], v[part])
+        sums = [g.sum(0) for g in per_part.values()]
         if total is None:
             total = sums
         else:
@@ -509,7 +565,11 @@ def _batched(model, params, unit_index, batches: Iterator[tuple]) -> list[torch.
     count = 0
     for x, target, _ in batches:
         with torch.enable_grad():
-            loss = F.cross_entropy(_restrict(model(x), unit_index), target)
+            out = _restrict(model(x), unit_index)
+            if out.ndim == 2:
+                loss = F.cross_entropy(out, target)
+            else:  # the mean over sequences of each one's log-likelihood, a sum over positions
+                loss = cross_entropy(out, target, reduction="sum") / len(x)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         for t, g in zip(total, grads, strict=True):
             if g is not None:

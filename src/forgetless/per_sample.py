@@ -6,11 +6,20 @@ information (EWC), MAS importance, GSS gradient diversity.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def vmap_attention() -> contextlib.AbstractContextManager:
+    """Attention computed so that ``vmap`` batches it: ``scaled_dot_product_attention``'s
+    fused CPU kernel has no batching rule (torch falls back to a loop over examples, with a
+    warning), its plain-math form is matrix products and a softmax, which have."""
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -53,4 +62,6 @@ def iter_per_sample_grads(
     per_example = vmap(grad(example_loss), in_dims=in_dims)
     for start in range(0, len(x), chunk_size):
         stop = start + chunk_size
-        yield per_example(params, x[start:stop], *(a[start:stop] for a in per_sample_args))
+        with vmap_attention():
+            grads = per_example(params, x[start:stop], *(a[start:stop] for a in per_sample_args))
+        yield grads

@@ -108,6 +108,12 @@ class ArraySet(torch.utils.data.Dataset):
         return tuple(self.x.shape[1:])
 
     @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype of the model inputs :meth:`inputs` gives: float32 for scaled storage
+        (images), else the stored one (int64 token ids, float inputs)."""
+        return self.x.dtype if self.scale is None else torch.float32
+
+    @property
     def target_shape(self) -> tuple[int, ...]:
         """Shape of one example's targets: ``()`` for a label, ``(T,)`` for a token sequence."""
         return tuple(self.y.shape[1:])

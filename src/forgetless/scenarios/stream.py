@@ -107,6 +107,16 @@ class Stream:
         return self.tasks[0].train.shape
 
     @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype of the model's inputs: float32 for images, int64 for token ids."""
+        return self.tasks[0].train.input_dtype
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Shape of one example's targets: ``()`` for labels, ``(T,)`` for token sequences."""
+        return self.tasks[0].train.target_shape
+
+    @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 

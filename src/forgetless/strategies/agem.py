@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner
+from forgetless.losses import cross_entropy
 from forgetless.scenarios.stream import Task
 from forgetless.strategies.replay import Rehearsal
 
@@ -67,7 +67,7 @@ class AGEM(Rehearsal):
         """``g_ref``: the gradient of the cross-entropy on a memory sample, one tensor per
         parameter in ``params``; the parameters' ``.grad`` (the batch's ``g``) is untouched."""
         past = self.buffer.get(self.sample(learner))
-        loss = F.cross_entropy(learner.logits(past.x, past.t), past.y)
+        loss = cross_entropy(learner.logits(past.x, past.t), past.y)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from forgetless.buffer import MemoryBuffer
 from forgetless.learner import Learner
+from forgetless.losses import cross_entropy
 from forgetless.strategies.replay import Rehearsal
 from forgetless.validation import check_range
 
@@ -43,9 +44,10 @@ class DER(Rehearsal):
         self._outputs: torch.Tensor | None = None
 
     def new_buffer(self, learner: Learner) -> MemoryBuffer:
+        # Logits per target: a classifier's per example, a language model's at every position.
         stream = learner.stream
-        return MemoryBuffer(
-            self.buffer_size, stream.input_shape, stream.num_outputs, device=learner.device
+        return MemoryBuffer.for_stream(
+            self.buffer_size, stream, stream.num_outputs, device=learner.device
         )
 
     def logits_of(self, learner: Learner, x: torch.Tensor) -> torch.Tensor:
@@ -111,5 +113,6 @@ class DERPP(DER):
 
     def replay_loss(self, learner: Learner) -> torch.Tensor:
         past = self.buffer.get(self.sample(learner))
-        cross_entropy = F.cross_entropy(learner.logits(past.x, past.t), past.y)
-        return super().replay_loss(learner) + self.beta * cross_entropy
+        # Over every target: a label per example, or a language model's token at every position.
+        replayed = cross_entropy(learner.logits(past.x, past.t), past.y)
+        return super().replay_loss(learner) + self.beta * replayed

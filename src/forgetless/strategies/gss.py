@@ -124,8 +124,8 @@ class GSS(Strategy):
 
     def before_task(self, learner: Learner, task: Task) -> None:
         if self._buffer is None:
-            self._buffer = MemoryBuffer(
-                self.buffer_size, learner.stream.input_shape, device=learner.device
+            self._buffer = MemoryBuffer.for_stream(
+                self.buffer_size, learner.stream, device=learner.device
             )
         self._stats.append(
             {"steps": 0, "stored": 0, "offered": 0, "gate_open": 0, "competed": 0, "replaced": 0}
@@ -197,7 +197,7 @@ class GSS(Strategy):
 
     def after_task(self, learner: Learner, task: Task) -> None:
         buffer = self._buffer
-        stored = buffer.y[: len(buffer)].cpu()
+        stored = buffer.y[: len(buffer)].cpu().flatten()  # sequences: every target token
         self._stats[-1]["classes"] = torch.bincount(
             stored, minlength=learner.stream.num_outputs
         ).tolist()
@@ -217,7 +217,8 @@ class GSS(Strategy):
         ``offered`` (examples that met a full buffer); ``gate_open`` (steps in which some of
         them could compete); ``competed`` (examples that drew a slot); ``replaced`` (examples
         that took it); ``replacement_rate`` (``replaced / offered``); and, once the task is
-        over, ``classes`` (stored examples per output unit)."""
+        over, ``classes`` (stored examples per output unit; for sequences, stored target
+        tokens per unit)."""
         return [
             {**s, "replacement_rate": s["replaced"] / s["offered"] if s["offered"] else None}
             for s in self._stats

@@ -125,8 +125,8 @@ class ICaRL(Strategy):
     def before_task(self, learner: Learner, task: Task) -> None:
         if self._memory is None:
             self._check_setup(learner)
-            self._memory = MemoryBuffer(
-                self.buffer_size, learner.stream.input_shape, device=learner.device
+            self._memory = MemoryBuffer.for_stream(
+                self.buffer_size, learner.stream, device=learner.device
             )
         old = [u for prev in learner.stream.tasks[: learner.task_index] for u in prev.units]
         self._old_units = torch.tensor(sorted(set(old)), dtype=torch.int64, device=learner.device)

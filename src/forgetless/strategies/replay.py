@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from forgetless.buffer import MemoryBuffer
+from forgetless.buffer import CLASS_BALANCE_NEEDS_LABELS, MemoryBuffer
 from forgetless.errors import ConfigError
 from forgetless.learner import Learner
 from forgetless.scenarios.stream import Task
@@ -49,7 +51,7 @@ class Rehearsal(Strategy):
 
     def new_buffer(self, learner: Learner) -> MemoryBuffer:
         """An empty buffer for ``learner``'s stream (subclasses add logits)."""
-        return MemoryBuffer(self.buffer_size, learner.stream.input_shape, device=learner.device)
+        return MemoryBuffer.for_stream(self.buffer_size, learner.stream, device=learner.device)
 
     def before_task(self, learner: Learner, task: Task) -> None:
         if learner.task_index == 0 or self._buffer is None:
@@ -71,9 +73,11 @@ class Rehearsal(Strategy):
         examples had been offered during its steps: all of them go through the reservoir, in
         chunks, so the buffer holds a uniform sample of them (all of them, if they fit)."""
         generator = learner.task_generator("remember")  # the batch order stays untouched
-        index = torch.full((REMEMBER_CHUNK,), learner.task_index, dtype=torch.int64)
-        for start in range(0, len(task.train), REMEMBER_CHUNK):
-            rows = slice(start, start + REMEMBER_CHUNK)
+        # As many targets per chunk as 4096 labels: DER's logits of long sequences stay small.
+        chunk = max(1, REMEMBER_CHUNK // math.prod(task.train.target_shape))
+        index = torch.full((chunk,), learner.task_index, dtype=torch.int64)
+        for start in range(0, len(task.train), chunk):
+            rows = slice(start, start + chunk)
             x = task.train.inputs(rows).to(learner.device)
             y = task.train.y[rows].to(learner.device)
             t = index[: len(x)].to(learner.device)
@@ -140,7 +144,8 @@ class Replay(Rehearsal):
         buffer_policy: what the buffer keeps (:data:`BUFFER_POLICIES`): ``"reservoir"``, a
             uniform sample of every example offered; ``"task-balanced"``, equal slots per
             task; ``"class-balanced"``, equal slots per class (each evicting from the
-            largest groups, :meth:`~forgetless.buffer.MemoryBuffer.balanced_add`).
+            largest groups, :meth:`~forgetless.buffer.MemoryBuffer.balanced_add`; refused
+            for sequence targets, which have no one class per example).
         buffer_update: when examples are offered (:data:`BUFFER_UPDATES`): ``"step"``, each
             step's incoming batch after the step; ``"task"``, the task's training examples at
             its end.
@@ -194,6 +199,11 @@ class Replay(Rehearsal):
         slots = self._pass[self._drawn : self._drawn + n]
         self._drawn += len(slots)
         return slots
+
+    def new_buffer(self, learner: Learner) -> MemoryBuffer:
+        if self.buffer_policy == "class-balanced" and learner.stream.target_shape:
+            raise ConfigError(f"replay: {CLASS_BALANCE_NEEDS_LABELS}")
+        return super().new_buffer(learner)
 
     def after_step(self, learner, x, y, t, logits):
         if not self.store_new or self.buffer_update != "step":
