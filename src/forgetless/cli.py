@@ -371,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     from forgetless.production import commands as production
 
     production.add_parsers(sub)
+    from forgetless.reproduce import command as reproduce
+
+    reproduce.add_arguments(
+        sub.add_parser("reproduce", help=reproduce.HELP, description=reproduce.DESCRIPTION)
+    )
 
     runs = sub.add_parser("runs", help="list, show, compare and summarise stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -1097,6 +1102,11 @@ def _cmd_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forgetless`` command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["reproduce"]:  # a module of its own, parsed alone: --list imports no torch
+        from forgetless.reproduce import command
+
+        return command.main(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     from forgetless.production.commands import EXTRA_ARGUMENTS
