@@ -209,8 +209,8 @@ _BINARY = article_entry(
         "the article's own two runs differ by 1.8 on A after A",
     ),
     reference="Seed article 1 (the project's brief): two binary tasks, Figure 1 and its text",
-    minutes=0.5,
-    minutes_note="measured through forgetless reproduce, 3 seeds, at load 1-2",
+    minutes=0.3,
+    minutes_note="measured: 16 s through forgetless reproduce (6 runs, 1 worker) at load 2",
     data=(),
     known_difference=ARTICLES["binary"].note,
     benchmark="BENCHMARKS.md 'Seed article 1'; benchmarks/seed_articles.py, regularisation.py",
@@ -386,8 +386,9 @@ _DER_SMNIST = Entry(
         for label, _, _, p, _, value in _SMNIST_ROWS
     ),
     tolerance=_SEED_SPREAD,
-    minutes=10.0,
-    minutes_note="benchmarks/der_table.py: 4-18 s a run on one core, GSS 72 s; 24 runs",
+    minutes=11.0,
+    minutes_note="measured: 658 s through forgetless reproduce (24 runs, 1 worker) at load "
+    "2.3-5.6; GSS is most of it",
     runs=tuple(
         Run(label, _der_smnist(strategy, lr, params, batch))
         for label, strategy, lr, params, batch, _ in _SMNIST_ROWS
@@ -405,8 +406,8 @@ _DER_SMNIST_ICARL = Entry(
     reference=_DER_PAPER + ", S-MNIST, class-IL, buffer 500, iCaRL",
     published=(Published("iCaRL", 70.10, "ACC (%), class-IL, buffer 500, mean of 10 runs"),),
     tolerance=_SEED_SPREAD,
-    minutes=1.0,
-    minutes_note="benchmarks/der_table.py --only authors: 4-18 s a run on one core, 3 runs",
+    minutes=0.8,
+    minutes_note="measured: 45 s through forgetless reproduce (3 runs, 1 worker) at load 3.3-3.9",
     runs=(Run("iCaRL", _der_smnist("icarl", 0.1, {"memory_size": 500, "loss_reduction": "mean"})),),
     ours=table({"iCaRL": acc("iCaRL")}),
     data=("mnist",),
