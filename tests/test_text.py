@@ -391,3 +391,28 @@ def test_the_sequence_loss_is_the_classifiers_loss_on_labels():
     seq, targets = torch.randn(4, 7, 10, generator=g), torch.randint(0, 10, (4, 7), generator=g)
     by_hand = F.cross_entropy(seq.permute(0, 2, 1), targets)  # torch's [B, C, T] convention
     assert torch.allclose(cross_entropy(seq, targets), by_hand, atol=1e-7)
+
+
+def test_lwf_distils_every_position_over_the_vocabulary():
+    from forgetless.strategies.lwf import LwF
+
+    lwf = LwF(temperature=2.0)
+    gen = torch.Generator().manual_seed(0)
+    new, old = torch.randn(3, 5, 7, generator=gen), torch.randn(3, 5, 7, generator=gen)
+    units = (1, 2, 4, 6)
+    flat = lwf._distillation(new.reshape(15, 7), old.reshape(15, 7), units)
+    assert float(lwf._distillation(new, old, units)) == pytest.approx(float(flat))
+    # by hand: the mean over the 15 positions of KL(p_old || p_new) on the chosen units
+    p_old = torch.softmax(old[..., list(units)] / 2.0, dim=-1)
+    p_new = torch.softmax(new[..., list(units)] / 2.0, dim=-1)
+    kl = (p_old * (p_old.log() - p_new.log())).sum(-1).mean()
+    assert float(flat) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_lwf_keeps_a_language_models_first_domain(finetuned, two_domains):
+    stream, _, plain = finetuned
+    result = train(stream, gpt_for(stream), "lwf", **LOOP)
+    P = result.perplexity_matrix
+    assert P[1][1] < 0.7 * result.baseline_perplexity[1]  # the second domain is still learnt
+    rise = P[1][0] - P[0][0]  # ...and far less of the first lost (8% of fine-tuning's rise)
+    assert rise < 0.25 * (plain.perplexity_matrix[1][0] - plain.perplexity_matrix[0][0])

@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         "default 128,128,128,128)",
     )
     g.add_argument(
+        "--init",
+        metavar="NAME",
+        help="the initial weights: default (each layer's PyTorch default) or xavier "
+        "(Xavier-uniform weights, zero biases: the DER authors' MLP), drawn from --seed",
+    )
+    g.add_argument(
         "--strategy",
         default=d.strategy,
         help=f"one of {', '.join(STRATEGIES)}, or names joined by + for a hybrid "
@@ -463,6 +469,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         standardize=args.standardize,
         model=args.model,
         hidden=args.hidden,
+        init=args.init,
         strategy=args.strategy,
         strategy_params=_strategy_params(extra),
         router=args.router,

@@ -43,7 +43,10 @@ class RunConfig:
     ``tokenizer`` (None: ``"char"``); ``standardize`` (None: inputs as the source gives them;
     ``"train"``, ``"dataset"`` or ``"MEAN,STD"``: see :func:`~forgetless.scenarios.make_stream`).
     Model: ``model`` (``"mlp"``, ``"cnn"``, ``"cnn-skip"``, ``"gpt"``, ``"hf:TYPE"``),
-    ``hidden``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``hidden``, ``init`` (the initial weights: None, or ``"default"``, for the layers'
+    PyTorch defaults; ``"xavier"`` for Xavier-uniform weights and zero biases, as the DER
+    authors' code initialises its MLP; see :data:`~forgetless.models.init.INITS`), drawn from
+    ``seed``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
     ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
     method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
@@ -80,6 +83,7 @@ class RunConfig:
     standardize: str | None = None
     model: str = "mlp"
     hidden: list[int] | None = None
+    init: str | None = None
     strategy: str = "finetune"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     router: str | None = None
@@ -133,6 +137,14 @@ class RunConfig:
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
         self.standardize = check_standardize(self.standardize)
+        from forgetless.models.init import check_init
+
+        self.init = check_init(self.init)  # "default" is None: one run, one id
+        if self.init is not None and self.weights is not None:
+            raise ConfigError(
+                f"init={self.init!r} has no effect with weights: the weights file replaces "
+                "the initial weights; give one of them"
+            )
         if self.tokenizer is not None:
             from forgetless.data.text import parse_tokenizer
 
@@ -242,6 +254,7 @@ HASHED_WHEN_SET = (
     "standardize",
     "repeat",
     "schedule",
+    "init",
 )
 
 
@@ -294,7 +307,12 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
     vocab = len(stream.tasks[0].units)
     model = build_model(
-        config.model, stream.input_shape, stream.num_outputs, config.hidden, vocab_size=vocab
+        config.model,
+        stream.input_shape,
+        stream.num_outputs,
+        config.hidden,
+        vocab_size=vocab,
+        init=config.init,
     )
     if config.weights is not None:
         from forgetless.production.loading import load_weights, put_weights

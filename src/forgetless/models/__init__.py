@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.errors import ConfigError
+from forgetless.models.init import INITS, init_weights
 from forgetless.models.masked import (
     LayerMask,
     MaskedConv2d,
@@ -126,6 +127,7 @@ def build_model(
     hidden: Sequence[int] | None = None,
     seed: int | None = None,
     vocab_size: int | None = None,
+    init: str | None = None,
 ) -> nn.Module:
     """Make a network by name.
 
@@ -144,9 +146,22 @@ def build_model(
         seed: if given, initialise the weights from this seed.
         vocab_size: language models: distinct input token ids (default ``num_outputs``; less
             under the ``task`` protocol, whose outputs hold a copy of the vocabulary per task).
+        init: the initial weights, a name of :data:`~forgetless.models.init.INITS`
+            (``None`` or ``"default"``: the layers' PyTorch defaults; ``"xavier"``:
+            Xavier-uniform weights and zero biases), drawn right after the layers' own draws.
     """
     if seed is not None:
         torch.manual_seed(seed)
+    return init_weights(_build(name, input_shape, num_outputs, hidden, vocab_size), init)
+
+
+def _build(
+    name: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    hidden: Sequence[int] | None,
+    vocab_size: int | None,
+) -> nn.Module:
     if name == "gpt" or name.startswith("hf:"):
         return _language_model(name, input_shape, num_outputs, hidden, vocab_size)
     if name == "mlp":
@@ -191,6 +206,7 @@ def _language_model(
 __all__ = [
     "ACTIVATIONS",
     "CNN",
+    "INITS",
     "MLP",
     "MODEL_NAMES",
     "Column",
@@ -203,6 +219,7 @@ __all__ = [
     "SpecialistNet",
     "build_model",
     "column_of",
+    "init_weights",
     "masked_layers",
     "to_masked",
 ]

@@ -76,8 +76,12 @@ class LwF(Strategy):
     def _distillation(
         self, new: torch.Tensor, old: torch.Tensor, units: tuple[int, ...]
     ) -> torch.Tensor:
-        """``KL(softmax(old/T) || softmax(new/T))`` over ``units``, averaged over the batch."""
+        """``KL(softmax(old/T) || softmax(new/T))`` over ``units``, averaged over the batch
+        (over every position of a sequence model's ``(batch, time, vocabulary)`` outputs)."""
         index = torch.tensor(units, device=new.device)
-        log_p_old = F.log_softmax(old.index_select(1, index) / self.temperature, dim=1)
-        log_p_new = F.log_softmax(new.index_select(1, index) / self.temperature, dim=1)
+        # The units are the last dimension; a sequence's positions are examples of their own.
+        old = old.index_select(-1, index).reshape(-1, len(units))
+        new = new.index_select(-1, index).reshape(-1, len(units))
+        log_p_old = F.log_softmax(old / self.temperature, dim=1)
+        log_p_new = F.log_softmax(new / self.temperature, dim=1)
         return F.kl_div(log_p_new, log_p_old, reduction="batchmean", log_target=True)
