@@ -170,3 +170,70 @@ def test_a_digits_entry_runs_through_the_store_and_a_rerun_trains_nothing(
 
 def _measures(reproduction):
     return {k: Measure(v["value"]) for k, v in reproduction["ours"].items()}
+
+
+def test_the_entries_run_the_configs_of_the_benchmarks_behind_benchmarks_md(monkeypatch):
+    """Same config hash, same run: an entry's figures are the benchmark script's, seed for
+    seed (so BENCHMARKS.md's tables can be regenerated from the entries)."""
+    from pathlib import Path
+
+    from forgetless.experiment import config_hash
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import der_table
+    import fisher_variants
+    import isolation
+    import regularisation
+
+    def ours(name):
+        entry = CATALOGUE[name]
+        return {r.label: config_hash(c) for r, c in zip(entry.runs, entry.configs(), strict=True)}
+
+    theirs = {
+        "der-smnist": {
+            "SGD": der_table.smnist(0, None, "finetune", 0.03, {}),
+            "joint": der_table.smnist(0, None, "joint", 0.03, {}),
+            **{
+                label: der_table.smnist_config(0, None, strategy, 500)
+                for label, strategy in (
+                    ("ER", "replay"),
+                    ("A-GEM", "agem"),
+                    ("iCaRL", "icarl"),
+                    ("GSS", "gss"),
+                    ("DER", "der"),
+                    ("DER++", "derpp"),
+                )
+            },
+        },
+        "der-pmnist": {
+            "SGD": regularisation.pmnist(0, None, "finetune"),
+            "SI": regularisation.pmnist(0, None, "si"),
+            "oEWC": regularisation.pmnist(0, None, "online-ewc lam 1.4"),
+            "ER": der_table.pmnist(
+                0, None, "replay", 0.2, {"buffer_size": 500, "replay_batch_size": 128}
+            ),
+        },
+        "fisher-variants": {
+            "exact": fisher_variants.config(0, None, "exact", 1e5),
+            "batched": fisher_variants.config(0, None, "batched", 1e10),
+            "none": fisher_variants.config(0, None, None),
+        },
+        "three-scenarios-lwf": {
+            "LwF, class-IL": regularisation.lwf(0, None, "lwf", "class"),
+            "LwF, task-IL": regularisation.lwf(0, None, "lwf", "task"),
+        },
+        "der-smnist-pnn": {
+            "PNN": isolation.smnist(0, None, "pnn"),
+            "specialists from the initial weights": isolation.smnist(
+                0, None, "specialists-initial"
+            ),
+        },
+        "article-binary": {
+            "fine-tuning": regularisation.two_task(0, None),
+            "EWC, lam 1e6": regularisation.two_task(0, 1e6),
+        },
+    }
+    for name, configs in theirs.items():
+        mine = ours(name)
+        for label, config in configs.items():
+            assert mine[label] == config_hash(config), (name, label)
