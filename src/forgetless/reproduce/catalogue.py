@@ -208,7 +208,7 @@ _BINARY = article_entry(
         "the article reports one run; our seeds spread 1-2 points (A after A 94.3 +- 1.6), and "
         "the article's own two runs differ by 1.8 on A after A",
     ),
-    reference="Seed article 1 (the project's brief): two binary tasks, Figure 1 and its text",
+    reference="Seed article 1 (the project's brief): two binary tasks, the accuracies it reports",
     minutes=0.3,
     minutes_note="measured: 16 s through forgetless reproduce (6 runs, 1 worker) at load 2",
     data=(),

@@ -107,15 +107,15 @@ def reproduce(
 # --- formatting --------------------------------------------------------------------------------
 
 
-def _number(value: float | None, units: str) -> str:
+def _number(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"{value:.2f}"
 
 
-def _ours(figure: dict[str, Any], units: str) -> str:
+def _ours(figure: dict[str, Any]) -> str:
     measure = figure["ours"]
-    text = _number(measure["value"], units)
+    text = _number(measure["value"])
     if measure["std"] is not None:
         text += f" ± {measure['std']:.2f}"
     return text
@@ -134,10 +134,10 @@ def _verdict(figure: dict[str, Any]) -> str:
 def format_text(reproduction: dict[str, Any]) -> str:
     """Ours beside the published figures, a verdict per figure and the known reasons."""
     r = reproduction
-    units = r["units"]
     seeds = ", ".join(str(s) for s in r["seeds"])
+    units = "" if r["units"] == "percent" else f" ({r['units']})"
     lines = [
-        f"{r['name']}: {r['title']}",
+        f"{r['name']}: {r['title']}{units}",
         f"  {r['reference']}",
         f"  seeds {seeds}; {r['trained']} runs trained, {r['reused']} reused from {r['store']} "
         f"({r['seconds']:.0f} s)",
@@ -147,8 +147,8 @@ def format_text(reproduction: dict[str, Any]) -> str:
     rows = [
         [
             f["label"],
-            _number(f["published"], units),
-            _ours(f, units),
+            _number(f["published"]),
+            _ours(f),
             _difference(f),
             f"± {f['tolerance']:g}",
             _verdict(f),
@@ -195,7 +195,7 @@ def format_markdown(reproduction: dict[str, Any]) -> str:
     for f in r["figures"]:
         verdict = "yes" if f["within"] else ("no (known)" if f["known_difference"] else "**no**")
         lines.append(
-            f"| {f['label']} | {_ours(f, units)} | {_number(f['published'], units)} | "
+            f"| {f['label']} | {_ours(f)} | {_number(f['published'])} | "
             f"{_difference(f)} | {verdict} (± {f['tolerance']:g}) |"
         )
     return "\n".join(lines) + "\n"
@@ -207,14 +207,18 @@ def format_list(entries: Sequence[Entry]) -> str:
     for e in entries:
         data = f"; data: {', '.join(e.data)}" if e.data else ""
         lines.append(
-            f"{e.name}  (~{e.minutes:g} min on 2 cores, {len(e.runs)} runs x "
-            f"{len(e.seeds)} seeds{data})"
+            f"{e.name}  (~{e.minutes:g} min on 2 cores, {_count(len(e.runs), 'run')} x "
+            f"{_count(len(e.seeds), 'seed')}{data})"
         )
         lines.append(f"  {e.title}")
         lines.append(_wrap(e.reference, "  ", "    "))
         figures = ", ".join(f"{f.label} {f.value:g}" for f in e.published)
         lines.append(_wrap(f"published: {figures}", "  ", "    "))
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _wrap(text: str, first: str, rest: str | None = None, width: int = 96) -> str:
