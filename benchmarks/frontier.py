@@ -32,10 +32,10 @@ import json
 import time
 from pathlib import Path
 
-from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
 from forgetless.experiment import RunConfig
 from forgetless.provenance import provenance
 from forgetless.report.figures import frontier_plot, save
+from forgetless.studies.frontier import format_frontiers, parse_range, run_frontiers
 from grid import log
 
 RANGES = (("ewc", "lambda=1e0:1e6"), ("replay", "buffer=50:5000"), ("si", "c=1e-2:1e2"))

@@ -36,9 +36,10 @@ Hessian-vector products), and three 1-D curves along filter-normalised random di
 within 0.1 nats of the solution's) and the mean loss at ``|alpha| = 0.5``; then the forgetting
 of MNIST after Fashion-MNIST (accuracy after task 1 minus after task 2, on the full test set)
 and the loss of both tasks along the straight line from the A solution to the B solution. For
-the first seed, a 15 x 15 plane too. Each (model, seed) runs in a fresh process with one torch
-thread, ``--workers`` at once; finished ones are kept in ``--store`` (JSON lines) and not
-recomputed.
+the first seed, a 15 x 15 plane too. The training runs of both parts go through
+:func:`forgetless.studies.landscape.solve_tasks` into the run store ``--store`` (default
+``benchmarks/results/runs``), ``--workers`` at once through the one sweep runner, and are not
+trained again once there; the measures are taken in this process from the stored weights.
 
 Prints one JSON object on stdout (also written to ``--json``); figures (PNG and SVG) go to
 ``--out``.
@@ -49,12 +50,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import multiprocessing
 import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +67,10 @@ from forgetless.analysis.landscape import (
     set_parameters,
 )
 from forgetless.analysis.landscape_study import landscape_study
-from forgetless.analysis.trajectory import task_subset, train_tasks
+from forgetless.analysis.trajectory import task_subset
 from forgetless.data.arrays import ArraySet
 from forgetless.experiment import RunConfig
+from forgetless.studies.landscape import TaskSolutions, solve_tasks
 from grid import log, mean_std, publish
 
 MODELS = ("cnn", "cnn-skip")
@@ -80,9 +80,8 @@ def _load() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def timing(data_dir: str, hidden: list[int], threads: int) -> dict[str, Any]:
+def timing(data_dir: str, hidden: list[int], threads: int, store: Path) -> dict[str, Any]:
     """The 41 x 41 plane on 10,000 MNIST test images, batched, against a naive loop."""
-    torch.set_num_threads(threads)
     config = RunConfig(
         scenario="split-mnist",
         data_dir=data_dir,
@@ -95,9 +94,9 @@ def timing(data_dir: str, hidden: list[int], threads: int) -> dict[str, Any]:
         seed=0,
         progress=False,
     )
-    start = time.perf_counter()
-    solved = train_tasks(config, tasks=None)
-    train_seconds = time.perf_counter() - start
+    (solved,) = solve_tasks([config], store, tasks=None)
+    train_seconds = solved.result.timings["total"]
+    torch.set_num_threads(threads)
     model = solved.models[-1]
     test = ArraySet.concat([task.test for task in solved.stream.tasks])
     d1, d2 = random_direction(model, 1), random_direction(model, 2)
@@ -172,10 +171,9 @@ def product_floor(model: torch.nn.Module, examples: int, points: int, rows: int 
     return time.perf_counter() - start
 
 
-def skip_run(model: str, seed: int, data_dir: str) -> dict[str, Any]:
-    """One (model, seed) of the skip-connection comparison (one thread, its own process)."""
-    torch.set_num_threads(1)
-    config = RunConfig(
+def skip_config(model: str, seed: int, data_dir: str) -> RunConfig:
+    """One (model, seed) of the skip-connection comparison."""
+    return RunConfig(
         scenario="mnist-fashion",
         data_dir=data_dir,
         model=model,
@@ -186,9 +184,12 @@ def skip_run(model: str, seed: int, data_dir: str) -> dict[str, Any]:
         seed=seed,
         progress=False,
     )
-    start = time.perf_counter()
-    solved = train_tasks(config, tasks=2)
-    train_seconds = time.perf_counter() - start
+
+
+def skip_record(solved: TaskSolutions) -> dict[str, Any]:
+    """The measures of one (model, seed) of the skip-connection comparison."""
+    model, seed = solved.config.model, solved.config.seed
+    train_seconds = solved.result.timings["total"]
     mnist, fashion = (task_subset(t.test, 1000, seed) for t in solved.stream.tasks)
     start = time.perf_counter()
     study = landscape_study(
@@ -233,32 +234,18 @@ def skip_run(model: str, seed: int, data_dir: str) -> dict[str, Any]:
 
 
 def _skip(args) -> dict[str, Any]:
-    store: Path = args.store
-    store.parent.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    configs = [skip_config(m, s, args.data_dir) for s in args.seeds for m in MODELS]
+    log(f"skip: {len(configs)} runs into {args.store} on {args.workers} workers")
     done = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[(record["model"], record["seed"])] = record
-    pending = [(m, s) for s in args.seeds for m in MODELS if (m, s) not in done]
-    log(f"skip: {len(done)} runs on record, {len(pending)} to run on {args.workers} workers")
-    context = multiprocessing.get_context("spawn")
-    with (
-        ProcessPoolExecutor(args.workers, mp_context=context, max_tasks_per_child=1) as pool,
-        store.open("a") as sink,
-    ):
-        futures = {pool.submit(skip_run, m, s, args.data_dir): (m, s) for m, s in pending}
-        for future in as_completed(futures):
-            record = future.result()
-            done[futures[future]] = record
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            log(
-                f"{record['model']} seed {record['seed']}: sharpness {record['sharpness']:.3g}, "
-                f"width {record['mean_width']:.3f}, forgetting {record['forgetting']:.1f} "
-                f"({record['train_seconds']:.0f} + {record['analysis_seconds']:.0f} s)"
-            )
+    for solved in solve_tasks(configs, args.store, 2, args.workers):
+        record = skip_record(solved)
+        done[(record["model"], record["seed"])] = record
+        log(
+            f"{record['model']} seed {record['seed']}: sharpness {record['sharpness']:.3g}, "
+            f"width {record['mean_width']:.3f}, forgetting {record['forgetting']:.1f} "
+            f"({record['train_seconds']:.0f} + {record['analysis_seconds']:.0f} s)"
+        )
     runs = {m: [done[(m, s)] for s in args.seeds] for m in MODELS}
     keys = (
         "sharpness",
@@ -320,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the timing")
-    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/landscape.jsonl"))
+    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/runs"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/landscape.json"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/landscape"))
     args = parser.parse_args(argv)
@@ -333,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report["timing"] = []
         for hidden in ([400, 400], [100, 100]):
-            record = timing(args.data_dir, hidden, args.threads)
+            record = timing(args.data_dir, hidden, args.threads, args.store)
             plane = record.pop("plane")
             name = "x".join(map(str, hidden))
             title = f"MLP {name} on Split-MNIST: loss on 10,000 MNIST test images"

@@ -23,8 +23,11 @@ each task):
 The seed article says "70% overlap forgets 45% more than 30% overlap". We fit forgetting =
 a + b * overlap (mean over the two layers) by least squares over all (angle, seed) pairs and read
 the line at 30% and 70% (:func:`forgetless.analysis.overlap_study.overlap_claim`); the JSON says
-whether 30% and 70% lie inside the overlaps measured. Runs in one process (one torch thread),
-about 5 minutes for 11 angles and 3 seeds on two idle cores. Prints one JSON object, writes it
+whether 30% and 70% lie inside the overlaps measured. The runs are
+:mod:`forgetless.studies.overlap`'s, in the run store ``--store`` (default
+``benchmarks/results/runs``), ``--workers`` at once through the one sweep runner: another rate,
+or a rerun, trains nothing that is there. About 5 minutes for 11 angles and 3 seeds on two idle
+cores. Prints one JSON object, writes it
 to ``benchmarks/results/overlap.json`` and the figures to ``--out``.
 """
 
@@ -38,9 +41,8 @@ from typing import Any
 
 import torch
 
-from forgetless import data
-from forgetless.analysis.overlap_study import overlap_claim, run_overlap, subsample
-from forgetless.engine import FitConfig
+from forgetless.analysis.overlap_study import overlap_claim
+from forgetless.studies.overlap import OverlapSettings, overlap_study
 from grid import log, publish
 
 SETTINGS = {
@@ -93,6 +95,8 @@ def main() -> None:
         "--angles", type=float, nargs="+", default=[0, 15, 30, 45, 60, 75, 90, 105, 120, 150, 180]
     )
     parser.add_argument("--rates", type=float, nargs="+", default=[0.5])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/runs"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/overlap"))
     parser.add_argument("--summary", type=Path, default=Path("benchmarks/results/overlap.json"))
     parser.add_argument(
@@ -102,33 +106,16 @@ def main() -> None:
     if args.replot:
         replot(args.summary, args.out)
         return
-    torch.set_num_threads(1)
-
-    source = subsample(
-        data.load("mnist", args.data_dir), SETTINGS["train_size"], SETTINGS["test_size"]
-    )
-    fit = FitConfig(
-        lr=SETTINGS["lr"],
-        batch_size=SETTINGS["batch_size"],
-        epochs=SETTINGS["epochs"],
-        progress=False,
+    torch.set_num_threads(1)  # the measures as the runs compute: one thread, the same sums
+    settings = OverlapSettings(
+        data="mnist", data_dir=args.data_dir, angles=tuple(args.angles), **SETTINGS
     )
     started = time.perf_counter()
     report: dict[str, Any] = {"settings": {**SETTINGS, "angles": args.angles, "seeds": args.seeds}}
     for rate in args.rates:
-        records = []
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            records += run_overlap(
-                source,
-                args.angles,
-                seed,
-                SETTINGS["hidden"],
-                fit,
-                SETTINGS["probe"],
-                rate=rate,
-            )
-            log(f"rate {rate} seed {seed}: {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        records = overlap_study(settings, args.seeds, args.store, args.workers, rate=rate)
+        log(f"rate {rate}: {time.perf_counter() - t0:.0f} s")
         claims = {}
         for measure in ("overlap", "overlap_weighted"):
             claims[measure] = {"mean": overlap_claim(records, measure=measure)}

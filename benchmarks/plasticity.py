@@ -27,29 +27,26 @@ theirs 1e-4) and noise std 1e-3 (theirs 1e-4..1e-6 at a step size 100 times smal
 ``shrink-perturb-task`` is Ash and Adams' form, once before each task, lambda 0.5 and noise std
 0.01 (half the standard deviation of the first layer's initial weights; not tuned).
 
-Each (strategy, seed) runs in its own process with one torch thread (``--workers`` at once);
-finished runs are appended to ``--store`` (JSON lines), so a rerun only trains what is missing.
-Prints one JSON object: per strategy, mean and std over seeds of the accuracy, dormant fraction,
-effective rank (last hidden layer) and weight magnitude over the first and the last 10 tasks,
-and the wall time of each run; writes the figure ``plasticity.png``/``.svg`` to ``--out`` and
-the summary to ``benchmarks/results/plasticity.json``.
+Each (strategy, seed) is a run of :mod:`forgetless.studies.plasticity` in the run store
+``--store`` (default ``benchmarks/results/runs``), ``--workers`` at once through the one sweep
+runner; a rerun trains only what is missing there. Prints one JSON object: per strategy, mean
+and std over seeds of the accuracy, dormant fraction, effective rank (last hidden layer) and
+weight magnitude over the first and the last 10 tasks, and the training time of each run;
+writes the figure ``plasticity.png``/``.svg`` to ``--out`` and the summary to
+``benchmarks/results/plasticity.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from forgetless import data
-from forgetless.analysis.plasticity import PlasticityRun, permuted_subsets, run_plasticity
-from forgetless.engine import FitConfig
+from forgetless.analysis.plasticity import PlasticityRun
+from forgetless.studies.plasticity import PlasticitySettings, plasticity_study
 from grid import log, mean_std, publish
 
 SETTINGS = {
@@ -70,67 +67,27 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
 WINDOW = 10  # tasks averaged at the start and at the end of the stream
 
 
-def key_of(label: str, seed: int, tasks: int) -> str:
-    return f"{label}|seed{seed}|tasks{tasks}|" + json.dumps(SETTINGS, sort_keys=True)
-
-
-def one_run(label: str, seed: int, tasks: int, data_dir: str) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    source = data.load("mnist", data_dir)
-    stream = permuted_subsets(
-        source, tasks, SETTINGS["train_per_task"], SETTINGS["test_per_task"], seed=seed
-    )
-    built = time.perf_counter() - start
-    name, params = STRATEGIES[label]
-    fit = FitConfig(
-        lr=SETTINGS["lr"],
-        batch_size=SETTINGS["batch_size"],
-        epochs=SETTINGS["epochs"],
-        progress=False,
-    )
-    run = run_plasticity(
-        stream, name, params, SETTINGS["hidden"], fit, seed=seed, probe=SETTINGS["probe"]
-    )
-    return {
-        "key": key_of(label, seed, tasks),
-        "label": label,
-        "stream_seconds": built,
-        "wall_seconds": time.perf_counter() - start,
-        "cpu_seconds": time.process_time() - start_cpu,
-        "load_average": list(os.getloadavg()),
-        "run": run.to_dict(),
-    }
-
-
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(runs: dict[str, list[PlasticityRun]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label in STRATEGIES:
-        runs = [PlasticityRun.from_dict(r["run"]) for r in records if r["label"] == label]
-        if not runs:
-            continue
-        entry: dict[str, Any] = {"seeds": [r.seed for r in runs], "params": runs[0].params}
+    for label, found in runs.items():
+        entry: dict[str, Any] = {"seeds": [r.seed for r in found], "params": found[0].params}
         for key, scale in (
             ("accuracy", 100),
             ("dormant", 100),
             ("effective_rank", 1),
             ("weight_magnitude", 1),
         ):
-            k = min(WINDOW, len(runs[0].records))
-            first = [scale * sum(r.series(key)[:k]) / k for r in runs]
-            last = [scale * sum(r.series(key)[-k:]) / k for r in runs]
+            k = min(WINDOW, len(found[0].records))
+            first = [scale * sum(r.series(key)[:k]) / k for r in found]
+            last = [scale * sum(r.series(key)[-k:]) / k for r in found]
             entry[key] = {
                 f"first_{WINDOW}": mean_std(first),
                 f"last_{WINDOW}": mean_std(last),
                 "change": mean_std([b - a for a, b in zip(first, last, strict=True)]),
             }
-        best = [100 * max(r.series("accuracy")) for r in runs]
+        best = [100 * max(r.series("accuracy")) for r in found]
         entry["accuracy"]["best_task"] = mean_std(best)
-        mine = [r for r in records if r["label"] == label]
-        entry["wall_seconds"] = [round(r["wall_seconds"], 1) for r in mine]
-        entry["cpu_seconds"] = [round(r["cpu_seconds"], 1) for r in mine if "cpu_seconds" in r]
-        entry["load_average_at_end"] = [r["load_average"][0] for r in mine if "load_average" in r]
-        entry["train_seconds"] = [round(r.seconds, 1) for r in runs]
+        entry["train_seconds"] = [round(r.seconds, 1) for r in found]
         out[label] = entry
     return out
 
@@ -142,43 +99,27 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
-    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/plasticity.jsonl"))
+    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/runs"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/plasticity"))
     parser.add_argument("--summary", type=Path, default=Path("benchmarks/results/plasticity.json"))
     args = parser.parse_args()
 
-    done: dict[str, dict[str, Any]] = {}
-    if args.store.exists():
-        for line in args.store.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[record["key"]] = record
-    wanted = [(label, seed) for seed in args.seeds for label in args.only]
-    pending = [(lb, s) for lb, s in wanted if key_of(lb, s, args.tasks) not in done]
-    log(f"{len(wanted) - len(pending)} runs on record, {len(pending)} to run")
-    args.store.parent.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # the measures as the runs compute: one thread, the same sums
+    settings = PlasticitySettings(
+        data="mnist", data_dir=args.data_dir, tasks=args.tasks, **SETTINGS
+    )
+    specs = [STRATEGIES[label] for label in args.only]
     started = time.perf_counter()
-    if pending:
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {
-                pool.submit(one_run, label, seed, args.tasks, args.data_dir): (label, seed)
-                for label, seed in pending
-            }
-            for future in as_completed(futures):
-                record = future.result()
-                done[record["key"]] = record
-                with args.store.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                label, seed = futures[future]
-                log(f"{label} seed {seed}: {record['wall_seconds']:.0f} s")
-    records = [done[key_of(lb, s, args.tasks)] for lb, s in wanted]
+    found = plasticity_study(settings, specs, args.seeds, args.store, args.workers)
+    log(f"{len(found)} runs in {time.perf_counter() - started:.0f} s")
+    # The study returns the runs seeds outermost, strategies inner.
+    runs = {label: found[k :: len(specs)] for k, label in enumerate(args.only)}
     from forgetless.report.analysis_figures import plasticity_curves
     from forgetless.report.figures import save
 
-    runs = [PlasticityRun.from_dict(r["run"]) for r in records]
     files = save(
         plasticity_curves(
-            runs,
+            found,
             title=f"{args.tasks}-task permuted MNIST, MLP 3x100, SGD 0.3, batch 16 "
             "(running mean over 5 tasks)",
             smooth=5,
@@ -189,7 +130,7 @@ def main() -> None:
         {
             "settings": {**SETTINGS, "tasks": args.tasks, "seeds": args.seeds},
             "strategies": {k: STRATEGIES[k] for k in args.only},
-            "summary": summarise(records),
+            "summary": summarise(runs),
             "figures": [str(f) for f in files],
             "elapsed_seconds": round(time.perf_counter() - started, 1),
         },

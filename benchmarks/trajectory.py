@@ -12,8 +12,11 @@ steps each), as ``mnist_fashion.py`` trains the CNN. Plain SGD draws smoother pa
 penalty makes SGD diverge once ``lr * lam * max F > 2`` (about ``lam > 30`` at lr 0.05 here),
 which leaves too narrow a range of lambda. One run
 per strategy from the same initial weights and batches: fine-tuning and EWC (exact Fisher over
-2,000 MNIST training images) at each ``--lams``. The weights are recorded every ``--every``
-steps by :class:`forgetless.analysis.trajectory.ParameterRecorder`; the paths are projected on
+2,000 MNIST training images) at each ``--lams``: runs of
+:mod:`forgetless.studies.trajectory` in the run store ``--store`` (default
+``benchmarks/results/runs``; a rerun trains nothing that is there), ``--workers`` at once
+through the one sweep runner. The weights are recorded every ``--every`` steps
+(``RunConfig.path_every``, :class:`forgetless.strategies.recorder.ParameterRecorder`); the paths are projected on
 the top two principal directions of all of them together (Li et al. 2018, Sec. 7), through the
 end of task A, and the test losses of MNIST and Fashion-MNIST (2,000 images each) are drawn on a
 ``--resolution`` square grid of that plane.
@@ -34,13 +37,10 @@ from pathlib import Path
 
 import torch
 
-from forgetless.analysis.trajectory import trajectory_study
-from forgetless.engine import FitConfig
-from forgetless.models import build_model
+from forgetless.experiment import RunConfig
 from forgetless.report.analysis_figures import trajectory_plot
 from forgetless.report.figures import save
-from forgetless.scenarios import make_stream
-from forgetless.strategies.ewc import EWC
+from forgetless.studies.trajectory import trajectory_configs, trajectory_study
 from grid import log, publish
 
 
@@ -53,27 +53,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--resolution", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the analysis")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--store", type=Path, default=Path("benchmarks/results/runs"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/trajectory.json"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/trajectory"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    stream = make_stream("mnist-fashion", seed=args.seed, data_dir=args.data_dir)
-    model = build_model("mlp", stream.input_shape, stream.num_outputs, [400, 400], seed=args.seed)
-    fit = FitConfig(epochs=1, batch_size=128, optimizer=args.optimizer, lr=args.lr, progress=False)
-    strategies = {"finetune": "finetune"}
+    base = RunConfig(
+        scenario="mnist-fashion",
+        data_dir=args.data_dir,
+        model="mlp",
+        hidden=[400, 400],
+        seed=args.seed,
+        epochs=1,
+        batch_size=128,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=0.0,
+    )
+    strategies = {"finetune": ("finetune", {})}
     for lam in args.lams:
-        strategies[f"ewc lam {lam:g}"] = EWC(lam, fisher="exact", fisher_samples=2000)
+        params = {"lam": lam, "fisher": "exact", "fisher_samples": 2000}
+        strategies[f"ewc lam {lam:g}"] = ("ewc", params)
+    configs = trajectory_configs(base, strategies, args.every)
     start = time.perf_counter()
     study = trajectory_study(
-        stream,
-        model,
-        strategies,
-        fit,
-        every=args.every,
-        seed=args.seed,
-        resolution=args.resolution,
-        n_examples=2000,
+        configs, args.store, args.workers, resolution=args.resolution, n_examples=2000
     )
     seconds = time.perf_counter() - start
     record = study.to_dict()

@@ -32,3 +32,19 @@ def two_domains() -> dict[str, str]:
     """A general domain over ``a..h`` and a second one over ``n..u`` (about 18k characters
     each): what is learnt of one says nothing of the other."""
     return {"general": language("abcdefgh", 500, 0), "second": language("nopqrstu", 500, 1)}
+
+
+@pytest.fixture
+def sweeps_run(monkeypatch):
+    """The reports of every call to the one sweep runner during a test, in order (a study's
+    second call with the same store shows ``done == []``: nothing trained)."""
+    from forgetless import sweeps
+
+    reports, run_sweep = [], sweeps.run_sweep
+
+    def recording(*args, **kwargs):
+        reports.append(run_sweep(*args, **kwargs))
+        return reports[-1]
+
+    monkeypatch.setattr(sweeps, "run_sweep", recording)
+    return reports

@@ -6,15 +6,10 @@ import json
 import pytest
 
 from forgetless import ConfigError
-from forgetless.analysis.frontier import (
-    build_frontier,
-    hypervolume,
-    pareto_front,
-    parse_range,
-    stability_plasticity,
-)
 from forgetless.cli import main
 from forgetless.result import Result
+from forgetless.studies.frontier import parse_range
+from forgetless.summaries import build_frontier, hypervolume, pareto_front, stability_plasticity
 
 
 def test_stability_and_plasticity_by_hand():
@@ -144,8 +139,8 @@ def test_frontier_command_needs_one_range_per_strategy(tmp_path, capsys):
 
 
 def test_range_values_are_typed_as_the_strategy_parameters():
-    from forgetless.analysis.frontier import frontier_configs
     from forgetless.experiment import RunConfig, config_hash
+    from forgetless.studies.frontier import frontier_configs
 
     base = RunConfig(scenario="split-digits")
     (from_range,) = frontier_configs(base, "replay", "buffer_size", [50.0], [0])

@@ -263,7 +263,7 @@ def test_cli_landscape_prints_numbers_and_writes_figures(tmp_path, capsys):
     args = ["landscape", "--scenario", "split-digits", "--hidden", "16", "--epochs", "3"]
     args += ["--lr", "0.1", "--examples", "100", "--resolution", "9", "--directions", "2"]
     args += ["--plane-resolution", "5", "--hessian-examples", "50", "-o", str(tmp_path)]
-    assert main(args) == 0
+    assert main([*args, "--store", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "sharpness (top Hessian eigenvalue)" in out and "A->B line, task B" in out
     record = __import__("json").loads((tmp_path / "landscape.json").read_text())

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from forgetless import data
-from forgetless.analysis.overlap_study import OverlapRecord, overlap_claim, run_overlap, subsample
-from forgetless.analysis.plasticity import PlasticityRun, permuted_subsets, run_plasticity
+from forgetless.analysis.overlap_study import OverlapRecord, overlap_claim
+from forgetless.analysis.plasticity import PlasticityRun, permuted_subsets
 from forgetless.cli import main
 from forgetless.engine import FitConfig, train
 from forgetless.errors import ConfigError
@@ -17,16 +17,13 @@ from forgetless.learner import Learner
 from forgetless.models import CNN, MLP
 from forgetless.scenarios import make_stream
 from forgetless.strategies import ContinualBackprop, ShrinkPerturb, make_strategies
+from forgetless.studies.overlap import OverlapSettings, overlap_study
+from forgetless.studies.plasticity import PlasticitySettings, plasticity_study
 
 
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits")
-
-
-@pytest.fixture(scope="module")
-def long_stream(digits):
-    return permuted_subsets(digits, n_tasks=16, train_size=800, test_size=200, seed=0)
 
 
 def _learner(stream, model):
@@ -35,17 +32,21 @@ def _learner(stream, model):
 
 
 @pytest.mark.slow
-def test_continual_backprop_keeps_fewer_dormant_units_than_backprop(long_stream):
+def test_continual_backprop_keeps_fewer_dormant_units_than_backprop(tmp_path, sweeps_run):
     # A high step size kills ReLU units task after task (Dohare et al. 2024); continual backprop
     # replaces dead units (their utility is 0) with fresh ones, so fewer stay dormant.
-    fit = FitConfig(lr=0.5, batch_size=16, progress=False)
-    runs = {
-        name: run_plasticity(long_stream, name, params, (32, 32), fit, seed=0, probe=200)
-        for name, params in [
-            ("finetune", {}),
-            ("continual-backprop", {"rho": 0.01, "maturity": 20}),
-        ]
-    }
+    settings = PlasticitySettings(
+        data="digits", tasks=16, train_per_task=800, test_per_task=200, hidden=(32, 32),
+        lr=0.5, batch_size=16, probe=200,
+    )  # fmt: skip
+    specs = [("finetune", {}), ("continual-backprop", {"rho": 0.01, "maturity": 20})]
+    found = plasticity_study(settings, specs, [0], tmp_path / "runs", workers=2)
+    runs = dict(zip(["finetune", "continual-backprop"], found, strict=True))
+    assert len(sweeps_run[0].done) == 2
+    # The runs are in the store: a second call trains nothing and measures the same.
+    again = plasticity_study(settings, specs, [0], tmp_path / "runs")
+    assert sweeps_run[1].done == [] and len(sweeps_run[1].skipped) == 2
+    assert [r.records for r in again] == [r.records for r in found]
     late = {k: sum(run.series("dormant")[8:]) / 8 for k, run in runs.items()}
     assert late["finetune"] > 0.4, late  # backprop really loses units here
     assert late["continual-backprop"] < late["finetune"] - 0.2, late
@@ -197,11 +198,19 @@ def test_parameter_validation():
         permuted_subsets(data.load("digits"), 2, 100000, 10)
 
 
-def test_overlap_records_and_claim(digits):
-    fit = FitConfig(lr=0.2, batch_size=32, epochs=15, progress=False)
-    records = run_overlap(
-        subsample(digits, 800, 300), angles=(0, 90), hidden=(32, 32), fit=fit, probe=200
-    )
+@pytest.mark.slow
+def test_overlap_records_and_claim(tmp_path, sweeps_run):
+    settings = OverlapSettings(
+        data="digits", angles=(0, 90), hidden=(32, 32), lr=0.2, batch_size=32, epochs=15,
+        train_size=800, test_size=300, probe=200,
+    )  # fmt: skip
+    records = overlap_study(settings, [0], tmp_path / "runs", workers=2)
+    assert len(sweeps_run[0].done) == 2
+    # The overlap's definition changes without training again: the runs are in the store.
+    stricter = overlap_study(settings, [0], tmp_path / "runs", rate=0.9)
+    assert sweeps_run[1].done == [] and len(sweeps_run[1].skipped) == 2
+    assert [r.cka for r in stricter] == [r.cka for r in records]
+    assert stricter[1].overlap != records[1].overlap
     same, turned = records
     assert same.layers == ["2", "4"] and len(same.cka) == 2
     # B identical to A: every unit A uses, B uses; training B changes little.
@@ -235,7 +244,8 @@ def test_cli_plasticity_and_overlap_smoke(tmp_path, capsys):
     out = tmp_path / "plasticity"
     args = "plasticity --data digits --tasks 3 --train-per-task 200 --test-per-task 100"
     args += " --hidden 16,16 --strategy finetune --strategy continual-backprop:rho=0.01,maturity=5"
-    code = main([*args.split(), "-o", str(out)])
+    store = ["--store", str(tmp_path / "runs")]
+    code = main([*args.split(), *store, "-o", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "continual-backprop" in text and "dormant" in text
@@ -244,7 +254,7 @@ def test_cli_plasticity_and_overlap_smoke(tmp_path, capsys):
     assert (out / "plasticity.png").exists() and (out / "plasticity.svg").exists()
     out = tmp_path / "overlap"
     args = "overlap --data digits --angles 0,90 --hidden 16 --epochs 1 --train-size 600"
-    code = main([*args.split(), "--test-size", "200", "-o", str(out)])
+    code = main([*args.split(), "--test-size", "200", *store, "-o", str(out)])
     assert code == 0
     assert "forgetting" in capsys.readouterr().out
     saved = json.loads((out / "overlap.json").read_text())

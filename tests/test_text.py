@@ -14,7 +14,7 @@ from forgetless import ConfigError, train
 from forgetless.data import text as textdata
 from forgetless.data.text import CharTokenizer, from_strings, read_domains, tokenize
 from forgetless.errors import DataError
-from forgetless.experiment import RunConfig, config_hash, run
+from forgetless.experiment import HASHED_WHEN_SET, RunConfig, config_hash, run
 from forgetless.models import build_model
 from forgetless.models.gpt import GPT
 from forgetless.result import Result
@@ -140,13 +140,15 @@ def test_new_config_fields_keep_stored_hashes():
     config = RunConfig(scenario="split-digits")
     data = config.resolved().to_dict()  # the hash is of the resolved config (issue 18)
     # (and the trained start's weights and trained_tasks, issue 14, the router, issue 13,
-    # standardize, issue 17, and the schedule's repeat and schedule, issue 18, at their defaults)
-    for name in (
-        "sequence_length", "tokenizer", "weights", "trained_tasks", "router", "standardize",
-        "repeat", "schedule",
-    ):  # fmt: skip
+    # standardize and precision, issue 17, the schedule's repeat and schedule, issue 18, the
+    # initialisation, and the studies' stream sizes, angles, first tasks and path, issue 16): every
+    # field hashed only when set, at its default, leaves the hash of the fields before it alone
+    for name in (*HASHED_WHEN_SET, "trained_tasks"):
         data.pop(name)
     assert config_hash(config) == config_hash_of(data)
+    # ...and the ids of runs stored before these fields existed (computed at 4b07841)
+    assert config_hash(config) == "ea9c546130ee08d8"
+    assert config_hash(RunConfig(scenario="permuted-digits", strategy="ewc")) == "c70ce9d41f09f178"
     assert config_hash(RunConfig(scenario="text", sequence_length=64)) != config_hash(
         RunConfig(scenario="text")
     )

@@ -6,17 +6,20 @@ import pytest
 import torch
 
 from forgetless import ConfigError
-from forgetless.analysis.trajectory import (
-    ParameterRecorder,
-    pca_plane,
-    record_trajectory,
-    trajectory_study,
-)
+from forgetless.analysis.trajectory import pca_plane
 from forgetless.engine import FitConfig
+from forgetless.experiment import RunConfig, prepare
 from forgetless.models import build_model
 from forgetless.scenarios import make_stream
 from forgetless.strategies import STRATEGIES
 from forgetless.strategies.ewc import EWC
+from forgetless.studies.trajectory import (
+    ParameterRecorder,
+    record_trajectory,
+    stored_path,
+    trajectory_configs,
+    trajectory_study,
+)
 
 # Task-IL split digits trained hard (Adam, 10 epochs of batch 32), as in test_ewc.py.
 FIT = FitConfig(epochs=10, batch_size=32, optimizer="adam", lr=0.003, progress=False)
@@ -76,15 +79,27 @@ def test_recorder_keeps_every_kth_step_and_task_ends(stream):
         ParameterRecorder(0)
 
 
-def test_ewc_path_stays_nearer_the_task_a_optimum(stream):
-    study = trajectory_study(
-        stream,
-        _model(stream),
-        {"finetune": "finetune", "ewc": EWC(1000.0)},
-        FIT,
-        every=5,
-        resolution=7,
+BASE = RunConfig(
+    scenario="split-digits", protocol="task", hidden=[32, 32], epochs=10, batch_size=32,
+    optimizer="adam", lr=0.003, seed=0,
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ewc_path_stays_nearer_the_task_a_optimum(tmp_path, sweeps_run):
+    reports = sweeps_run
+    configs = trajectory_configs(
+        BASE, {"finetune": ("finetune", {}), "ewc": ("ewc", {"lam": 1000.0})}, every=5
     )
+    study = trajectory_study(configs, tmp_path, workers=2, resolution=7)
+    # The paths are in the store: a second call trains nothing and draws the same paths.
+    again = trajectory_study(configs, tmp_path, resolution=7)
+    assert len(reports[0].done) == 2 and reports[1].done == []
+    assert torch.equal(again.coordinates["ewc"], study.coordinates["ewc"])
+    # The path recorded in the store is the one recorded in this process.
+    stream, model, _ = prepare(configs["ewc"].resolved())
+    here = record_trajectory(stream, model, EWC(1000.0), BASE.fit_config(), every=5)
+    torch.testing.assert_close(here.points, study.trajectories["ewc"].points, rtol=1e-5, atol=1e-5)
     fine, ewc = study.trajectories["finetune"], study.trajectories["ewc"]
     # Same start, same batches, no penalty during task A: one A optimum for both.
     assert torch.equal(fine.end_of_task(0), ewc.end_of_task(0))
@@ -106,6 +121,7 @@ def test_cli_trajectory_passes_parameters_to_the_strategies_that_take_them(tmp_p
 
     args = ["trajectory", "--scenario", "split-digits", "--hidden", "16", "--epochs", "2"]
     args += ["--lr", "0.1", "--every", "4", "--resolution", "5", "--examples", "100"]
+    args += ["--store", str(tmp_path / "runs")]
     assert main([*args, "--lam", "10", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "finetune" in out and "ewc" in out and "PCA plane holds" in out
@@ -113,3 +129,29 @@ def test_cli_trajectory_passes_parameters_to_the_strategies_that_take_them(tmp_p
     assert (tmp_path / "trajectory.svg").stat().st_size > 0
     assert main([*args, "--nope", "1", "-o", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_path_resumed_after_a_crash_is_the_uninterrupted_one(tmp_path):
+    from forgetless.runs import RunStore
+
+    def crash_after_task_a(record):
+        if record["event"] == "task" and record["task"] == 1:
+            raise KeyboardInterrupt
+
+    config = trajectory_configs(
+        RunConfig(scenario="split-digits", hidden=[16], epochs=2, lr=0.1, optimizer="sgd"),
+        {"ewc": ("ewc", {"lam": 1.0})},
+        every=3,
+    )["ewc"]
+    whole = RunStore(tmp_path / "whole")
+    whole.execute(config)
+    store = RunStore(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):  # after task B's evaluation, before its checkpoint
+        store.execute(config, on_event=crash_after_task_a)
+    store.resume(store.folder(store.run_id(config)))
+    points, recorder = stored_path(tmp_path / "stopped", config)
+    expected, _ = stored_path(tmp_path / "whole", config)
+    assert torch.equal(points, expected)
+    assert recorder.task_ends[-1] == len(points) - 1
+    assert store.result(store.run_id(config)).strategy == "ewc"  # the observer is not named

@@ -57,7 +57,7 @@ def _ints(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from forgetless import __version__
-    from forgetless.engine import OPTIMIZERS
+    from forgetless.engine import OPTIMIZERS, PRECISIONS
     from forgetless.experiment import RunConfig
     from forgetless.models import MODEL_NAMES
     from forgetless.scenarios import PRESETS
@@ -228,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=d.device, help=f"torch device (default: {d.device})")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="arithmetic of training steps: float32 (default), or bfloat16 (autocast: faster "
+        "on CPUs with bfloat16 units, a little less accurate)",
+    )
     g.add_argument(
         "--no-raw-data",
         action="store_true",
@@ -487,6 +493,7 @@ def _cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         retain_raw_data=not args.no_raw_data,
+        precision=args.precision,
         repeat=args.repeat,
         schedule=None if args.schedule is None else [t - 1 for t in args.schedule],
     )
@@ -756,12 +763,9 @@ FRONTIER_RUN_OPTIONS = {
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from forgetless.analysis.frontier import format_frontiers, parse_range, run_frontiers
     from forgetless.experiment import RunConfig, load_config
     from forgetless.report.figures import frontier_plot
-    from forgetless.runs import default_store
+    from forgetless.studies.frontier import format_frontiers, parse_range, run_frontiers
 
     if len(args.strategy) != len(args.range):
         raise ConfigError(
@@ -777,13 +781,12 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     for strategy, text in zip(args.strategy, args.range, strict=True):
         parameter, values = parse_range(text, args.points)
         ranges.append((strategy, parameter, values))
-    root = Path(args.store) if args.store else default_store()
     with _runs_bar() as progress:
         frontiers = run_frontiers(
             base,
             ranges,
             list(range(args.seeds)),
-            root,
+            _store(args),
             args.workers,
             args.backend,
             progress,
@@ -795,6 +798,15 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         args.out, "frontier", data, {"frontier": frontier_plot(frontiers, scenario=base.scenario)}
     )
     return 0
+
+
+def _store(args: argparse.Namespace):
+    """The run store a study writes into: ``--store``, else the default one."""
+    from pathlib import Path
+
+    from forgetless.runs import default_store
+
+    return Path(args.store) if args.store else default_store()
 
 
 def _write_outputs(out: str, name: str, data: Any, figures: dict[str, Any]) -> None:
@@ -858,6 +870,7 @@ def _add_analysis_parsers(sub) -> None:
             help="where the JSON and the PNG/SVG figures go (default: ./landscape, ./trajectory)",
         )
     landscape.add_argument("--strategy", default="finetune", help="(default: finetune)")
+    _add_store_options(landscape)
     landscape.add_argument("--directions", type=int, default=3, help="1-D curves (default: 3)")
     landscape.add_argument("--span", type=float, default=1.0, help="alpha in [-span, span]")
     landscape.add_argument("--resolution", type=int, default=41, help="points per 1-D curve")
@@ -872,6 +885,7 @@ def _add_analysis_parsers(sub) -> None:
     )
     trajectory.add_argument("--every", type=int, default=10, help="record every N steps")
     trajectory.add_argument("--resolution", type=int, default=25, help="grid points a side")
+    _add_store_options(trajectory)
 
 
 def _analysis_config(args: argparse.Namespace, strategy: str, params: dict):
@@ -896,52 +910,29 @@ def _analysis_config(args: argparse.Namespace, strategy: str, params: dict):
 
 
 def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
-
-    from forgetless.analysis.landscape_study import landscape_study
-    from forgetless.analysis.trajectory import task_subset, train_tasks
     from forgetless.report import analysis_figures as figs
-    from forgetless.scenarios.stream import Protocol
+    from forgetless.studies.landscape import format_landscape, landscape_run
 
-    solved = train_tasks(_analysis_config(args, args.strategy, _strategy_params(extra)), 2)
-    tasks = solved.stream.tasks
-    heads = [t.units if solved.stream.protocol is Protocol.TASK else None for t in tasks]
-    n = args.examples or None
-    study = landscape_study(
-        solved.models[0],
-        task_subset(tasks[0].test, n, args.seed),
-        solved.models[1],
-        task_subset(tasks[1].test, n, args.seed),
-        directions=args.directions,
-        span=args.span,
-        resolution=args.resolution,
-        plane=args.plane_resolution > 0,
-        plane_resolution=args.plane_resolution or None,
-        hessian=args.hessian_examples > 0,
-        hessian_examples=args.hessian_examples,
-        progress=True,
-        units_a=heads[0],
-        units_b=heads[1],
-        seed=args.seed,
-    )
+    config = _analysis_config(args, args.strategy, _strategy_params(extra))
+    with _runs_bar() as progress:
+        study, solved = landscape_run(
+            config,
+            _store(args),
+            args.examples or None,
+            args.workers,
+            progress=progress,
+            directions=args.directions,
+            span=args.span,
+            resolution=args.resolution,
+            plane=args.plane_resolution > 0,
+            plane_resolution=args.plane_resolution or None,
+            hessian=args.hessian_examples > 0,
+            hessian_examples=args.hessian_examples,
+            plane_progress=True,
+        )
     report = study.to_dict()
     report["accuracy_matrix"] = solved.result.accuracy_matrix
-    middle = len(study.lines.alphas) // 2
-    widths = ", ".join(f"{w:.3f}" for w in study.widths)
-    print(f"{solved.stream.name}: task A {tasks[0].name!r}, task B {tasks[1].name!r}")
-    print(f"loss at the A solution: {float(study.lines.loss[0, middle]):.4f}")
-    print(f"basin widths (loss within +{study.settings['rise']:g} of the solution's): {widths}")
-    if study.sharpness is not None:
-        e = study.sharpness
-        note = "" if e.converged else " (not converged)"
-        print(f"sharpness (top Hessian eigenvalue): {e.value:.4g} after {e.iterations} HVPs{note}")
-    if study.plane is not None:
-        print(f"2-D plane: {study.plane.loss.numel()} points in {study.plane.seconds:.1f} s")
-    for label, line in study.interpolation.items():
-        i0, i1 = (int((line.alphas - v).abs().argmin()) for v in (0.0, 1.0))
-        print(
-            f"A->B line, {label}: loss {line.loss[i0]:.3f} at A, {line.loss[i1]:.3f} at B, "
-            f"max {line.loss[i0 : i1 + 1].max():.3f} between"
-        )
+    print(format_landscape(study, solved), end="")
     figures = {"landscape_1d": figs.loss_curves({"task A": study.lines})}
     if study.plane is not None:
         contour = figs.loss_contour(study.plane, "task A loss around its solution")
@@ -953,11 +944,13 @@ def _cmd_landscape(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
-
-    from forgetless.analysis.trajectory import trajectory_study
-    from forgetless.experiment import prepare
     from forgetless.report.analysis_figures import trajectory_plot
-    from forgetless.strategies import STRATEGIES, make_strategies, strategy_parameters
+    from forgetless.strategies import STRATEGIES, strategy_parameters
+    from forgetless.studies.trajectory import (
+        format_trajectory,
+        trajectory_configs,
+        trajectory_study,
+    )
 
     names = args.strategy or ["finetune", "ewc"]
     params = _strategy_params(extra)
@@ -968,34 +961,20 @@ def _cmd_trajectory(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"parameter(s) {', '.join(sorted(unused))} accepted by none of {', '.join(names)}"
         )
     strategies = {
-        name: make_strategies(
-            name, {k: v for k, v in params.items() if k in accepted.get(name, ())}
-        )
+        name: (name, {k: v for k, v in params.items() if k in accepted.get(name, ())})
         for name in names
     }
-    config = _analysis_config(args, "finetune", {})
-    stream, model, _ = prepare(config)  # the strategies to compare are built above
-    study = trajectory_study(
-        stream,
-        model,
-        strategies,
-        config.fit_config(),
-        every=args.every,
-        seed=args.seed,
-        resolution=args.resolution,
-        n_examples=args.examples or None,
-    )
-    explained = study.plane.explained.tolist()
-    print(f"{stream.name}: PCA plane holds {100 * sum(explained):.1f}% of the paths' variance")
-    for label, t in study.trajectories.items():
-        row = t.result.accuracy_matrix[-1]
-        print(
-            f"{label:<12} {len(t.steps)} points; after task B: task A {100 * row[0]:.1f}%, "
-            f"task B {100 * row[1]:.1f}%; distance from the A optimum "
-            f"{study.distances[label]:.3f} (on the plane {study.plane_distances[label]:.3f}, "
-            f"Fisher-weighted {study.fisher_distances[label]:.3f}); "
-            f"task-A loss at the end {study.task_a_loss[label]:.3f}"
+    configs = trajectory_configs(_analysis_config(args, "finetune", {}), strategies, args.every)
+    with _runs_bar() as progress:
+        study = trajectory_study(
+            configs,
+            _store(args),
+            args.workers,
+            progress=progress,
+            resolution=args.resolution,
+            n_examples=args.examples or None,
         )
+    print(format_trajectory(study), end="")
     _write_outputs(args.out, "trajectory", study.to_dict(), {"trajectory": trajectory_plot(study)})
     return 0
 
@@ -1166,6 +1145,7 @@ def _add_plasticity_parsers(sub) -> None:
     p.add_argument("--probe", type=int, default=2000, help="test inputs for unit measures")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--smooth", type=int, default=1, help="running mean over tasks in the figure")
+    _add_store_options(p)
     p.add_argument(
         "-o", "--out", metavar="DIR", default="plasticity",
         help="where plasticity.json, .png and .svg go (default: ./plasticity)",
@@ -1196,10 +1176,20 @@ def _add_plasticity_parsers(sub) -> None:
     o.add_argument("--rate", type=float, default=0.5, help="firing rate that makes a unit active")
     o.add_argument("--threshold", type=float, default=0.0, help="activation that counts as firing")
     o.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    _add_store_options(o)
     o.add_argument(
         "-o", "--out", metavar="DIR", default="overlap",
         help="where overlap.json, .png and .svg go (default: ./overlap)",
     )  # fmt: skip
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--store`` and ``--workers`` of a study: its runs go into the run store (a second
+    call with the same store trains nothing), ``--workers`` at once."""
+    parser.add_argument(
+        "--store", metavar="DIR", help="the run store (default: $FORGETLESS_RUNS or ./runs)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (default: 1)")
 
 
 def _strategy_spec(text: str) -> tuple[str, dict[str, str]]:
@@ -1218,47 +1208,36 @@ def _strategy_spec(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _cmd_plasticity(args: argparse.Namespace) -> int:
-
     import torch
 
-    from forgetless import data
-    from forgetless.analysis.plasticity import permuted_subsets, run_plasticity
-    from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import plasticity_curves
     from forgetless.strategies import coerce_params
+    from forgetless.studies.plasticity import (
+        PlasticitySettings,
+        format_plasticity,
+        plasticity_study,
+    )
 
     specs = [_strategy_spec(s) for s in (args.strategy or ["finetune"])]
     specs = [(name, coerce_params(name, params)) for name, params in specs]
     torch.set_num_threads(check_positive_int("--threads", args.threads))
-    source = data.load(args.data, args.data_dir)
-    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
-    runs = []
-    head = f"{'strategy':<40} {'seed':>4} {'acc first':>9} {'acc last':>8} {'dormant':>13} "
-    print(head + f"{'erank':>13} {'|w|':>13} {'seconds':>7}")
-    for seed in args.seeds:
-        stream = permuted_subsets(
-            source, args.tasks, args.train_per_task, args.test_per_task, seed=seed
+    settings = PlasticitySettings(
+        data=args.data,
+        data_dir=args.data_dir,
+        tasks=args.tasks,
+        train_per_task=args.train_per_task,
+        test_per_task=args.test_per_task,
+        hidden=tuple(args.hidden),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        probe=args.probe,
+    )
+    with _runs_bar() as progress:
+        runs = plasticity_study(
+            settings, specs, args.seeds, _store(args), args.workers, progress=progress
         )
-        for name, params in specs:
-            run = run_plasticity(
-                stream, name, params, tuple(args.hidden), fit, seed=seed, probe=args.probe
-            )
-            runs.append(run)
-            k = max(1, len(run.records) // 10)
-
-            def ends(key: str, scale: float = 1.0, run=run, k=k) -> tuple[float, float]:
-                values = run.series(key)
-                return scale * sum(values[:k]) / k, scale * sum(values[-k:]) / k
-
-            acc, dormant = ends("accuracy", 100), ends("dormant", 100)
-            rank, weight = ends("effective_rank"), ends("weight_magnitude")
-            label = name + (":" + ",".join(f"{a}={b}" for a, b in params.items()) if params else "")
-            print(
-                f"{label:<40} {seed:>4} {acc[0]:>9.1f} {acc[1]:>8.1f} "
-                f"{dormant[0]:>5.1f} -> {dormant[1]:>4.1f} {rank[0]:>5.1f} -> {rank[1]:>4.1f} "
-                f"{weight[0]:>5.3f} -> {weight[1]:.3f} {run.seconds:>7.0f}"
-            )
-    print(f"(first and last {max(1, args.tasks // 10)} tasks; dormant in % of hidden units)")
+    print(format_plasticity(runs, specs), end="")
     data = {"runs": [r.to_dict() for r in runs]}
     figure = plasticity_curves(runs, smooth=args.smooth)
     _write_outputs(args.out, "plasticity", data, {"plasticity": figure})
@@ -1266,51 +1245,37 @@ def _cmd_plasticity(args: argparse.Namespace) -> int:
 
 
 def _cmd_overlap(args: argparse.Namespace) -> int:
-
     import torch
 
-    from forgetless import data
-    from forgetless.analysis.overlap_study import overlap_claim, run_overlap, subsample
-    from forgetless.engine import FitConfig
     from forgetless.report.analysis_figures import overlap_forgetting
+    from forgetless.studies.overlap import (
+        OverlapSettings,
+        format_overlap,
+        overlap_claims,
+        overlap_study,
+    )
 
     torch.set_num_threads(check_positive_int("--threads", args.threads))
-    source = subsample(data.load(args.data, args.data_dir), args.train_size, args.test_size)
-    fit = FitConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, progress=True)
-    records = []
-    print(f"{'angle':>5} {'seed':>4} {'overlap %':>12} {'weighted %':>12} {'CKA':>12} "
-          f"{'A':>5} {'A after B':>9} {'B':>5} {'forgetting':>10}")  # fmt: skip
-    for seed in args.seeds:
-        for record in run_overlap(
-            source, args.angles, seed, tuple(args.hidden), fit, args.probe, args.threshold,
-            args.rate,
-        ):  # fmt: skip
-            records.append(record)
-            ov = " ".join(f"{100 * v:4.0f}" for v in record.overlap)
-            weighted = " ".join(f"{100 * v:4.0f}" for v in record.overlap_weighted)
-            cka = " ".join(f"{v:.2f}" for v in record.cka)
-            print(
-                f"{record.angle:>5g} {seed:>4} {ov:>12} {weighted:>12} {cka:>12} "
-                f"{100 * record.acc_a:>5.1f} "
-                f"{100 * record.acc_a_after:>9.1f} {100 * record.acc_b:>5.1f} "
-                f"{100 * record.forgetting:>10.1f}"
-            )
-    claims = {}
-    for measure in ("overlap", "overlap_weighted"):
-        try:
-            claims[measure] = claim = overlap_claim(records, measure=measure)
-        except ConfigError as err:
-            print(f"claim not tested on {measure}: {err}")
-            continue
-        lo, hi = claim["overlap_range"]
-        print(
-            f"{measure}: forgetting = {100 * claim['intercept']:.1f} + "
-            f"{claim['slope']:.2f} x overlap(%) points (r = {claim['pearson']:.2f}, overlaps "
-            f"{100 * lo:.0f}-{100 * hi:.0f}%): at 30% {100 * claim['forgetting_at_low']:.1f}, "
-            f"at 70% {100 * claim['forgetting_at_high']:.1f}, "
-            f"{100 * claim['relative_increase']:+.0f}% (the seed article: +45%)"
-            + ("" if claim["interpolated"] else "; 30% or 70% lies outside the data")
-        )
+    settings = OverlapSettings(
+        data=args.data,
+        data_dir=args.data_dir,
+        angles=tuple(args.angles),
+        hidden=tuple(args.hidden),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        probe=args.probe,
+    )
+    with _runs_bar() as progress:
+        records = overlap_study(
+            settings, args.seeds, _store(args), args.workers, progress=progress,
+            threshold=args.threshold, rate=args.rate,
+        )  # fmt: skip
+    print(format_overlap(records), end="")
+    claims, text = overlap_claims(records)
+    print(text, end="")
     data = {"records": [r.to_dict() for r in records], "claims": claims}
     _write_outputs(args.out, "overlap", data, {"overlap": overlap_forgetting(records)})
     return 0

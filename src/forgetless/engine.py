@@ -16,9 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from forgetless.data.arrays import rows
 from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
+from forgetless.optimizers import build_optimizer, clear_grads, take_step
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.strategies import make_strategies
@@ -27,6 +29,8 @@ from forgetless.validation import available_device, check_device_name, check_ran
 
 #: The optimisers known by name (``FitConfig.optimizer`` also takes a class or factory).
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: The arithmetic of training steps (``FitConfig.precision``).
+PRECISIONS = ("float32", "bfloat16")
 # Mean gain of each trained task's accuracy right after training it over the given model's
 # accuracy on it (at random initialisation, for a fresh model) below which a run is reported as
 # barely trained.
@@ -76,6 +80,11 @@ class FitConfig:
         retain_raw_data: the data-retention policy. False declares that raw past inputs must
             not be kept (privacy rules such as GDPR or HIPAA): strategies that store them
             (replay, joint, ...) are refused before training; regularisers still run.
+        precision: the arithmetic of training steps: ``"float32"`` (``None`` means it), or
+            ``"bfloat16"``: each step's forward pass runs under ``torch.autocast`` in bfloat16
+            (matrix products and convolutions; weights, gradients, the optimiser and the loss
+            stay float32), faster on CPUs with bfloat16 units (AVX512-BF16, AMX) and GPUs,
+            at some cost in accuracy (BENCHMARKS.md measures it). Evaluation stays float32.
     """
 
     epochs: int = 1
@@ -95,8 +104,15 @@ class FitConfig:
     threads: int | None = None
     progress: bool = True
     retain_raw_data: bool = True
+    precision: str | None = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision is None:
+            object.__setattr__(self, "precision", "float32")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         positive = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -141,11 +157,13 @@ class FitConfig:
                     f"the optimizer {describe_callable(self.optimizer)} could not be built as "
                     f"optimizer(params, lr=..., **optimizer_options): {err}"
                 ) from None
+        # Built without the one-second torch._dynamo import (see forgetless.optimizers).
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, **options)
+            return build_optimizer(torch.optim.Adam, params, lr=self.lr, **options)
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, **options)
-        return torch.optim.SGD(params, lr=self.lr, **{"momentum": self.momentum, **options})
+            return build_optimizer(torch.optim.AdamW, params, lr=self.lr, **options)
+        options = {"momentum": self.momentum, **options}
+        return build_optimizer(torch.optim.SGD, params, lr=self.lr, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain data (a callable by its dotted name), as a result records
@@ -761,6 +779,7 @@ class _Loop:
         self.losses: list[dict] = []
         self.step = 0
         self.scheduler = None  # the task's learning-rate schedule (FitConfig.scheduler)
+        self.bfloat16 = fit.precision == "bfloat16"  # forward passes of steps under autocast
         self._tests: dict[int, Any] = {}  # each task's test set on the device
 
     def total_steps(self) -> int:
@@ -867,12 +886,18 @@ class _Loop:
         learner, hooks = self.learner, self.hooks
         device = learner.device
         x = data.examples.inputs(idx).to(device, non_blocking=True)
-        y = data.examples.y[idx].to(device, non_blocking=True)
-        t = data.task_ids[idx].to(device, non_blocking=True)
+        y = rows(data.examples.y, idx).to(device, non_blocking=True)
+        t = rows(data.task_ids, idx).to(device, non_blocking=True)
         learner.new_examples = len(x)
         for hook in hooks["batch"]:
             x, y, t = hook(learner, x, y, t)
-        learner.outputs = learner.forward(x, t)
+        if self.bfloat16:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                outputs = learner.forward(x, t)
+            # Losses, penalties and what strategies keep of the outputs stay float32.
+            learner.outputs = outputs.float()
+        else:
+            learner.outputs = learner.forward(x, t)
         logits = learner.mask(learner.outputs, t)
         loss = None
         for hook in hooks["loss"]:
@@ -886,11 +911,11 @@ class _Loop:
             if term is not None:
                 loss = loss + term
         optimizer = learner.optimizer
-        optimizer.zero_grad(set_to_none=True)
+        clear_grads(optimizer)  # zero_grad(set_to_none=True) and step(), without torch._dynamo
         loss.backward()
         for hook in hooks["after_backward"]:
             hook(learner)
-        optimizer.step()
+        take_step(optimizer)
         if self.scheduler is not None:
             self.scheduler.step()
         for hook in hooks["after_step"]:

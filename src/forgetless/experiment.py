@@ -46,7 +46,9 @@ class RunConfig:
     ``hidden``, ``init`` (the initial weights: None, or ``"default"``, for the layers'
     PyTorch defaults; ``"xavier"`` for Xavier-uniform weights and zero biases, as the DER
     authors' code initialises its MLP; see :data:`~forgetless.models.init.INITS`), drawn from
-    ``seed``. Method: ``strategy`` (``"finetune"``, ``"a+b"``), ``strategy_params``,
+    ``seed``; ``precision`` (None: float32; ``"bfloat16"``: training steps under
+    autocast, see :class:`~forgetless.engine.FitConfig`). Method: ``strategy``
+    (``"finetune"``, ``"a+b"``), ``strategy_params``,
     ``router`` (None, or ``"entropy"``, ``"mahalanobis"``, ``"ncm"``: task inference for a
     method that needs the task id under class- or domain-IL). Loop:
     the fields of :class:`~forgetless.engine.FitConfig`. ``seed`` seeds everything: the
@@ -66,6 +68,17 @@ class RunConfig:
     unpickling) replaces the drawn weights of the model, and ``trained_tasks`` says how many
     of the stream's first tasks it has already learnt (evaluated, not trained; see
     :func:`~forgetless.engine.train`). The config's hash covers the weights file's contents.
+
+    Smaller streams, for studies: ``train_size`` and ``test_size`` keep that many examples of
+    each task (a long permuted scenario, ``permuted-mnist-long``, draws them per task from
+    the seed; any other image scenario draws them once, the same for every seed);
+    ``angles`` gives a rotated scenario's tasks their rotations in degrees (``[0, 45]``: two
+    tasks); ``first_tasks`` trains and evaluates only the stream's first ``N`` tasks (the
+    first two tasks of ``split-digits`` are its usual first two, not a two-task split).
+    ``path_every=K`` records the trainable weights every ``K`` optimiser steps (and at each
+    task's end) as the run's path (:class:`~forgetless.strategies.recorder.ParameterRecorder`,
+    an observer: the numbers do not change); a run store keeps it in the run's last
+    checkpoint, where the trajectory study reads it.
 
     A stream that revisits its tasks: ``repeat=N`` trains the tasks in order ``N`` times
     (A, B, A, B for two tasks and ``N = 2``; each visit fits the full budget), or
@@ -102,10 +115,16 @@ class RunConfig:
     threads: int | None = FitConfig.threads
     progress: bool = FitConfig.progress
     retain_raw_data: bool = FitConfig.retain_raw_data
+    precision: str | None = None
     weights: str | None = None
     trained_tasks: int = 0
     repeat: int | None = None
     schedule: list[int] | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    angles: list[float] | None = None
+    first_tasks: int | None = None
+    path_every: int | None = None
 
     def __post_init__(self) -> None:
         check_run_fields(self)  # types from TOML files: a clear error, not a TypeError later
@@ -137,6 +156,8 @@ class RunConfig:
                 f"sequence_length must be a positive integer, got {self.sequence_length!r}"
             )
         self.standardize = check_standardize(self.standardize)
+        if self.precision == "float32":  # the default arithmetic: one run, one id
+            self.precision = None
         from forgetless.models.init import check_init
 
         self.init = check_init(self.init)  # "default" is None: one run, one id
@@ -161,6 +182,19 @@ class RunConfig:
                 )
             if self.repeat is not None:
                 raise ConfigError("give repeat or schedule, not both")
+        for name in ("train_size", "test_size", "first_tasks", "path_every"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.angles is not None:
+            valid = isinstance(self.angles, list) and self.angles
+            valid = valid and all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) for a in self.angles
+            )
+            if not valid:
+                raise ConfigError(
+                    f"angles must be a non-empty list of degrees, got {self.angles!r}"
+                )
+            self.angles = [float(a) for a in self.angles]  # one hash for 45 and 45.0
 
     def phases(self, n_tasks: int) -> list[int] | None:
         """The task of each training phase for a stream of ``n_tasks`` tasks, or ``None``
@@ -255,6 +289,12 @@ HASHED_WHEN_SET = (
     "repeat",
     "schedule",
     "init",
+    "train_size",
+    "test_size",
+    "angles",
+    "first_tasks",
+    "path_every",
+    "precision",
 )
 
 
@@ -302,7 +342,16 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, list[Strategy]]:
         sequence_length=config.sequence_length,
         tokenizer=config.tokenizer,
         standardize=config.standardize,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        angles=config.angles,
     )
+    if config.first_tasks is not None:
+        if config.first_tasks > len(stream):
+            raise ConfigError(
+                f"first_tasks={config.first_tasks}, but {config.scenario} has {len(stream)} tasks"
+            )
+        stream = stream[: config.first_tasks]
     torch.manual_seed(config.seed)
     # Token inputs: the vocabulary is one task's units (each task's, under the task protocol).
     vocab = len(stream.tasks[0].units)
@@ -344,7 +393,12 @@ def run(
         raise ConfigError("pass either a RunConfig or options as keywords, not both")
     config = config.resolved()  # the result records the settings the run was trained with
     stream, model, strategies = prepare(config)
-    return train(
+    name = "+".join(s.name for s in strategies)
+    if config.path_every is not None:
+        from forgetless.strategies.recorder import ParameterRecorder
+
+        strategies.append(ParameterRecorder(config.path_every))  # last: it sees each step's end
+    result = train(
         stream,
         model,
         strategies,
@@ -358,6 +412,8 @@ def run(
         schedule=config.phases(len(stream)),
         router=config.router,
     )
+    result.strategy = name  # the method trained, not the observer beside it
+    return result
 
 
 def save_run(result: Result, out: str | Path) -> Path:

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import json
 import math
 import multiprocessing
 import os
 import random
-import statistics
 import sys
 import time
 import warnings
@@ -48,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.errors import ConfigError
-from forgetless.experiment import NON_RESULT_FIELDS, RunConfig, config_from_flat, config_hash
+from forgetless.experiment import RunConfig, config_from_flat, config_hash
 from forgetless.toml_file import read_toml
 from forgetless.worker import die_with_parent
 
@@ -337,127 +335,24 @@ def _run_ray(pending, store, workers, address, keep_weights=True):
             ray.shutdown()
 
 
-# --- summaries -------------------------------------------------------------------------------
+# The summaries are pure functions of Results (forgetless.summaries, which reports use without
+# importing the runner); their names stay importable from here.
+from forgetless.summaries import (  # noqa: E402
+    METRICS,
+    format_summary,
+    mean_and_spread,
+    summarise,
+)
 
-METRICS = ("acc", "bwt", "fwt", "forgetting")
-
-
-def summarise(results: Iterable[Any]) -> list[dict[str, Any]]:
-    """Mean, sample std and SEM over seeds of each metric, per group of runs that differ only
-    in their seed. Each row: ``scenario``, ``protocol``, ``strategy``, ``settings`` (the other
-    config fields that vary within the results, as text), ``n``, then ``<metric>_mean``,
-    ``<metric>_std``, ``<metric>_sem`` in percent (None where a metric is undefined, and the
-    std and SEM None for one seed). Rows come in reading order: scenario, protocol, strategy,
-    then the settings that vary, numbers by value (``lam=10, 100, 1000``)."""
-    results = list(results)
-    groups: dict[str, list[Any]] = {}
-    configs = []
-    for result in results:
-        config = {
-            k: v for k, v in result.config.items() if k != "seed" and k not in NON_RESULT_FIELDS
-        }
-        configs.append(config)
-    varying = _varying_keys(configs)
-    for result, config in zip(results, configs, strict=True):
-        groups.setdefault(_group_key(config), []).append((result, config))
-    from forgetless.labels import sort_key, varying_keys
-
-    by_value = varying_keys(configs)
-
-    def reading_order(members: list[tuple[Any, dict[str, Any]]]) -> tuple:
-        first, config = members[0]
-        head = (first.scenario, first.protocol, first.strategy)
-        return (head, sort_key(config, by_value))
-
-    rows = []
-    for members in sorted(groups.values(), key=reading_order):
-        first, config = members[0]
-        settings = _settings_text(config, varying)
-        row: dict[str, Any] = {
-            "scenario": first.scenario,
-            "protocol": first.protocol,
-            "strategy": first.strategy,
-            "settings": settings,
-            "n": len(members),
-        }
-        for metric in METRICS:
-            values = [r.metrics[metric] for r, _ in members]
-            values = [100 * v for v in values if v is not None]
-            if not values:
-                row.update({f"{metric}_mean": None, f"{metric}_std": None, f"{metric}_sem": None})
-                continue
-            # One seed has no spread to show: None (n/a), not a misleading 0.
-            std = statistics.stdev(values) if len(values) > 1 else None
-            row[f"{metric}_mean"] = statistics.fmean(values)
-            row[f"{metric}_std"] = std
-            row[f"{metric}_sem"] = None if std is None else std / math.sqrt(len(values))
-        rows.append(row)
-    return rows
-
-
-def _group_key(config: dict[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
-
-
-def _varying_keys(configs: list[dict[str, Any]]) -> list[str]:
-    keys = sorted({k for c in configs for k in c} - {"scenario", "protocol", "strategy"})
-    varying = []
-    for key in keys:
-        if key == "strategy_params":
-            continue
-        if len({repr(c.get(key)) for c in configs}) > 1:
-            varying.append(key)
-    return varying
-
-
-def _settings_text(config: dict[str, Any], varying: list[str]) -> str:
-    def text(value: Any) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    parts = [f"{k}={text(v)}" for k, v in sorted(config.get("strategy_params", {}).items())]
-    parts += [f"{k}={text(config.get(k))}" for k in varying]
-    return " ".join(parts)
-
-
-def mean_and_spread(mean: float | None, std: float | None) -> str:
-    """``51.6 ± 1.2``; ``51.6 ± n/a`` for one seed (no spread measured); ``n/a`` without a
-    mean."""
-    if mean is None:
-        return "n/a"
-    return f"{mean:.1f} ± " + ("n/a" if std is None else f"{std:.1f}")
-
-
-def format_summary(rows: list[dict[str, Any]], fmt: str = "table") -> str:
-    """The summary as a terminal ``table``, ``csv`` or ``markdown``."""
-    if fmt not in ("table", "csv", "markdown"):
-        raise ConfigError(f"format must be table, csv or markdown, got {fmt!r}")
-    head = ["scenario", "protocol", "strategy", "settings", "n"]
-    if fmt == "csv":
-        import csv
-        import io
-
-        out = io.StringIO()
-        names = head + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "sem")]
-        writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row[k] is None else row[k]) for k in names})
-        return out.getvalue()
-
-    def cell(row, metric):
-        return mean_and_spread(row[f"{metric}_mean"], row[f"{metric}_std"])
-
-    labels = head + [m.upper() if m != "forgetting" else "forgetting" for m in METRICS]
-    table = [[str(row[k]) for k in head] + [cell(row, m) for m in METRICS] for row in rows]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(labels) + " |", "|" + "---|" * len(labels)]
-        lines += ["| " + " | ".join(r) + " |" for r in table]
-        return "\n".join(lines) + "\n"
-    widths = [max(len(x) for x in col) for col in zip(labels, *table, strict=True)]
-    lines = ["  ".join(x.ljust(w) for x, w in zip(labels, widths, strict=True))]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in table]
-    lines.append(
-        "(mean ± sample std over seeds, in points; n/a: one seed, no spread; CSV also gives the "
-        "SEM)"
-    )
-    return "\n".join(lines) + "\n"
+__all__ = [
+    "METRICS",
+    "Sweep",
+    "SweepReport",
+    "execute_one",
+    "format_summary",
+    "load_sweep",
+    "mean_and_spread",
+    "run_sweep",
+    "summarise",
+    "sweep_from_dict",
+]

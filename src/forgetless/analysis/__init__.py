@@ -1,4 +1,8 @@
-"""Looking inside: what training does to weights and hidden units (see each module)."""
+"""Looking inside: what training does to weights and hidden units (see each module).
+
+Pure measures of models, representations and Results: nothing here trains, stores or runs
+sweeps. The studies that train the models these measures look at are in
+:mod:`forgetless.studies`."""
 
 from forgetless.analysis.frontier import (
     Frontier,
@@ -7,7 +11,6 @@ from forgetless.analysis.frontier import (
     frontiers_in,
     hypervolume,
     pareto_front,
-    run_frontiers,
     stability_plasticity,
 )
 from forgetless.analysis.landscape import (
@@ -21,12 +24,12 @@ from forgetless.analysis.landscape import (
     random_direction,
 )
 from forgetless.analysis.landscape_study import LandscapeStudy, landscape_study
-from forgetless.analysis.overlap_study import OverlapRecord, overlap_claim, run_overlap
+from forgetless.analysis.overlap_study import OverlapRecord, overlap_claim, overlap_record
 from forgetless.analysis.plasticity import (
     PlasticityRecord,
     PlasticityRun,
     permuted_subsets,
-    run_plasticity,
+    plasticity_record,
 )
 from forgetless.analysis.representation import (
     active_fraction,
@@ -39,14 +42,7 @@ from forgetless.analysis.representation import (
     overlap,
 )
 from forgetless.analysis.sharpness import Eigen, sharpness, top_hessian_eigenvalue
-from forgetless.analysis.trajectory import (
-    ParameterRecorder,
-    Trajectory,
-    TrajectoryStudy,
-    pca_plane,
-    record_trajectory,
-    trajectory_study,
-)
+from forgetless.analysis.trajectory import PCAPlane, TrajectoryStudy, pca_plane, task_subset
 
 __all__ = [
     "Direction",
@@ -57,10 +53,9 @@ __all__ = [
     "LossLine",
     "LossPlane",
     "OverlapRecord",
-    "ParameterRecorder",
+    "PCAPlane",
     "PlasticityRecord",
     "PlasticityRun",
-    "Trajectory",
     "TrajectoryStudy",
     "active_fraction",
     "active_units",
@@ -79,16 +74,14 @@ __all__ = [
     "mean_weight_magnitude",
     "overlap",
     "overlap_claim",
+    "overlap_record",
     "pareto_front",
     "pca_plane",
     "permuted_subsets",
+    "plasticity_record",
     "random_direction",
-    "record_trajectory",
-    "run_frontiers",
-    "run_overlap",
-    "run_plasticity",
     "sharpness",
     "stability_plasticity",
+    "task_subset",
     "top_hessian_eigenvalue",
-    "trajectory_study",
 ]

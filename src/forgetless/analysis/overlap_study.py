@@ -1,8 +1,8 @@
 """Representation overlap and forgetting over task pairs of graded similarity.
 
 Task A is a data set, task B the same data set rotated by an angle; the larger the angle, the
-less alike the tasks. For each angle the same initial network learns A then B through the
-engine, and per hidden layer we measure (Ramasesh, Dyer and Raghu 2021, "Anatomy of
+less alike the tasks. For each angle the same initial network learns A then B (the study that
+trains them is :mod:`forgetless.studies.overlap`), and per hidden layer we measure (Ramasesh, Dyer and Raghu 2021, "Anatomy of
 catastrophic forgetting", ICLR):
 
 - the overlap of the units A and B use (:func:`~forgetless.analysis.representation.overlap`),
@@ -24,14 +24,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from forgetless.analysis.representation import layer_activations, linear_cka, overlap
-from forgetless.data.arrays import SourceData
-from forgetless.engine import FitConfig, Snapshot, train
+from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
-from forgetless.models import build_model
-from forgetless.scenarios import builders
-from forgetless.validation import check_positive_int
 
 MEASURES = ("overlap", "overlap_weighted", "overlap_after", "cka")
 
@@ -79,87 +76,43 @@ class OverlapRecord:
         return asdict(self)
 
 
-def subsample(source: SourceData, train_size: int, test_size: int, seed: int = 0) -> SourceData:
-    """``source`` with ``train_size`` training and ``test_size`` test examples drawn at random."""
-    train_size = check_positive_int("train_size", train_size)
-    test_size = check_positive_int("test_size", test_size)
-    gen = torch.Generator().manual_seed(seed)
-    sets = []
-    for data, size in ((source.train, train_size), (source.test, test_size)):
-        rows = torch.randperm(len(data), generator=gen)[: min(size, len(data))]
-        sets.append(data.subset(rows))
-    return SourceData(source.name, *sets, source.class_names)
-
-
-def run_overlap(
-    source: SourceData,
-    angles: Sequence[float] = (0, 15, 30, 45, 60, 90, 120, 150, 180),
-    seed: int = 0,
-    hidden: tuple[int, ...] = (256, 256),
-    fit: FitConfig | None = None,
-    probe: int = 1000,
+def overlap_record(
+    angle: float,
+    seed: int,
+    after_a: nn.Module,
+    after_b: nn.Module,
+    a_inputs: ArraySet,
+    b_inputs: ArraySet,
+    matrix: Sequence[Sequence[float]],
     threshold: float = 0.0,
     rate: float = 0.5,
     over: str = "active",
-) -> list[OverlapRecord]:
-    """Learn A (``source``) then B (``source`` rotated by each angle) and measure, per layer,
-    overlap, CKA and the forgetting of A. Domain-incremental: one output layer for both.
-
-    Every angle starts from the same initial weights (``seed``) and sees the same batches of A,
-    so the network after A is the same for every angle and the records differ only by B.
-
-    Args:
-        source: images ``[N, C, H, W]``, e.g. ``forgetless.data.load("digits")``; subsample a
-            large set first (:func:`subsample`).
-        angles: rotations of task B, in degrees.
-        seed: initial weights and batch order.
-        hidden: MLP hidden sizes.
-        fit: loop settings (default: SGD lr 0.05, batch 64, 5 epochs per task, no progress bar).
-        probe: test inputs of each task used for the unit measures.
-        threshold, rate, over: the definition of overlap
-            (:func:`~forgetless.analysis.representation.overlap`).
-    """
-    if not angles:
-        raise ConfigError("angles must list at least one rotation")
-    probe = check_positive_int("probe", probe)
-    fit = fit or FitConfig(lr=0.05, batch_size=64, epochs=5, progress=False)
-    records = []
-    for angle in angles:
-        stream = builders.rotated(source, protocol="domain", seed=seed, angles=[0.0, angle])
-        model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden, seed=seed)
-        a_inputs, b_inputs = (
-            task.test.subset(torch.arange(min(probe, len(task.test)))) for task in stream
-        )
-        seen: dict[int, tuple[dict, dict]] = {}
-
-        def measure(snapshot: Snapshot, model=model, a=a_inputs, b=b_inputs, seen=seen) -> None:
-            seen[snapshot.task] = (layer_activations(model, a), layer_activations(model, b))
-
-        result = train(stream, model, "finetune", fit=fit, seed=seed, on_task_end=measure)
-        (a_before, b_before), (a_after, b_after) = seen[0], seen[1]
-        layers = list(a_before)
-        r = result.accuracy_matrix
-        records.append(
-            OverlapRecord(
-                angle=float(angle),
-                seed=seed,
-                layers=layers,
-                overlap=[overlap(a_before[k], b_before[k], threshold, rate, over) for k in layers],
-                overlap_after=[
-                    overlap(a_after[k], b_after[k], threshold, rate, over) for k in layers
-                ],
-                overlap_weighted=[
-                    overlap(a_before[k], b_before[k], threshold, over="weighted") for k in layers
-                ],
-                cka=[linear_cka(a_before[k], a_after[k]) for k in layers],
-                acc_a=r[0][0],
-                acc_a_after=r[1][0],
-                acc_b_before=r[0][1],
-                acc_b=r[1][1],
-                forgetting=r[0][0] - r[1][0],
-            )
-        )
-    return records
+) -> OverlapRecord:
+    """The record of one task pair from the model after A and after B, the probe inputs of
+    each task and the run's accuracy matrix ``R`` (2 x 2): per hidden layer the overlap of the
+    units the two tasks use (after A, and after B; ``threshold``, ``rate`` and ``over`` define
+    it, :func:`~forgetless.analysis.representation.overlap`), the weighted overlap after A, and
+    the CKA of A's representation before and after B."""
+    a_before, b_before = layer_activations(after_a, a_inputs), layer_activations(after_a, b_inputs)
+    a_after, b_after = layer_activations(after_b, a_inputs), layer_activations(after_b, b_inputs)
+    layers = list(a_before)
+    r = matrix
+    return OverlapRecord(
+        angle=float(angle),
+        seed=seed,
+        layers=layers,
+        overlap=[overlap(a_before[k], b_before[k], threshold, rate, over) for k in layers],
+        overlap_after=[overlap(a_after[k], b_after[k], threshold, rate, over) for k in layers],
+        overlap_weighted=[
+            overlap(a_before[k], b_before[k], threshold, over="weighted") for k in layers
+        ],
+        cka=[linear_cka(a_before[k], a_after[k]) for k in layers],
+        acc_a=r[0][0],
+        acc_a_after=r[1][0],
+        acc_b_before=r[0][1],
+        acc_b=r[1][1],
+        forgetting=r[0][0] - r[1][0],
+    )
 
 
 def overlap_claim(

@@ -3,19 +3,18 @@
 Dohare et al. (2024, "Loss of plasticity in deep continual learning", Nature 632) train one
 network on hundreds of permuted-MNIST tasks and watch, task after task, the accuracy reached on
 the new task fall while dormant (dead) units pile up, the effective rank of the hidden
-representation shrinks and the weights grow. :func:`run_plasticity` does that through the
-engine (:func:`forgetless.engine.train`), measuring after each task with ``on_task_end``.
+representation shrinks and the weights grow. Here are the records and the measures of one
+model (:func:`plasticity_record`); the study that trains the runs and reads their stored
+models is :mod:`forgetless.studies.plasticity`.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
+from torch import nn
 
 from forgetless.analysis.representation import (
     dormant_fraction,
@@ -23,13 +22,11 @@ from forgetless.analysis.representation import (
     layer_activations,
     mean_weight_magnitude,
 )
-from forgetless.data.arrays import ArraySet, SourceData
-from forgetless.engine import FitConfig, Snapshot, train
+from forgetless.data.arrays import ArraySet
 from forgetless.errors import ConfigError
-from forgetless.models import build_model
-from forgetless.scenarios.stream import Protocol, Stream, Task
-from forgetless.strategies import make_strategies
-from forgetless.validation import check_positive_int
+from forgetless.scenarios.builders import permuted_subsets
+
+__all__ = ["PlasticityRecord", "PlasticityRun", "permuted_subsets", "plasticity_record"]
 
 
 @dataclass
@@ -89,107 +86,18 @@ class PlasticityRun:
         return cls(**data)
 
 
-def permuted_subsets(
-    source: SourceData,
-    n_tasks: int,
-    train_size: int,
-    test_size: int,
-    seed: int = 0,
-) -> Stream:
-    """A long permuted stream of small tasks (Dohare et al.'s online permuted MNIST, made
-    small): every task draws its own ``train_size`` training and ``test_size`` test images from
-    ``source`` and applies its own random pixel permutation (task 0 too). Domain-incremental:
-    one 10-way output shared by all tasks. Only the drawn images are stored (uint8), so 100
-    tasks of 6,000 MNIST images take about 0.5 GB.
-    """
-    n_tasks = check_positive_int("n_tasks", n_tasks)
-    train_size = check_positive_int("train_size", train_size)
-    test_size = check_positive_int("test_size", test_size)
-    if train_size > len(source.train) or test_size > len(source.test):
-        raise ConfigError(
-            f"train_size {train_size} / test_size {test_size} exceed {source.name}'s "
-            f"{len(source.train)} / {len(source.test)} examples"
-        )
-    gen = torch.Generator().manual_seed(seed)
-    n_pixels = math.prod(source.train.shape)
-    tasks = []
-    for t in range(n_tasks):
-        perm = torch.randperm(n_pixels, generator=gen)
-        sets = []
-        for data, size in ((source.train, train_size), (source.test, test_size)):
-            rows = torch.randperm(len(data), generator=gen)[:size]
-            x = data.x[rows].reshape(size, -1)[:, perm].reshape(size, *data.shape)
-            sets.append(ArraySet(x.contiguous(), data.y[rows], data.scale))
-        units = tuple(range(source.num_classes))
-        tasks.append(Task(f"permutation {t}", *sets, units, tuple(source.class_names)))
-    return Stream(f"permuted-{source.name}-long", tuple(tasks), Protocol.DOMAIN, len(units), seed)
-
-
-def run_plasticity(
-    stream: Stream,
-    strategy: str = "finetune",
-    params: Mapping[str, Any] | None = None,
-    hidden: tuple[int, ...] = (100, 100, 100),
-    fit: FitConfig | None = None,
-    seed: int = 0,
-    probe: int = 2000,
-) -> PlasticityRun:
-    """Train an MLP on ``stream`` with ``strategy`` and measure plasticity after every task.
-
-    Training is :func:`forgetless.engine.train` (weights initialised from ``seed``); its
-    ``on_task_end`` callback reads the live model after each task: the accuracy the task reached
-    (row ``i``, column ``i`` of the accuracy matrix), and, on up to ``probe`` of that task's test
-    inputs, the dormant fraction over all hidden units, each hidden layer's effective rank and
-    the mean weight magnitude (Dohare et al. 2024 measure the same on 2,000 inputs).
-
-    Args:
-        stream: e.g. :func:`permuted_subsets`.
-        strategy: a strategy name, e.g. ``"finetune"`` (plain backprop),
-            ``"continual-backprop"``, ``"shrink-perturb"``.
-        params: the strategy's parameters.
-        hidden: the MLP's hidden layer sizes.
-        fit: loop settings (default: SGD, lr 0.01, batch 128, 1 epoch; no progress bar).
-        seed: weights, batch order and the strategy's draws.
-        probe: test inputs per task used for the unit measures.
-    """
-    probe = check_positive_int("probe", probe)
-    fit = fit or FitConfig(progress=False)
-    params = dict(params or {})
-    strategies = make_strategies(strategy, params)
-    model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden, seed=seed)
-    run = PlasticityRun(
-        strategy="+".join(s.name for s in strategies),
-        params={k: v for s in strategies for k, v in s.params().items()},
-        seed=seed,
-        settings={
-            "stream": stream.name,
-            "tasks": len(stream),
-            "train_per_task": len(stream.tasks[0].train),
-            "test_per_task": len(stream.tasks[0].test),
-            "hidden": list(hidden),
-            "probe": probe,
-            "fit": {k: v for k, v in asdict(fit).items() if k not in ("progress", "device")},
-        },
+def plasticity_record(
+    task: int, model: nn.Module, probe: ArraySet, accuracy: float, train_loss: float
+) -> PlasticityRecord:
+    """The record of ``task`` from the model after it: the dormant fraction over all hidden
+    units and each hidden layer's effective rank on the ``probe`` inputs, the mean weight
+    magnitude, with the task's accuracy right after training it and its last training loss."""
+    acts = layer_activations(model, probe)
+    return PlasticityRecord(
+        task=task,
+        accuracy=accuracy,
+        dormant=dormant_fraction(acts),
+        effective_rank=[effective_rank(a) for a in acts.values()],
+        weight_magnitude=mean_weight_magnitude(model),
+        train_loss=train_loss,
     )
-
-    def measure(snapshot: Snapshot) -> None:
-        i = snapshot.task
-        task = stream.tasks[i]
-        inputs = task.test.subset(torch.arange(min(probe, len(task.test))))
-        acts = layer_activations(model, inputs)
-        losses = [e["loss"] for e in snapshot.progress["losses"] if e["task"] == i]
-        run.records.append(
-            PlasticityRecord(
-                task=i,
-                accuracy=snapshot.progress["matrix"][-1][i],
-                dormant=dormant_fraction(acts),
-                effective_rank=[effective_rank(a) for a in acts.values()],
-                weight_magnitude=mean_weight_magnitude(model),
-                train_loss=losses[-1] if losses else math.nan,
-            )
-        )
-
-    start = time.perf_counter()
-    train(stream, model, strategies, fit=fit, seed=seed, on_task_end=measure)
-    run.seconds = time.perf_counter() - start
-    return run

@@ -207,7 +207,7 @@ def frontier_plot(frontiers: Sequence, title: str | None = None, scenario: str |
     """Stability (accuracy kept on old tasks) against plasticity (accuracy reached on new
     tasks) for each setting of each strategy (seed Figure 4): points with one-std error bars
     over seeds, labelled with their setting; each strategy's Pareto front joined by a line, its
-    hypervolume in the legend. Takes :class:`~forgetless.analysis.frontier.Frontier` objects;
+    hypervolume in the legend. Takes :class:`~forgetless.summaries.Frontier` objects;
     ``scenario`` goes into the title."""
     plt = _pyplot()
     if not frontiers:

@@ -10,11 +10,10 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from forgetless.analysis.frontier import frontiers_in
 from forgetless.errors import ConfigError
 from forgetless.report import figures
 from forgetless.result import Result, describe
-from forgetless.sweeps import mean_and_spread, summarise
+from forgetless.summaries import frontiers_in, mean_and_spread, summarise
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 96vw; margin: 2em auto; padding: 0 1.5em;
@@ -42,7 +41,7 @@ def build_report(
 ) -> str:
     """The HTML page for ``results``: a summary table over seeds, a comparison of strategies
     by accuracy, memory and compute, the stability-plasticity frontier when the runs sweep a
-    strategy's strength (:func:`~forgetless.analysis.frontier.frontiers_in`), the SVG files
+    strategy's strength (:func:`~forgetless.summaries.frontiers_in`), the SVG files
     ``extra_figures`` (e.g. from ``forgetless landscape``), then per run its accuracy-matrix
     heatmap, forgetting curves, for text runs its perplexity-matrix heatmap, and a one-line
     account of what it forgot."""

@@ -61,6 +61,11 @@ class Preset:
     #: text scenarios also take ``sequence_length`` and ``tokenizer``
     text: bool = False
     loop: Loop = Loop()
+    #: the build draws ``train_size`` and ``test_size`` examples per task itself (a long
+    #: permuted stream); for other image scenarios each task is subsampled after building
+    sized: bool = False
+    #: the build takes the tasks' ``angles`` (rotated scenarios)
+    rotates: bool = False
 
 
 def _split(source: str, n: int = 5):
@@ -86,9 +91,29 @@ def _permuted(source: str, n: int):
 
 
 def _rotated(source: str, n: int):
-    def build(seed, protocol, data_dir, n_tasks, class_order):
+    def build(seed, protocol, data_dir, n_tasks, class_order, angles=None):
         _no_class_order(class_order, f"rotated-{source}")
-        return builders.rotated(data.load(source, data_dir), n_tasks or n, protocol, seed)
+        if angles is not None and n_tasks not in (None, len(angles)):
+            raise ConfigError(
+                f"rotated-{source}: {len(angles)} angles make {len(angles)} tasks; drop "
+                f"n_tasks={n_tasks}"
+            )
+        return builders.rotated(
+            data.load(source, data_dir), n_tasks or n, protocol, seed, angles=angles
+        )
+
+    return build
+
+
+def _permuted_long(source: str):
+    def build(seed, protocol, data_dir, n_tasks, class_order, train_size, test_size):
+        name = f"permuted-{source}-long"
+        _no_class_order(class_order, name)
+        if protocol is not Protocol.DOMAIN:
+            raise ConfigError(f"{name} is domain-incremental only (one output for all tasks)")
+        return builders.permuted_subsets(
+            data.load(source, data_dir), n_tasks or 100, train_size, test_size, seed
+        )
 
     return build
 
@@ -179,6 +204,7 @@ PRESETS: dict[str, Preset] = {
             ("digits",),
             5,
             loop=_DIGITS,
+            rotates=True,
         ),
         Preset(
             "split-mnist",
@@ -215,6 +241,24 @@ PRESETS: dict[str, Preset] = {
             ("mnist",),
             10,
             loop=_MNIST,
+            rotates=True,
+        ),
+        *(
+            Preset(
+                f"permuted-{source}-long",
+                f"{title}, 100 tasks, each its own pixel permutation and its own draw of "
+                "train_size / test_size images (loss of plasticity, Dohare et al. 2024)",
+                Protocol.DOMAIN,
+                _permuted_long(source),
+                (source,),
+                100,
+                sized=True,
+            )
+            for source, title in (
+                ("digits", "8x8 digits"),
+                ("mnist", "MNIST"),
+                ("fashion-mnist", "Fashion-MNIST"),
+            )
         ),
         Preset(
             "mnist-fashion",
@@ -320,6 +364,9 @@ def make_stream(
     sequence_length: int | None = None,
     tokenizer: str | None = None,
     standardize: str | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    angles: list[float] | None = None,
 ) -> Stream:
     """Build a named scenario.
 
@@ -336,6 +383,10 @@ def make_stream(
             of all the stream's training inputs), ``"dataset"`` (the data set's published
             constants, :data:`KNOWN_STATISTICS`), or ``"MEAN,STD"``; ``None``: the inputs as
             the source gives them (pixels in [0, 1]).
+        train_size, test_size: examples of each task kept (``None``: all): drawn per task
+            from ``seed`` by a long permuted scenario (``permuted-mnist-long``), else drawn
+            once from a fixed seed (:func:`~forgetless.scenarios.builders.subsampled`).
+        angles: the rotation of each task in degrees, for rotated scenarios.
     """
     preset = PRESETS.get(name)
     if preset is None:
@@ -347,6 +398,10 @@ def make_stream(
     if preset.text:
         if standardize is not None:
             raise ConfigError(f"{name} is a text scenario: token ids cannot be standardised")
+        image_only = (("train_size", train_size), ("test_size", test_size), ("angles", angles))
+        if any(v is not None for _, v in image_only):
+            names = ", ".join(n for n, v in image_only if v is not None)
+            raise ConfigError(f"{name} is a text scenario; drop {names}")
         from forgetless.scenarios.text import DEFAULT_SEQUENCE_LENGTH
 
         length = DEFAULT_SEQUENCE_LENGTH if sequence_length is None else sequence_length
@@ -356,7 +411,16 @@ def make_stream(
     given = [n for n, v in (("sequence_length", sequence_length), ("tokenizer", tokenizer)) if v]
     if given:
         raise ConfigError(f"{name} is not a text scenario; drop {', '.join(given)}")
-    stream = preset.build(seed, chosen, data_dir, n_tasks, class_order)
+    extra = {}
+    if angles is not None:
+        if not preset.rotates:
+            raise ConfigError(f"{name} takes no angles (only rotated scenarios do)")
+        extra["angles"] = [float(a) for a in angles]
+    if preset.sized:
+        extra.update(train_size=train_size, test_size=test_size)
+    stream = preset.build(seed, chosen, data_dir, n_tasks, class_order, **extra)
+    if not preset.sized and (train_size is not None or test_size is not None):
+        stream = builders.subsampled(stream, train_size, test_size)
     if standardize is None:
         return stream
     return builders.standardized(stream, *standardization(name, standardize, stream))
