@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgetless.errors import ConfigError
-from forgetless.experiment import RunConfig, run
-from forgetless.result import Result
+
+if TYPE_CHECKING:  # the articles are data for `forgetless reproduce --list`, which needs no torch
+    from forgetless.experiment import RunConfig
+    from forgetless.result import Result
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ ARTICLES: dict[str, Article] = {
 def article_configs(name: str, seed: int = 0, **options: Any) -> list[RunConfig]:
     """The configs of article ``name``'s runs (``options`` are further RunConfig fields,
     e.g. ``data_dir`` or ``threads``)."""
+    from forgetless.experiment import RunConfig
+
     article = _article(name)
     return [
         RunConfig(**{**article.base, **r.settings, **options, "seed": seed}) for r in article.runs
@@ -128,6 +132,8 @@ def run_article(
         Plain data: per run its label, the resolved config, and per figure the article's
         value and ours (percent); also the :class:`Result`\\ s under ``"results"``.
     """
+    from forgetless.experiment import run
+
     article = _article(name)
     configs = article_configs(name, seed, **options)
     echo(f"{article.title} ({configs[0].scenario}, seed {seed})")

@@ -128,6 +128,10 @@ COMMANDS: dict[str, Command] = {
         add="add_monitor",
         run="cmd_monitor",
     ),
+    "reproduce": Command(
+        "forgetless.reproduce.command",
+        "a published protocol run through the store, ours beside the published figure",
+    ),
     "runs": Command("forgetless.commands.runs", "list, show, compare and summarise stored runs"),
     "data": Command("forgetless.commands.data", "list, fetch or locate data sets"),
 }

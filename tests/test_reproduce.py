@@ -1,0 +1,239 @@
+"""`forgetless reproduce`: the catalogue as data, the verdict, and a digits entry run for real
+through the run store (cached on the second run)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from forgetless.cli import main
+from forgetless.errors import ConfigError, DataError
+from forgetless.reproduce import (
+    CATALOGUE,
+    Entry,
+    Measure,
+    Published,
+    Run,
+    Tolerance,
+    compare,
+    find_entry,
+)
+from forgetless.reproduce import catalogue as catalogue_module
+from forgetless.reproduce.catalogue import acc, buffer_needed, table
+from forgetless.reproduce.runner import check_data, format_markdown, reproduce
+
+_DIGITS = {
+    "scenario": "split-digits",
+    "protocol": "class",
+    "model": "mlp",
+    "hidden": [32],
+    "iterations": 60,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "lr": 0.01,
+}
+# A test-only entry on the bundled digits: class-IL fine-tuning forgets everything but the
+# last task (ACC near 20%); replay keeps most of it.
+DIGITS = Entry(
+    name="digits-forgetting",
+    title="test: fine-tuning against replay on split digits, class-IL",
+    reference="none (a test entry)",
+    published=(
+        Published("fine-tuning", 20.0, "ACC (%): the class-IL floor, the last task alone"),
+        Published("replay", 95.0, "ACC (%): what no forgetting would give", known_difference="x"),
+    ),
+    tolerance=Tolerance(8.0, "test"),
+    minutes=0.2,
+    minutes_note="test",
+    runs=(
+        Run("fine-tuning", {**_DIGITS, "strategy": "finetune"}),
+        Run("replay", {**_DIGITS, "strategy": "replay", "strategy_params": {"buffer_size": 200}}),
+    ),
+    ours=table({"fine-tuning": acc("fine-tuning"), "replay": acc("replay")}),
+    seeds=(0,),
+)
+
+
+def test_listing_imports_no_torch_and_gives_every_field():
+    code = (
+        "import sys; from forgetless.cli import main; rc = main(['reproduce', '--list', "
+        "'--json']); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    entries = json.loads(out.stdout)
+    assert [e["name"] for e in entries] == list(CATALOGUE)
+    for e in entries:
+        assert {"name", "reference", "published", "tolerance", "minutes"} <= set(e)
+        assert e["published"] and all({"label", "value", "what"} <= set(f) for f in e["published"])
+        assert e["tolerance"]["points"] > 0 and e["tolerance"]["reason"]
+        assert e["minutes"] > 0
+
+
+def test_every_entry_builds_its_configs_and_names_the_data_it_reads():
+    from forgetless.scenarios import PRESETS
+
+    for entry in CATALOGUE.values():
+        configs = entry.configs()
+        assert len(configs) == len(entry.runs)
+        sources = {s for c in configs for s in PRESETS[c.scenario].sources}
+        assert sources == set(entry.data), entry.name
+        # every published figure has a figure of ours, and no figure of ours is unpublished
+        labels = {f.label for f in entry.published}
+        assert len(labels) == len(entry.published), entry.name
+
+
+def test_the_articles_entries_are_built_from_articles_py():
+    from forgetless.articles import ARTICLES
+
+    binary = CATALOGUE["article-binary"]
+    figures = [f for r in ARTICLES["binary"].runs for f in r.figures]
+    assert [f.value for f in binary.published] == [f.article for f in figures]
+    assert [r.label for r in binary.runs] == [r.label for r in ARTICLES["binary"].runs]
+
+
+def test_the_verdict_against_hand_made_numbers():
+    ours = {"fine-tuning": Measure(27.9), "replay": Measure(60.0)}
+    verdict = compare(DIGITS, ours)
+    fine, replay = verdict["figures"]
+    assert fine["difference"] == pytest.approx(7.9) and fine["within"]
+    assert replay["difference"] == pytest.approx(-35.0) and not replay["within"]
+    assert not verdict["within_tolerance"]
+    assert verdict["unexplained"] == []  # replay's difference is a known one
+    verdict = compare(DIGITS, {"fine-tuning": Measure(28.1), "replay": Measure(95.0)})
+    assert verdict["unexplained"] == ["fine-tuning"] and not verdict["within_tolerance"]
+    assert compare(DIGITS, {"fine-tuning": Measure(12.0), "replay": Measure(103.0)})[
+        "within_tolerance"
+    ]
+    # a figure we could not compute is outside, never within
+    assert compare(DIGITS, {"replay": Measure(95.0)})["unexplained"] == ["fine-tuning"]
+
+
+def test_buffer_needed_interpolates_on_a_log_scale():
+    assert buffer_needed([100, 1000], [80.0, 90.0], 85.0) == pytest.approx(316.23, abs=0.01)
+    assert buffer_needed([100, 1000], [86.0, 90.0], 85.0) == 100.0
+    assert buffer_needed([100, 1000], [70.0, 80.0], 85.0) is None
+
+
+def test_unknown_name_suggests_the_closest(capsys):
+    with pytest.raises(ConfigError, match="did you mean 'der-smnist'"):
+        find_entry("der-smnst")
+    assert main(["reproduce", "fisher-variant"]) == 2
+    assert "did you mean 'fisher-variants'" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    from forgetless.data import catalog
+
+    monkeypatch.delenv("FORGETLESS_DATA", raising=False)
+    monkeypatch.setenv("FORGETLESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(catalog, "SYSTEM_DIRS", (tmp_path / "system",))
+    with pytest.raises(DataError, match="der-smnist needs mnist"):
+        check_data(CATALOGUE["der-smnist"], tmp_path)
+    check_data(CATALOGUE["article-binary"], tmp_path)  # generated data: nothing to find
+    store = tmp_path / "store"
+    rc = main(["reproduce", "der-smnist", "--data-dir", str(tmp_path), "--store", str(store)])
+    assert rc == 2 and not store.exists()
+
+
+@pytest.mark.slow
+def test_a_digits_entry_runs_through_the_store_and_a_rerun_trains_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    store = tmp_path / "store"
+    first = reproduce(DIGITS, store=store)
+    assert first["trained"] == 2 and first["reused"] == 0
+    fine, replay = (first["ours"][k]["value"] for k in ("fine-tuning", "replay"))
+    # real training: class-IL fine-tuning forgets, replay measurably less
+    assert fine < 35.0 and replay > fine + 20.0
+    assert first["within_tolerance"] == (abs(fine - 20.0) <= 8.0 and abs(replay - 95.0) <= 8.0)
+    assert set(first["run_ids"]) == {"fine-tuning", "replay"}
+    assert all((store / ids[0] / "result.json").is_file() for ids in first["run_ids"].values())
+
+    monkeypatch.setitem(catalogue_module.CATALOGUE, DIGITS.name, DIGITS)
+    rc = main(["reproduce", DIGITS.name, "--store", str(store), "--json"])
+    assert rc == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["trained"] == 0 and second["reused"] == 2
+    assert second["ours"] == first["ours"] and second["run_ids"] == first["run_ids"]
+    assert {"ours", "published", "within_tolerance", "tolerance", "minutes"} <= set(second)
+
+    rc = main(["reproduce", DIGITS.name, "--store", str(store), "--check"])
+    out = capsys.readouterr().out
+    assert "fine-tuning" in out and "verdict" in out
+    assert rc == (1 if compare(DIGITS, _measures(second))["unexplained"] else 0)
+    table_text = format_markdown(second)
+    assert (
+        "| fine-tuning |" in table_text and "forgetless reproduce digits-forgetting" in table_text
+    )
+
+
+def _measures(reproduction):
+    return {k: Measure(v["value"]) for k, v in reproduction["ours"].items()}
+
+
+def test_the_entries_run_the_configs_of_the_benchmarks_behind_benchmarks_md(monkeypatch):
+    """Same config hash, same run: an entry's figures are the benchmark script's, seed for
+    seed (so BENCHMARKS.md's tables can be regenerated from the entries)."""
+    from pathlib import Path
+
+    from forgetless.experiment import config_hash
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import der_table
+    import fisher_variants
+    import isolation
+    import regularisation
+
+    def ours(name):
+        entry = CATALOGUE[name]
+        return {r.label: config_hash(c) for r, c in zip(entry.runs, entry.configs(), strict=True)}
+
+    theirs = {
+        "der-smnist": {
+            "SGD": der_table.smnist(0, None, "finetune", 0.03, {}),
+            "joint": der_table.smnist(0, None, "joint", 0.03, {}),
+            **{
+                label: der_table.smnist_config(0, None, strategy, 500)
+                for label, strategy in (
+                    ("ER", "replay"),
+                    ("A-GEM", "agem"),
+                    ("iCaRL", "icarl"),
+                    ("GSS", "gss"),
+                    ("DER", "der"),
+                    ("DER++", "derpp"),
+                )
+            },
+        },
+        "der-pmnist": {
+            "SGD": regularisation.pmnist(0, None, "finetune"),
+            "SI": regularisation.pmnist(0, None, "si"),
+            "oEWC": regularisation.pmnist(0, None, "online-ewc lam 1.4"),
+            "ER": der_table.pmnist(
+                0, None, "replay", 0.2, {"buffer_size": 500, "replay_batch_size": 128}
+            ),
+        },
+        "fisher-variants": {
+            "exact": fisher_variants.config(0, None, "exact", 1e5),
+            "batched": fisher_variants.config(0, None, "batched", 1e10),
+            "none": fisher_variants.config(0, None, None),
+        },
+        "three-scenarios-lwf": {
+            "LwF, class-IL": regularisation.lwf(0, None, "lwf", "class"),
+            "LwF, task-IL": regularisation.lwf(0, None, "lwf", "task"),
+        },
+        "der-smnist-pnn": {
+            "PNN": isolation.smnist(0, None, "pnn"),
+            "specialists from the initial weights": isolation.smnist(
+                0, None, "specialists-initial"
+            ),
+        },
+        "article-binary": {
+            "fine-tuning": regularisation.two_task(0, None),
+            "EWC, lam 1e6": regularisation.two_task(0, 1e6),
+        },
+    }
+    for name, configs in theirs.items():
+        mine = ours(name)
+        for label, config in configs.items():
+            assert mine[label] == config_hash(config), (name, label)
