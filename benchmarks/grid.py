@@ -114,7 +114,19 @@ def stamped(report: dict[str, Any]) -> dict[str, Any]:
     """``report`` with ``provenance``: the forgetless version and git commit that made it."""
     from forgetless.provenance import provenance
 
-    return {**report, "provenance": provenance()}
+    return {**_without_data_dir(report), "provenance": provenance()}
+
+
+def _without_data_dir(value: Any) -> Any:
+    """``value`` with every ``data_dir`` shown as ``DATA``: where the data lay on the machine
+    that ran it is no result, and published JSON must not name the machine's paths."""
+    if isinstance(value, dict):
+        return {
+            k: ("DATA" if k == "data_dir" and v else _without_data_dir(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_data_dir(v) for v in value]
+    return value
 
 
 def log(message: str) -> None:
