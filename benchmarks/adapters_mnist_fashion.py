@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 import warnings
 from typing import Any
@@ -32,6 +31,7 @@ from forgetless.engine import train
 from forgetless.models import build_model
 from forgetless.scenarios import make_stream
 from forgetless.strategies import make_strategies
+from grid import log
 
 HIDDEN = [400, 400]
 LOOP = dict(epochs=1, batch_size=128, optimizer="adam", lr=1e-3, progress=False)
@@ -48,10 +48,6 @@ METHODS = (
     ("replay-100", "replay", {"buffer_size": 100}),
     ("replay-1000", "replay", {"buffer_size": 1000}),
 )
-
-
-def log(message: str) -> None:
-    print(f"[adapters_mnist_fashion] {message}", file=sys.__stderr__, flush=True)
 
 
 def run_seed(stream, seed: int) -> dict[str, Any]:

@@ -32,7 +32,6 @@ import copy
 import dataclasses
 import json
 import statistics
-import sys
 import time
 import warnings
 from typing import Any
@@ -44,6 +43,7 @@ from forgetless.engine import train
 from forgetless.models import build_model
 from forgetless.scenarios import Stream, make_stream
 from forgetless.strategies import make_strategies
+from grid import log
 
 SEQUENCE_LENGTH = 64
 BATCH_SIZE = 32
@@ -57,10 +57,6 @@ METHODS = (
     ("curlora-r16", "curlora", {"rank": 16}),
     ("olora-r8", "olora", {"rank": 8}),
 )
-
-
-def log(message: str) -> None:
-    print(f"[curlora] {message}", file=sys.__stderr__, flush=True)
 
 
 def cut_tests(stream: Stream, windows: int) -> Stream:

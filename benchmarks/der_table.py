@@ -48,13 +48,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
+from forgetless.reproduce.catalogue import buffer_needed
 from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("smnist", "pmnist", "gss-vs-er", "hybrids", "authors")
@@ -173,16 +172,8 @@ def authors_plan(
     return keep(default), keep(xavier)
 
 
-def buffer_needed(buffers: list[int], accs: list[float], target: float) -> float | None:
-    """The buffer at which ACC first reaches ``target``, interpolating linearly in log(buffer)
-    between the grid points around it; ``None`` if it never does."""
-    if accs[0] >= target:
-        return float(buffers[0])
-    for (b0, a0), (b1, a1) in pairwise(zip(buffers, accs, strict=True)):
-        if a0 < target <= a1:
-            f = (target - a0) / (a1 - a0)
-            return round(math.exp(math.log(b0) + f * (math.log(b1) - math.log(b0))), 1)
-    return None
+def _rounded(buffer: float | None) -> float | None:
+    return None if buffer is None else round(buffer, 1)
 
 
 def entry(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -306,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         needed = {}
         for strategy in ("replay", "gss"):
             accs = [report["gss-vs-er"][f"{strategy} {b}"]["acc"]["mean"] for b in gss_buffers]
-            needed[strategy] = buffer_needed(gss_buffers, accs, args.target)
+            needed[strategy] = _rounded(buffer_needed(gss_buffers, accs, args.target))
         ratio = None
         if needed["replay"] and needed["gss"]:
             ratio = round(needed["gss"] / needed["replay"], 3)
