@@ -17,6 +17,7 @@ or where ``torch._dynamo`` is loaded anyway (someone compiles), they call the pu
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
+from torch.optim import optimizer as optimizer_module
 
 
 def _peeled(method: Any, wrappers: tuple[str, ...]) -> Callable[..., Any] | None:
@@ -77,7 +79,7 @@ def clear_grads(optimizer: Optimizer) -> None:
 
 def take_step(optimizer: Optimizer) -> None:
     """``optimizer.step()``: the class's own update, with no step hooks to call."""
-    raw = _peeled(type(optimizer).step, _STEP_WRAPPERS)
+    raw = _raw_step(type(optimizer).step)
     if (
         raw is None
         or _dynamo_loaded()
@@ -93,7 +95,15 @@ def take_step(optimizer: Optimizer) -> None:
         raw(optimizer)
 
 
-def _global_step_hooks() -> bool:
-    from torch.optim import optimizer as module
+@functools.cache
+def _raw_step(step: Callable[..., Any]) -> Callable[..., Any] | None:
+    """A class's ``step`` without its wrappers, found once per function (this runs every step;
+    keyed by the function, so a class whose ``step`` is replaced later is looked at again)."""
+    return _peeled(step, _STEP_WRAPPERS)
 
-    return bool(module._global_optimizer_pre_hooks or module._global_optimizer_post_hooks)
+
+def _global_step_hooks() -> bool:
+    return bool(
+        optimizer_module._global_optimizer_pre_hooks
+        or optimizer_module._global_optimizer_post_hooks
+    )
