@@ -237,3 +237,96 @@ def test_the_entries_run_the_configs_of_the_benchmarks_behind_benchmarks_md(monk
         mine = ours(name)
         for label, config in configs.items():
             assert mine[label] == config_hash(config), (name, label)
+
+
+def test_every_entry_declares_the_tables_of_benchmarks_md_it_regenerates():
+    for entry in CATALOGUE.values():
+        assert entry.tables, entry.name
+
+
+@pytest.mark.slow
+def test_markdown_prints_every_table_of_the_entry_from_real_runs(tmp_path, capsys):
+    """article-binary for real in a temporary store: --markdown prints the comparison and the
+    seed article's table (a row per reported figure and BWT), its cells the runs' own."""
+    store = tmp_path / "store"
+    rc = main(["reproduce", "article-binary", "--store", str(store), "--json"])
+    assert rc == 0
+    reproduction = json.loads(capsys.readouterr().out)
+    (article,) = reproduction["tables"]
+    assert article["head"][1:] == [
+        "fine-tuning (ours)",
+        "fine-tuning (article)",
+        "EWC, lam 1e6 (ours)",
+        "EWC, lam 1e6 (article)",
+    ]
+    assert [row[0] for row in article["rows"]] == [
+        "A after A",
+        "A after B",
+        "B after B",
+        "BWT (points)",
+    ]
+    # the table's cells are the stored runs' accuracies, recomputed here from result.json
+    stored = [
+        json.loads((store / run_id / "result.json").read_text())
+        for run_id in reproduction["run_ids"]["fine-tuning"]
+    ]
+    after_b = [100 * r["accuracy_matrix"][1][0] for r in stored]
+    mean = sum(after_b) / len(after_b)
+    assert article["rows"][1][1].startswith(f"{mean:.1f} ± ")
+    assert article["rows"][1][2] == "53.6"
+    assert article["rows"][3][1].startswith(
+        f"{100 * sum(r['metrics']['bwt'] for r in stored) / 3:.1f}"
+    )
+
+    rc = main(["reproduce", "article-binary", "--store", str(store), "--markdown"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "| figure | ours | published | ours - published | within ± tolerance |" in text
+    assert "|  | fine-tuning (ours) | fine-tuning (article) |" in text
+    assert "forgetless reproduce article-binary --seeds 0,1,2\n" in text
+    assert f"| A after B | {article['rows'][1][1]} | 53.6 |" in text
+    assert "mean ± sample std over seeds 0, 1, 2" in text
+
+
+@pytest.mark.slow
+def test_the_plasticity_entry_runs_through_the_store_and_measures_the_stored_weights(tmp_path):
+    """The plasticity entry's figures and table on a short digits stream: plain SGD's accuracy
+    on each new task, and the unit measures read back from the weights the store kept."""
+    import dataclasses
+
+    from forgetless.reproduce.catalogue import PLASTICITY_RUNS, plasticity_table
+    from forgetless.studies.plasticity import PlasticitySettings, plasticity_study
+
+    settings = PlasticitySettings(
+        data="digits", tasks=12, train_per_task=400, test_per_task=100, hidden=(32, 32),
+        lr=0.3, batch_size=16, epochs=4, probe=100,
+    )  # fmt: skip
+    entry = dataclasses.replace(
+        CATALOGUE["plasticity"],
+        runs=tuple(Run(label, settings.settings(s, p)) for _, label, s, p in PLASTICITY_RUNS),
+        tables=(plasticity_table(settings, {label: label for _, label, _, _ in PLASTICITY_RUNS}),),
+        seeds=(0,),
+        data=(),
+    )
+    store = tmp_path / "store"
+    reproduction = reproduce(entry, store=store)
+    assert reproduction["trained"] == 4
+    stored = json.loads(
+        (store / reproduction["run_ids"]["plain SGD"][0] / "result.json").read_text()
+    )
+    diagonal = [100 * stored["accuracy_matrix"][i][i] for i in range(12)]
+    first, last = sum(diagonal[:10]) / 10, sum(diagonal[-10:]) / 10
+    ours = reproduction["ours"]
+    assert ours["plain SGD: first 10 tasks"]["value"] == pytest.approx(first)
+    assert ours["plain SGD: last 10 - first 10"]["value"] == pytest.approx(last - first)
+    assert first > 50  # the digits tasks are learnt: a real run
+    (table,) = reproduction["tables"]
+    assert [row[0] for row in table["rows"]] == [label for _, label, _, _ in PLASTICITY_RUNS]
+    assert table["rows"][0][1] == f"{first:.1f} -> {last:.1f}%"
+    # the same measures as the study computes them from the same store (nothing trained)
+    (run,) = plasticity_study(settings, [("finetune", {})], [0], store)
+    dormant = [100 * d for d in run.series("dormant")]
+    assert table["rows"][0][2] == f"{sum(dormant[:10]) / 10:.1f} -> {sum(dormant[-10:]) / 10:.1f}%"
+    assert "4 runs trained" not in format_markdown(reproduction)
+    assert "| plain SGD |" in format_markdown(reproduction)
+    assert reproduce(entry, store=store)["trained"] == 0

@@ -87,17 +87,27 @@ def value_text(value: Any) -> str:
 
 def settings_text(config: Mapping[str, Any], keys: Sequence[str]) -> str:
     """``name=value`` of each of ``keys`` in ``config`` (see :func:`flat_settings`), joined by
-    spaces; the seed as ``s0``; scenario, protocol and strategy as their values."""
+    spaces; the seed as ``s0``; scenario, protocol and strategy as their values. A setting
+    left unset (None) is left out: ``ewc`` beside ``ewc init=xavier``, not ``init=none``."""
     flat = flat_settings(config)
     parts = []
     for key in keys:
         value = flat.get(key)
+        if value is None and key not in _NAMED:
+            continue
         if key == "seed":
             parts.append(f"s{value_text(value)}")
         elif key in _NAMED:
             parts.append(value_text(value))
         else:
             parts.append(f"{key}={value_text(value)}")
+    return " ".join(parts)
+
+
+def strategy_text(name: str, params: Mapping[str, Any]) -> str:
+    """A strategy and its parameters as run labels show them: ``ewc lam=1000``,
+    ``shrink-perturb shrink=0.5 every=task``; parameters left unset (None) are left out."""
+    parts = [name] + [f"{k}={value_text(v)}" for k, v in params.items() if v is not None]
     return " ".join(parts)
 
 

@@ -141,11 +141,9 @@ def plasticity_curves(runs: Sequence, title: str | None = None, smooth: int = 1)
 
 
 def _label(strategy: str, params: Mapping[str, Any]) -> str:
-    if not params:
-        return strategy
-    return f"{strategy} " + ", ".join(
-        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
+    from forgetless.labels import strategy_text
+
+    return strategy_text(strategy, params)
 
 
 def _running_mean(values: list[float], window: int) -> list[float]:

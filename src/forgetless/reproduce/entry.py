@@ -10,6 +10,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,6 +74,56 @@ class Measure:
         return {"value": self.value, "per_seed": list(self.per_seed), "std": self.std}
 
 
+@dataclass(frozen=True)
+class Table:
+    """A table of BENCHMARKS.md regenerated from an entry's runs: a caption (what the rows
+    are, over which seeds), the header and the rows, as text cells."""
+
+    caption: str
+    head: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "caption": self.caption,
+            "head": list(self.head),
+            "rows": [list(r) for r in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Table:
+        return cls(data["caption"], tuple(data["head"]), tuple(tuple(r) for r in data["rows"]))
+
+    def markdown(self) -> str:
+        """The table in BENCHMARKS.md's format, its caption above it."""
+        lines = [self.caption, ""] if self.caption else []
+        lines.append("| " + " | ".join(self.head) + " |")
+        lines.append("|" + "---|" * len(self.head))
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    """What an entry's table functions read: the Results (``{run label: [Result per seed]}``),
+    the configs they ran (the same shape), the seeds, the store that holds the runs (for
+    tables measured on the weights it kept) and the verdict of :func:`compare` (``figures``:
+    ours beside the published figures)."""
+
+    results: Results
+    configs: Mapping[str, Sequence[RunConfig]]
+    seeds: tuple[int, ...]
+    store: Path
+    verdict: Mapping[str, Any]
+
+    def figure(self, label: str) -> Mapping[str, Any]:
+        """The verdict's row for the published figure ``label``."""
+        for figure in self.verdict["figures"]:
+            if figure["label"] == label:
+                return figure
+        raise KeyError(label)
+
+
 def over_seeds(values: Iterable[float]) -> Measure:
     """The mean of per-seed values, with them and their sample std."""
     values = tuple(float(v) for v in values)
@@ -102,6 +153,9 @@ class Entry:
         benchmark: the BENCHMARKS.md section and benchmarks/ script that hold these figures.
         seeds: the seeds run when ``--seeds`` is not given.
         units: of the figures (``"percent"`` unless said).
+        tables: the tables of BENCHMARKS.md these runs give, each a function of the
+            :class:`Reproduced` runs (``forgetless reproduce NAME --markdown`` prints them
+            after the comparison).
     """
 
     name: str
@@ -118,6 +172,7 @@ class Entry:
     benchmark: str = ""
     seeds: tuple[int, ...] = (0, 1, 2)
     units: str = "percent"
+    tables: tuple[Callable[[Reproduced], Table], ...] = ()
 
     def tolerance_of(self, figure: Published) -> Tolerance:
         return figure.tolerance or self.tolerance

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.errors import DataError, ForgetlessError
-from forgetless.reproduce.entry import Entry, Measure, compare
+from forgetless.reproduce.entry import Entry, Measure, Reproduced, Table, compare
 
 
 def check_data(entry: Entry, data_dir: str | Path | None) -> None:
@@ -57,7 +57,8 @@ def reproduce(
         were trained now and how many were complete in the store), ``seconds`` and the load
         average before and after, ``ours`` (per published label: value, per seed, std), and the
         verdict of :func:`~forgetless.reproduce.entry.compare` (``figures``,
-        ``within_tolerance``, ``unexplained``).
+        ``within_tolerance``, ``unexplained``), and ``tables``: the BENCHMARKS.md tables the
+        entry's runs give (:class:`~forgetless.reproduce.entry.Table` as plain data).
 
     Raises:
         DataError: a data set is missing. ForgetlessError: a run failed (the others are kept).
@@ -83,12 +84,18 @@ def reproduce(
     run_store = RunStore(store)
     results: dict[str, list[Any]] = {}
     run_ids: dict[str, list[str]] = {}
+    seeded: dict[str, list[RunConfig]] = {}
     for run, config in zip(entry.runs, configs, strict=True):
         for seed in seeds:
-            run_id = run_store.run_id(RunConfig.from_dict({**config.to_dict(), "seed": seed}))
+            seeded_config = RunConfig.from_dict({**config.to_dict(), "seed": seed})
+            run_id = run_store.run_id(seeded_config)
+            seeded.setdefault(run.label, []).append(seeded_config)
             run_ids.setdefault(run.label, []).append(run_id)
             results.setdefault(run.label, []).append(run_store.result(run_id))
     ours: dict[str, Measure] = entry.ours(results)
+    verdict = compare(entry, ours)
+    reproduced = Reproduced(results, seeded, tuple(seeds), store, verdict)
+    tables = [table(reproduced).to_dict() for table in entry.tables]
     return {
         **entry.describe(),
         "seeds": seeds,
@@ -100,7 +107,8 @@ def reproduce(
         "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
         "workers": workers,
         "ours": {label: measure.to_dict() for label, measure in ours.items()},
-        **compare(entry, ours),
+        **verdict,
+        "tables": tables,
     }
 
 
@@ -176,10 +184,11 @@ def format_text(reproduction: dict[str, Any]) -> str:
 
 
 def format_markdown(reproduction: dict[str, Any]) -> str:
-    """The comparison as a BENCHMARKS.md table, with the command that reproduces it."""
+    """The comparison as a BENCHMARKS.md table, with the command that reproduces it, then
+    every table of BENCHMARKS.md the entry's runs give (its ``tables``)."""
     r = reproduction
     units = r["units"]
-    seeds = " ".join(str(s) for s in r["seeds"])
+    seeds = ",".join(str(s) for s in r["seeds"])
     what = "mean ± sample std over seeds " + ", ".join(str(s) for s in r["seeds"])
     lines = [
         "```bash",
@@ -198,6 +207,8 @@ def format_markdown(reproduction: dict[str, Any]) -> str:
             f"| {f['label']} | {_ours(f)} | {_number(f['published'])} | "
             f"{_difference(f)} | {verdict} (± {f['tolerance']:g}) |"
         )
+    for table in reproduction.get("tables", []):
+        lines += ["", Table.from_dict(table).markdown().rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -8,23 +8,26 @@ and the sweep runner (:func:`~forgetless.studies.common.execute`); the measures 
 afterwards from the weights the store kept after each task
 (:func:`~forgetless.analysis.plasticity.plasticity_record`). A second call with the same store
 trains nothing.
+
+Importing this module imports no torch (the reproduce catalogue declares its protocol with
+:class:`PlasticitySettings`); running and measuring do.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from forgetless.analysis.plasticity import PlasticityRun, plasticity_record
 from forgetless.errors import ConfigError
 from forgetless.experiment import RunConfig, config_hash
-from forgetless.studies.common import Progress, execute, run_configs, stored_models
+from forgetless.labels import strategy_text
 from forgetless.validation import check_positive_int
+
+if TYPE_CHECKING:
+    from forgetless.analysis.plasticity import PlasticityRun
 
 #: The data sets a long permuted stream is drawn from, and its scenario.
 SCENARIOS = {
@@ -65,25 +68,29 @@ class PlasticitySettings:
             )
         check_positive_int("probe", self.probe)
 
+    def settings(self, strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The :class:`~forgetless.experiment.RunConfig` fields of one strategy's run (no
+        seed): what :meth:`config` builds, as plain data."""
+        return {
+            "scenario": SCENARIOS[self.data],
+            "data_dir": self.data_dir,
+            "n_tasks": self.tasks,
+            "train_size": self.train_per_task,
+            "test_size": self.test_per_task,
+            "model": "mlp",
+            "hidden": list(self.hidden),
+            "strategy": strategy,
+            "strategy_params": dict(params),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": "sgd",
+            "lr": self.lr,
+            "momentum": 0.0,
+        }
+
     def config(self, strategy: str, params: Mapping[str, Any], seed: int = 0) -> RunConfig:
         """The run of one strategy."""
-        return RunConfig(
-            scenario=SCENARIOS[self.data],
-            data_dir=self.data_dir,
-            n_tasks=self.tasks,
-            train_size=self.train_per_task,
-            test_size=self.test_per_task,
-            model="mlp",
-            hidden=list(self.hidden),
-            strategy=strategy,
-            strategy_params=dict(params),
-            seed=seed,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer="sgd",
-            lr=self.lr,
-            momentum=0.0,
-        )
+        return RunConfig(**self.settings(strategy, params), seed=seed)
 
 
 def plasticity_study(
@@ -93,7 +100,7 @@ def plasticity_study(
     store: str | Path,
     workers: int = 1,
     backend: str = "local",
-    progress: Progress | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> list[PlasticityRun]:
     """Run each ``(strategy, params)`` once per seed into ``store`` (runs already complete
     there are reused) and measure each run after every task from its stored weights.
@@ -102,6 +109,8 @@ def plasticity_study(
         One :class:`~forgetless.analysis.plasticity.PlasticityRun` per (seed, strategy), seeds
         outermost, as ``forgetless plasticity`` prints them.
     """
+    from forgetless.studies.common import execute, run_configs
+
     if not strategies:
         raise ConfigError("give at least one strategy, e.g. ('finetune', {})")
     configs = [settings.config(name, params) for name, params in strategies]
@@ -121,7 +130,11 @@ def plasticity_run(
     """The records of one stored run: after each task ``i``, ``R[i, i]``, its last epoch's
     mean training loss, and the unit measures of the model the store kept after it on the
     first ``probe`` test inputs of task ``i``."""
+    import torch
+
+    from forgetless.analysis.plasticity import PlasticityRun, plasticity_record
     from forgetless.strategies import make_strategies
+    from forgetless.studies.common import stored_models
 
     strategies = make_strategies(config.strategy, config.strategy_params)
     stream, models = stored_models(store, config)
@@ -154,11 +167,6 @@ def plasticity_run(
     return run
 
 
-def strategy_label(name: str, params: Mapping[str, Any]) -> str:
-    """``NAME`` or ``NAME:KEY=VALUE,...``, the parameters as given."""
-    return name + (":" + ",".join(f"{a}={b}" for a, b in params.items()) if params else "")
-
-
 def format_plasticity(
     runs: Sequence[PlasticityRun], strategies: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> str:
@@ -176,7 +184,7 @@ def format_plasticity(
 
         acc, dormant = ends("accuracy", 100), ends("dormant", 100)
         rank, weight = ends("effective_rank"), ends("weight_magnitude")
-        label = strategy_label(*strategies[n % len(strategies)])
+        label = strategy_text(*strategies[n % len(strategies)])
         lines.append(
             f"{label:<40} {run.seed:>4} {acc[0]:>9.1f} {acc[1]:>8.1f} "
             f"{dormant[0]:>5.1f} -> {dormant[1]:>4.1f} {rank[0]:>5.1f} -> {rank[1]:>4.1f} "
