@@ -53,7 +53,16 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
-from forgetless.reproduce.catalogue import buffer_needed
+from forgetless.reproduce.catalogue import (
+    DER_PMNIST_ARGS,
+    DER_SMNIST_BEST_ARGS,
+    GSS_BUFFERS,
+    buffer_needed,
+    der_pmnist_settings,
+    der_smnist_buffered,
+    der_smnist_settings,
+    gss_against_er_settings,
+)
 from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("smnist", "pmnist", "gss-vs-er", "hybrids", "authors")
@@ -70,72 +79,26 @@ PUBLISHED_SMNIST_CLASS_500 = {
 PUBLISHED_SMNIST_OTHER = {"finetune": 19.60, "joint": 95.57}
 PUBLISHED_PMNIST_500 = {"replay": 80.60, "derpp": 88.21}
 
-# (strategy, lr, params) per buffer size, from the DER authors' best_args for seq-mnist.
-SMNIST = {
-    "replay": {
-        200: (0.01, {"replay_batch_size": 10}),
-        500: (0.1, {"replay_batch_size": 10}),
-        5120: (0.1, {"replay_batch_size": 10}),
-    },
-    "agem": {b: (0.1, {"replay_batch_size": 128}) for b in BUFFERS},
-    "icarl": {b: (0.1, {}) for b in BUFFERS},
-    "gss": {
-        b: (0.1, {"replay_batch_size": 10 if b < 5120 else 128, "n_reference": 10}) for b in BUFFERS
-    },
-    "der": {
-        200: (0.03, {"replay_batch_size": 10, "alpha": 0.2}),
-        500: (0.03, {"replay_batch_size": 128, "alpha": 1.0}),
-        5120: (0.1, {"replay_batch_size": 128, "alpha": 0.5}),
-    },
-    "derpp": {
-        200: (0.03, {"replay_batch_size": 128, "alpha": 0.2, "beta": 1.0}),
-        500: (0.03, {"replay_batch_size": 10, "alpha": 1.0, "beta": 0.5}),
-        5120: (0.1, {"replay_batch_size": 64, "alpha": 0.2, "beta": 0.5}),
-    },
-}
+#: ``{strategy: {buffer: (lr, params)}}``, the DER authors' best arguments for seq-mnist:
+#: declared once, in the reproduce catalogue.
+SMNIST = DER_SMNIST_BEST_ARGS
 
 
 def smnist(
     seed: int, data: str, strategy: str, lr: float, params: dict, batch: int = 10
 ) -> RunConfig:
-    return RunConfig(
-        scenario="split-mnist",
-        protocol="class",
-        class_order=list(range(10)),
-        data_dir=data,
-        model="mlp",
-        hidden=[100, 100],
-        strategy=strategy,
-        strategy_params=params,
-        seed=seed,
-        epochs=1,
-        batch_size=batch,
-        optimizer="sgd",
-        lr=lr,
-    )
+    """The DER paper's S-MNIST run (the catalogue's protocol) of ``strategy``."""
+    return RunConfig(**der_smnist_settings(strategy, lr, params, batch), data_dir=data, seed=seed)
 
 
 def smnist_config(seed: int, data: str, strategy: str, buffer: int) -> RunConfig:
-    lr, params = SMNIST[strategy][buffer]
-    batch = 128 if strategy == "gss" else 10
-    return smnist(seed, data, strategy, lr, {"buffer_size": buffer, **params}, batch)
+    """``strategy`` at ``buffer`` with the authors' best arguments (the catalogue's)."""
+    return RunConfig(**der_smnist_buffered(strategy, buffer), data_dir=data, seed=seed)
 
 
 def pmnist(seed: int, data: str, strategy: str, lr: float, params: dict) -> RunConfig:
-    return RunConfig(
-        scenario="permuted-mnist",
-        n_tasks=20,
-        data_dir=data,
-        model="mlp",
-        hidden=[100, 100],
-        strategy=strategy,
-        strategy_params=params,
-        seed=seed,
-        epochs=1,
-        batch_size=128,
-        optimizer="sgd",
-        lr=lr,
-    )
+    """The DER paper's P-MNIST run (the catalogue's protocol) of ``strategy``."""
+    return RunConfig(**der_pmnist_settings(strategy, lr, params), data_dir=data, seed=seed)
 
 
 def authors_plan(
@@ -218,30 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                 plan[f"{strategy} {b}"] = [smnist_config(s, data, strategy, b) for s in seeds]
     if "pmnist" in args.only:
         plans["pmnist"] = {
-            "replay 500": [
-                pmnist(s, data, "replay", 0.2, {"buffer_size": 500, "replay_batch_size": 128})
-                for s in seeds
-            ],
-            "derpp 500": [
-                pmnist(
-                    s,
-                    data,
-                    "derpp",
-                    0.2,
-                    {"buffer_size": 500, "replay_batch_size": 128, "alpha": 1.0, "beta": 0.5},
-                )
-                for s in seeds
-            ],
+            f"{strategy} 500": [pmnist(s, data, strategy, lr, params) for s in seeds]
+            for strategy, lr, params in (DER_PMNIST_ARGS["ER"], DER_PMNIST_ARGS["DER++"])
         }
-    gss_buffers = [100, 200, 500, 1000, 2000]
     if "gss-vs-er" in args.only:
         plans["gss-vs-er"] = {
             f"{strategy} {b}": [
-                smnist(s, data, strategy, 0.1, {"buffer_size": b, "replay_batch_size": 10, **extra})
+                RunConfig(**gss_against_er_settings(strategy, b), data_dir=data, seed=s)
                 for s in seeds
             ]
-            for strategy, extra in (("replay", {}), ("gss", {"n_reference": 10}))
-            for b in gss_buffers
+            for strategy in ("replay", "gss")
+            for b in GSS_BUFFERS
         }
     if "hybrids" in args.only:
         ewc_s = {"lam": 180.0, "fisher": "empirical", "gamma": 1.0}
@@ -296,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if "gss-vs-er" in report:
         needed = {}
         for strategy in ("replay", "gss"):
-            accs = [report["gss-vs-er"][f"{strategy} {b}"]["acc"]["mean"] for b in gss_buffers]
-            needed[strategy] = _rounded(buffer_needed(gss_buffers, accs, args.target))
+            accs = [report["gss-vs-er"][f"{strategy} {b}"]["acc"]["mean"] for b in GSS_BUFFERS]
+            needed[strategy] = _rounded(buffer_needed(list(GSS_BUFFERS), accs, args.target))
         ratio = None
         if needed["replay"] and needed["gss"]:
             ratio = round(needed["gss"] / needed["replay"], 3)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from forgetless.experiment import RunConfig
+from forgetless.reproduce.catalogue import van_de_ven_settings
 from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 PUBLISHED = {"exact": 99.12, "sample": 99.12, "empirical": 99.12, "batched": 99.11, "none": 85.41}
@@ -69,22 +70,10 @@ def config(
     strategy, params = "finetune", {}
     if variant is not None:
         strategy, params = "online-ewc", {"lam": lam, "fisher": variant, "gamma": 1.0}
-    return RunConfig(
-        scenario="split-mnist",
-        protocol="task",
-        class_order=class_order or list(range(10)),
-        data_dir=data_dir,
-        model="mlp",
-        hidden=[400, 400],
-        strategy=strategy,
-        strategy_params=params,
-        seed=seed,
-        iterations=2000,
-        batch_size=128,
-        optimizer="adam",
-        lr=1e-3,
-        reset_optimizer=reset_optimizer,
-    )
+    settings = van_de_ven_settings(strategy, params)
+    if class_order is not None:
+        settings["class_order"] = class_order
+    return RunConfig(**settings, data_dir=data_dir, seed=seed, reset_optimizer=reset_optimizer)
 
 
 def summarise_ablation(

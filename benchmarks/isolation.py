@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.experiment import RunConfig
+from forgetless.reproduce.catalogue import der_pmnist_settings, der_smnist_settings
 from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("smnist", "pmnist", "hypermask-paper")
@@ -131,42 +132,20 @@ PAPER = ("finetune", "pnn", "packnet", "hat", "hypermask")
 
 
 def smnist(seed: int, data: str, row: str) -> RunConfig:
+    """The DER paper's S-MNIST run (the catalogue's protocol), task-IL, of the row ``row``."""
     optimizer, lr, params = SMNIST[row]
-    strategy = ROW_STRATEGY.get(row, row)
+    settings = der_smnist_settings(ROW_STRATEGY.get(row, row), lr, params, ROW_BATCH.get(row, 10))
     return RunConfig(
-        scenario="split-mnist",
-        protocol="task",
-        class_order=list(range(10)),
-        data_dir=data,
-        model="mlp",
-        hidden=[100, 100],
-        strategy=strategy,
-        strategy_params=params,
-        seed=seed,
-        epochs=1,
-        batch_size=ROW_BATCH.get(row, 10),
-        optimizer=optimizer,
-        lr=lr,
+        **{**settings, "protocol": "task", "optimizer": optimizer}, data_dir=data, seed=seed
     )
 
 
 def pmnist(seed: int, data: str, row: str) -> RunConfig:
+    """The DER paper's P-MNIST run (the catalogue's protocol) on 10 tasks, task-IL."""
     optimizer, lr, params = PMNIST[row]
-    strategy = ROW_STRATEGY.get(row, row)
+    settings = der_pmnist_settings(ROW_STRATEGY.get(row, row), lr, params, n_tasks=10)
     return RunConfig(
-        scenario="permuted-mnist",
-        protocol="task",
-        n_tasks=10,
-        data_dir=data,
-        model="mlp",
-        hidden=[100, 100],
-        strategy=strategy,
-        strategy_params=params,
-        seed=seed,
-        epochs=1,
-        batch_size=128,
-        optimizer=optimizer,
-        lr=lr,
+        **{**settings, "protocol": "task", "optimizer": optimizer}, data_dir=data, seed=seed
     )
 
 

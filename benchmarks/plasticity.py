@@ -39,6 +39,7 @@ writes the figure ``plasticity.png``/``.svg`` to ``--out`` and the summary to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -46,25 +47,20 @@ from typing import Any
 import torch
 
 from forgetless.analysis.plasticity import PlasticityRun
-from forgetless.studies.plasticity import PlasticitySettings, plasticity_study
+from forgetless.reproduce.catalogue import PLASTICITY, PLASTICITY_RUNS, PLASTICITY_WINDOW
+from forgetless.studies.plasticity import plasticity_study
 from grid import log, mean_std, publish
 
+#: The protocol and the strategies' runs: the reproduce catalogue's entry ``plasticity``
+#: (declared there, so ``forgetless reproduce plasticity`` runs the same ones).
 SETTINGS = {
-    "train_per_task": 6000,
-    "test_per_task": 500,
-    "hidden": (100, 100, 100),
-    "lr": 0.3,
-    "batch_size": 16,
-    "epochs": 1,
-    "probe": 500,
+    k: getattr(PLASTICITY, k)
+    for k in ("train_per_task", "test_per_task", "hidden", "lr", "batch_size", "epochs", "probe")
 }
 STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "finetune": ("finetune", {}),
-    "continual-backprop": ("continual-backprop", {"rho": 1e-4, "maturity": 100, "eta": 0.99}),
-    "shrink-perturb": ("shrink-perturb", {"shrink": 1 - 1e-4, "noise": 1e-3, "every": "step"}),
-    "shrink-perturb-task": ("shrink-perturb", {"shrink": 0.5, "noise": 0.01, "every": "task"}),
+    key: (strategy, params) for key, _, strategy, params in PLASTICITY_RUNS
 }
-WINDOW = 10  # tasks averaged at the start and at the end of the stream
+WINDOW = PLASTICITY_WINDOW  # tasks averaged at the start and at the end of the stream
 
 
 def summarise(runs: dict[str, list[PlasticityRun]]) -> dict[str, Any]:
@@ -105,9 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # the measures as the runs compute: one thread, the same sums
-    settings = PlasticitySettings(
-        data="mnist", data_dir=args.data_dir, tasks=args.tasks, **SETTINGS
-    )
+    settings = dataclasses.replace(PLASTICITY, data_dir=args.data_dir, tasks=args.tasks)
     specs = [STRATEGIES[label] for label in args.only]
     started = time.perf_counter()
     found = plasticity_study(settings, specs, args.seeds, args.store, args.workers)

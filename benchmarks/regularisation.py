@@ -49,7 +49,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from forgetless.articles import ARTICLES
 from forgetless.experiment import RunConfig
+from forgetless.reproduce.catalogue import (
+    DER_PMNIST_ARGS,
+    LWF_PARAMS,
+    der_pmnist_settings,
+    van_de_ven_settings,
+)
 from grid import STORE, log, mean_std, percent, publish, record_of, run_all
 
 SECTIONS = ("two-task", "pmnist", "lwf", "memory")
@@ -62,70 +69,42 @@ PUBLISHED_LWF = {"class": 23.85, "task": 99.57}
 
 
 def two_task(seed: int, lam: float | None) -> RunConfig:
+    """Seed article 1's run (the settings of ``forgetless.articles``): fine-tuning, or EWC at
+    ``lam``."""
     strategy, params = ("finetune", {}) if lam is None else ("ewc", {"lam": lam})
     return RunConfig(
-        scenario="two-task-binary",
-        model="mlp",
-        hidden=[32, 32],
-        strategy=strategy,
-        strategy_params=params,
-        seed=seed,
-        epochs=20,
-        optimizer="adam",
-        lr=0.01,
-        batch_size=32,
+        **ARTICLES["binary"].base, strategy=strategy, strategy_params=params, seed=seed
     )
 
 
+#: The P-MNIST rows: the catalogue's (the DER authors' best arguments), and lambda 5.
 PMNIST_SETTINGS = {
-    "finetune": ("finetune", 0.2, {}),
-    "joint": ("joint", 0.2, {}),
-    "si": ("si", 0.1, {"c": 0.5, "xi": 1.0}),
-    "online-ewc lam 1.4": ("online-ewc", 0.1, {"lam": 1.4, "fisher": "empirical", "gamma": 1.0}),
+    "finetune": DER_PMNIST_ARGS["SGD"],
+    "joint": DER_PMNIST_ARGS["joint"],
+    "si": DER_PMNIST_ARGS["SI"],
+    "online-ewc lam 1.4": DER_PMNIST_ARGS["oEWC"],
     "online-ewc lam 5": ("online-ewc", 0.1, {"lam": 5.0, "fisher": "empirical", "gamma": 1.0}),
     # Mammoth's own estimate (the Fisher the paper's lambda was tuned for): see fisher.py.
-    "online-ewc weighted-empirical lam 1.4": (
-        "online-ewc",
-        0.1,
-        {"lam": 1.4, "fisher": "weighted-empirical", "gamma": 1.0},
-    ),
+    "online-ewc weighted-empirical lam 1.4": DER_PMNIST_ARGS["oEWC, their Fisher"],
 }
 
 
 def pmnist(seed: int, data_dir: str, label: str, n_tasks: int = 20, iterations=None) -> RunConfig:
+    """The DER paper's P-MNIST run (the catalogue's protocol) of the row ``label``."""
     strategy, lr, params = PMNIST_SETTINGS.get(label, (label, 0.1, {}))
     return RunConfig(
-        scenario="permuted-mnist",
-        n_tasks=n_tasks,
+        **der_pmnist_settings(strategy, lr, params, n_tasks),
         data_dir=data_dir,
-        model="mlp",
-        hidden=[100, 100],
-        strategy=strategy,
-        strategy_params=params,
         seed=seed,
-        epochs=1,
         iterations=iterations,
-        batch_size=128,
-        optimizer="sgd",
-        lr=lr,
     )
 
 
 def lwf(seed: int, data_dir: str, strategy: str, protocol: str) -> RunConfig:
+    """van de Ven and Tolias' Split-MNIST run (the catalogue's protocol): LwF or fine-tuning."""
+    params = LWF_PARAMS if strategy == "lwf" else {}
     return RunConfig(
-        scenario="split-mnist",
-        protocol=protocol,
-        class_order=list(range(10)),
-        data_dir=data_dir,
-        model="mlp",
-        hidden=[400, 400],
-        strategy=strategy,
-        strategy_params={"alpha": 1.0, "temperature": 2.0} if strategy == "lwf" else {},
-        seed=seed,
-        iterations=2000,
-        batch_size=128,
-        optimizer="adam",
-        lr=1e-3,
+        **van_de_ven_settings(strategy, params, protocol), data_dir=data_dir, seed=seed
     )
 
 

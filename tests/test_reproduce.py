@@ -180,9 +180,13 @@ def test_the_entries_run_the_configs_of_the_benchmarks_behind_benchmarks_md(monk
     from forgetless.experiment import config_hash
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import dataclasses
+
     import der_table
     import fisher_variants
     import isolation
+    import plasticity
+    import pmnist_init
     import regularisation
 
     def ours(name):
@@ -231,6 +235,20 @@ def test_the_entries_run_the_configs_of_the_benchmarks_behind_benchmarks_md(monk
         "article-binary": {
             "fine-tuning": regularisation.two_task(0, None),
             "EWC, lam 1e6": regularisation.two_task(0, 1e6),
+        },
+        "der-pmnist-their-init": {
+            "SGD": pmnist_init.config("sgd", 0, None),
+            "oEWC, their Fisher": pmnist_init.config(
+                "online-ewc weighted-empirical lam 1.4", 0, None
+            ),
+        },
+        "plasticity": {
+            label: dataclasses.replace(plasticity.PLASTICITY, data_dir="DATA").config(*spec)
+            for label, spec in zip(
+                [r.label for r in CATALOGUE["plasticity"].runs],
+                plasticity.STRATEGIES.values(),
+                strict=True,
+            )
         },
     }
     for name, configs in theirs.items():
@@ -330,3 +348,23 @@ def test_the_plasticity_entry_runs_through_the_store_and_measures_the_stored_wei
     assert "4 runs trained" not in format_markdown(reproduction)
     assert "| plain SGD |" in format_markdown(reproduction)
     assert reproduce(entry, store=store)["trained"] == 0
+
+
+def test_the_entries_keep_their_run_ids():
+    """Every entry's configs hash as when the runs behind BENCHMARKS.md were stored: a change
+    here renames the runs, and every reproduction would train again. If a config must change,
+    say so in BENCHMARKS.md and update the digest."""
+    import hashlib
+
+    from forgetless.experiment import config_hash
+
+    rows = [
+        [name, run.label, config_hash(config)]
+        for name, entry in CATALOGUE.items()
+        for run, config in zip(entry.runs, entry.configs(), strict=True)
+    ]
+    assert hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16] == "3948e50c866ddce9"
+    # the data folder is where the files lie, not what the runs compute
+    assert [config_hash(c) for c in CATALOGUE["der-smnist"].configs(data_dir="/elsewhere")] == [
+        config_hash(c) for c in CATALOGUE["der-smnist"].configs()
+    ]

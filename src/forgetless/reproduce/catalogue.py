@@ -146,14 +146,20 @@ def article_entry(
     )
 
 
-def _mnist_mlp(**settings: Any) -> dict[str, Any]:
+def mnist_mlp_settings(**settings: Any) -> dict[str, Any]:
     """Split-MNIST with the digits in order and an MLP (the DER paper's and van de Ven's)."""
     return {"scenario": "split-mnist", "class_order": list(range(10)), "model": "mlp", **settings}
 
 
-def _der_smnist(strategy: str, lr: float, params: dict[str, Any], batch: int = 10) -> dict:
+# The protocols as RunConfig fields (no seed, no data folder): the entries' runs and the
+# benchmark scripts' (benchmarks/der_table.py, regularisation.py, fisher_variants.py,
+# isolation.py, pmnist_init.py, gss_variants.py, plasticity.py) are built from these, so that
+# each setting is declared once and a script's run is the entry's, id for id.
+
+
+def der_smnist_settings(strategy: str, lr: float, params: dict[str, Any], batch: int = 10) -> dict:
     """The DER paper's S-MNIST run: class-IL, MLP 100-100, plain SGD, 1 epoch."""
-    return _mnist_mlp(
+    return mnist_mlp_settings(
         protocol="class",
         hidden=[100, 100],
         strategy=strategy,
@@ -165,11 +171,13 @@ def _der_smnist(strategy: str, lr: float, params: dict[str, Any], batch: int = 1
     )
 
 
-def _der_pmnist(strategy: str, lr: float, params: dict[str, Any]) -> dict:
+def der_pmnist_settings(
+    strategy: str, lr: float, params: dict[str, Any], n_tasks: int = 20
+) -> dict:
     """The DER paper's P-MNIST run: 20 tasks, domain-IL, MLP 100-100, SGD, 1 epoch, batch 128."""
     return {
         "scenario": "permuted-mnist",
-        "n_tasks": 20,
+        "n_tasks": n_tasks,
         "model": "mlp",
         "hidden": [100, 100],
         "strategy": strategy,
@@ -181,9 +189,9 @@ def _der_pmnist(strategy: str, lr: float, params: dict[str, Any]) -> dict:
     }
 
 
-def _van_de_ven(strategy: str, params: dict[str, Any], protocol: str = "task") -> dict:
+def van_de_ven_settings(strategy: str, params: dict[str, Any], protocol: str = "task") -> dict:
     """van de Ven's Split-MNIST: MLP 400-400, Adam 1e-3, 2000 iterations of 128 per task."""
-    return _mnist_mlp(
+    return mnist_mlp_settings(
         protocol=protocol,
         hidden=[400, 400],
         strategy=strategy,
@@ -254,7 +262,7 @@ _MNIST_FASHION = article_entry(
     },
 )
 
-_FISHER_LAMBDA = {"exact": 1e5, "sample": 1e9, "empirical": 1e9, "batched": 1e10}
+FISHER_LAMBDA = {"exact": 1e5, "sample": 1e9, "empirical": 1e9, "batched": 1e10}
 _FISHER_RESET = (
     "We reset Adam at each task (our default); the post's code keeps one Adam for the whole "
     "stream and permutes the digits for every seed but 0. Under its protocol "
@@ -299,22 +307,25 @@ _FISHER = Entry(
     minutes_note="benchmarks/fisher_variants.py: 60-90 s a run on one thread, 15 runs",
     runs=(
         *(
-            Run(variant, _van_de_ven("online-ewc", {"lam": lam, "fisher": variant, "gamma": 1.0}))
-            for variant, lam in _FISHER_LAMBDA.items()
+            Run(
+                variant,
+                van_de_ven_settings("online-ewc", {"lam": lam, "fisher": variant, "gamma": 1.0}),
+            )
+            for variant, lam in FISHER_LAMBDA.items()
         ),
-        Run("none", _van_de_ven("finetune", {})),
+        Run("none", van_de_ven_settings("finetune", {})),
     ),
-    ours=table({label: acc(label) for label in (*_FISHER_LAMBDA, "none")}),
+    ours=table({label: acc(label) for label in (*FISHER_LAMBDA, "none")}),
     tables=(
         t.runs_table(
             "ACC and BWT (%), Split-MNIST task-IL, online EWC (gamma 1) at the lambda chosen on "
             "seed 100",
             "Fisher",
-            {**{v: v for v in _FISHER_LAMBDA}, "none": "none (fine-tuning)"},
+            {**{v: v for v in FISHER_LAMBDA}, "none": "none (fine-tuning)"},
             [
                 t.text(
                     "lambda chosen",
-                    {v: f"{lam:.0e}".replace("e+0", "e") for v, lam in _FISHER_LAMBDA.items()}
+                    {v: f"{lam:.0e}".replace("e+0", "e") for v, lam in FISHER_LAMBDA.items()}
                     | {"none": "-"},
                 ),
                 t.metric("ACC (ours)", bold=True),
@@ -330,6 +341,8 @@ _FISHER = Entry(
     benchmark="BENCHMARKS.md 'Online EWC with four Fisher estimates'; benchmarks/fisher_variants.py",
 )
 
+#: LwF's parameters in van de Ven and Tolias' runs.
+LWF_PARAMS = {"alpha": 1.0, "temperature": 2.0}
 _THREE_SCENARIOS = Entry(
     name="three-scenarios-lwf",
     title="LwF on Split-MNIST under task-IL and class-IL, with fine-tuning's class-IL floor",
@@ -356,9 +369,9 @@ _THREE_SCENARIOS = Entry(
     minutes=12.0,
     minutes_note="benchmarks/regularisation.py --only lwf: 60-90 s a run on one thread, 9 runs",
     runs=(
-        Run("LwF, class-IL", _van_de_ven("lwf", {"alpha": 1.0, "temperature": 2.0}, "class")),
-        Run("LwF, task-IL", _van_de_ven("lwf", {"alpha": 1.0, "temperature": 2.0}, "task")),
-        Run("none, class-IL", _van_de_ven("finetune", {}, "class")),
+        Run("LwF, class-IL", van_de_ven_settings("lwf", LWF_PARAMS, "class")),
+        Run("LwF, task-IL", van_de_ven_settings("lwf", LWF_PARAMS, "task")),
+        Run("none, class-IL", van_de_ven_settings("finetune", {}, "class")),
     ),
     ours=table(
         {label: acc(label) for label in ("LwF, class-IL", "LwF, task-IL", "none, class-IL")}
@@ -383,30 +396,53 @@ _THREE_SCENARIOS = Entry(
     benchmark="BENCHMARKS.md 'LwF on Split-MNIST'; benchmarks/regularisation.py --only lwf",
 )
 
-# (label, strategy, lr, params, batch): the DER authors' best arguments for seq-mnist, buffer 500.
-_SMNIST_ROWS = (
-    ("SGD", "finetune", 0.03, {}, 10, 19.60),
-    ("joint", "joint", 0.03, {}, 10, 95.57),
-    ("ER", "replay", 0.1, {"buffer_size": 500, "replay_batch_size": 10}, 10, 86.12),
-    ("A-GEM", "agem", 0.1, {"buffer_size": 500, "replay_batch_size": 128}, 10, 46.66),
-    ("iCaRL", "icarl", 0.1, {"memory_size": 500}, 10, 70.10),
-    (
-        "GSS",
-        "gss",
-        0.1,
-        {"buffer_size": 500, "replay_batch_size": 10, "n_reference": 10},
-        128,
-        49.76,
-    ),
-    ("DER", "der", 0.03, {"buffer_size": 500, "replay_batch_size": 128, "alpha": 1.0}, 10, 90.54),
-    (
-        "DER++",
-        "derpp",
-        0.03,
-        {"buffer_size": 500, "replay_batch_size": 10, "alpha": 1.0, "beta": 0.5},
-        10,
-        91.00,
-    ),
+_DER_BUFFERS = (200, 500, 5120)
+#: The DER authors' best arguments for seq-mnist (their utils/best_args.py, mapped to ours):
+#: ``{strategy: {buffer: (lr, parameters besides the buffer)}}``; GSS trains at batch 128.
+DER_SMNIST_BEST_ARGS: dict[str, dict[int, tuple[float, dict[str, Any]]]] = {
+    "replay": {
+        200: (0.01, {"replay_batch_size": 10}),
+        500: (0.1, {"replay_batch_size": 10}),
+        5120: (0.1, {"replay_batch_size": 10}),
+    },
+    "agem": {b: (0.1, {"replay_batch_size": 128}) for b in _DER_BUFFERS},
+    "icarl": {b: (0.1, {}) for b in _DER_BUFFERS},
+    "gss": {
+        b: (0.1, {"replay_batch_size": 10 if b < 5120 else 128, "n_reference": 10})
+        for b in _DER_BUFFERS
+    },
+    "der": {
+        200: (0.03, {"replay_batch_size": 10, "alpha": 0.2}),
+        500: (0.03, {"replay_batch_size": 128, "alpha": 1.0}),
+        5120: (0.1, {"replay_batch_size": 128, "alpha": 0.5}),
+    },
+    "derpp": {
+        200: (0.03, {"replay_batch_size": 128, "alpha": 0.2, "beta": 1.0}),
+        500: (0.03, {"replay_batch_size": 10, "alpha": 1.0, "beta": 0.5}),
+        5120: (0.1, {"replay_batch_size": 64, "alpha": 0.2, "beta": 0.5}),
+    },
+}
+
+
+def der_smnist_buffered(strategy: str, buffer: int) -> dict[str, Any]:
+    """The DER paper's S-MNIST run of a rehearsal ``strategy`` at ``buffer``, with the
+    authors' best arguments (:data:`DER_SMNIST_BEST_ARGS`)."""
+    lr, params = DER_SMNIST_BEST_ARGS[strategy][buffer]
+    size = "memory_size" if strategy == "icarl" else "buffer_size"
+    batch = 128 if strategy == "gss" else 10
+    return der_smnist_settings(strategy, lr, {size: buffer, **params}, batch)
+
+
+# (label, settings, published ACC): the DER paper's S-MNIST rows at buffer 500.
+_SMNIST_ROWS: tuple[tuple[str, dict[str, Any], float], ...] = (
+    ("SGD", der_smnist_settings("finetune", 0.03, {}), 19.60),
+    ("joint", der_smnist_settings("joint", 0.03, {}), 95.57),
+    ("ER", der_smnist_buffered("replay", 500), 86.12),
+    ("A-GEM", der_smnist_buffered("agem", 500), 46.66),
+    ("iCaRL", der_smnist_buffered("icarl", 500), 70.10),
+    ("GSS", der_smnist_buffered("gss", 500), 49.76),
+    ("DER", der_smnist_buffered("der", 500), 90.54),
+    ("DER++", der_smnist_buffered("derpp", 500), 91.00),
 )
 _SMNIST_KNOWN = {
     "A-GEM": "Mostly seeds 0-2: over seeds 0-9 ours is 49.60 +- 3.29, +2.9 against the paper's "
@@ -426,20 +462,18 @@ _DER_SMNIST = Entry(
         Published(
             label,
             value,
-            "ACC (%), class-IL, mean of 10 runs" + ("" if p == {} else ", buffer 500"),
+            "ACC (%), class-IL, mean of 10 runs"
+            + (", buffer 500" if settings["strategy_params"] else ""),
             std=5.85 if label == "A-GEM" else None,
             known_difference=_SMNIST_KNOWN.get(label),
         )
-        for label, _, _, p, _, value in _SMNIST_ROWS
+        for label, settings, value in _SMNIST_ROWS
     ),
     tolerance=_SEED_SPREAD,
     minutes=11.0,
     minutes_note="measured: 658 s through forgetless reproduce (24 runs, 1 worker) at load "
     "2.3-5.6; GSS is most of it",
-    runs=tuple(
-        Run(label, _der_smnist(strategy, lr, params, batch))
-        for label, strategy, lr, params, batch, _ in _SMNIST_ROWS
-    ),
+    runs=tuple(Run(label, settings) for label, settings, _ in _SMNIST_ROWS),
     ours=table({label: acc(label) for label, *_ in _SMNIST_ROWS}),
     tables=(
         t.runs_table(
@@ -479,7 +513,12 @@ _DER_SMNIST_ICARL = Entry(
     tolerance=_SEED_SPREAD,
     minutes=0.8,
     minutes_note="measured: 45 s through forgetless reproduce (3 runs, 1 worker) at load 3.3-3.9",
-    runs=(Run("iCaRL", _der_smnist("icarl", 0.1, {"memory_size": 500, "loss_reduction": "mean"})),),
+    runs=(
+        Run(
+            "iCaRL",
+            der_smnist_settings("icarl", 0.1, {"memory_size": 500, "loss_reduction": "mean"}),
+        ),
+    ),
     ours=table({"iCaRL": acc("iCaRL")}),
     tables=(
         t.runs_table(
@@ -519,7 +558,7 @@ _DER_SMNIST_GSS = Entry(
         Run(
             "GSS",
             {
-                **_der_smnist(
+                **der_smnist_settings(
                     "gss",
                     0.1,
                     {
@@ -558,19 +597,36 @@ _DER_SMNIST_GSS = Entry(
     benchmark="BENCHMARKS.md 'The DER paper's S-MNIST table'; benchmarks/gss_variants.py",
 )
 
-_PMNIST_ROWS = (
-    ("SGD", "finetune", 0.2, {}, 40.70),
-    ("joint", "joint", 0.2, {}, 94.33),
-    ("SI", "si", 0.1, {"c": 0.5, "xi": 1.0}, 65.86),
-    ("oEWC", "online-ewc", 0.1, {"lam": 1.4, "fisher": "empirical", "gamma": 1.0}, 75.79),
-    ("ER", "replay", 0.2, {"buffer_size": 500, "replay_batch_size": 128}, 80.60),
-    (
-        "DER++",
+#: The DER authors' best arguments for P-MNIST (buffer 500 where there is one), mapped to
+#: ours (their e_lambda 0.7 is our lam 1.4: their penalty has no 1/2), and online EWC with
+#: their code's Fisher estimate: ``{row: (strategy, lr, parameters)}``.
+DER_PMNIST_ARGS: dict[str, tuple[str, float, dict[str, Any]]] = {
+    "SGD": ("finetune", 0.2, {}),
+    "joint": ("joint", 0.2, {}),
+    "SI": ("si", 0.1, {"c": 0.5, "xi": 1.0}),
+    "oEWC": ("online-ewc", 0.1, {"lam": 1.4, "fisher": "empirical", "gamma": 1.0}),
+    "oEWC, their Fisher": (
+        "online-ewc",
+        0.1,
+        {"lam": 1.4, "fisher": "weighted-empirical", "gamma": 1.0},
+    ),
+    "ER": ("replay", 0.2, {"buffer_size": 500, "replay_batch_size": 128}),
+    "DER++": (
         "derpp",
         0.2,
         {"buffer_size": 500, "replay_batch_size": 128, "alpha": 1.0, "beta": 0.5},
-        88.21,
     ),
+}
+_PMNIST_ROWS = tuple(
+    (label, *DER_PMNIST_ARGS[label], value)
+    for label, value in (
+        ("SGD", 40.70),
+        ("joint", 94.33),
+        ("SI", 65.86),
+        ("oEWC", 75.79),
+        ("ER", 80.60),
+        ("DER++", 88.21),
+    )
 )
 _BUFFERED = [label for label, _, _, params, _ in _PMNIST_ROWS if "buffer_size" in params]
 _PMNIST_NAMES = {
@@ -611,7 +667,7 @@ _DER_PMNIST = Entry(
     minutes=30.0,
     minutes_note="benchmarks/regularisation.py and der_table.py --only pmnist: 40-120 s a run "
     "on one core, 18 runs",
-    runs=tuple(Run(label, _der_pmnist(s, lr, p)) for label, s, lr, p, _ in _PMNIST_ROWS),
+    runs=tuple(Run(label, der_pmnist_settings(s, lr, p)) for label, s, lr, p, _ in _PMNIST_ROWS),
     ours=table({label: acc(label) for label, *_ in _PMNIST_ROWS}),
     tables=(
         t.runs_table(
@@ -644,16 +700,9 @@ _DER_PMNIST = Entry(
     "buffer'; benchmarks/regularisation.py --only pmnist, der_table.py --only pmnist",
 )
 
-_PMNIST_INIT_ROWS = (
-    ("SGD", "finetune", 0.2, {}, 40.70),
-    ("oEWC", "online-ewc", 0.1, {"lam": 1.4, "fisher": "empirical", "gamma": 1.0}, 75.79),
-    (
-        "oEWC, their Fisher",
-        "online-ewc",
-        0.1,
-        {"lam": 1.4, "fisher": "weighted-empirical", "gamma": 1.0},
-        75.79,
-    ),
+_PMNIST_INIT_ROWS = tuple(
+    (label, *DER_PMNIST_ARGS[label], 75.79 if "oEWC" in label else 40.70)
+    for label in ("SGD", "oEWC", "oEWC, their Fisher")
 )
 _DER_PMNIST_INIT = Entry(
     name="der-pmnist-their-init",
@@ -682,7 +731,7 @@ _DER_PMNIST_INIT = Entry(
     minutes=11.0,
     minutes_note="benchmarks/pmnist_init.py --workers 1: about 11 min, 9 runs",
     runs=tuple(
-        Run(label, {**_der_pmnist(s, lr, p), "init": "xavier"})
+        Run(label, {**der_pmnist_settings(s, lr, p), "init": "xavier"})
         for label, s, lr, p, _ in _PMNIST_INIT_ROWS
     ),
     ours=table({label: acc(label) for label, *_ in _PMNIST_INIT_ROWS}),
@@ -726,10 +775,10 @@ _PNN = Entry(
     minutes_note="benchmarks/isolation.py --only smnist: PNN 33 s a task, specialists 47 s, on "
     "one core under load",
     runs=(
-        Run("PNN", {**_der_smnist("pnn", 0.1, {}), "protocol": "task"}),
+        Run("PNN", {**der_smnist_settings("pnn", 0.1, {}), "protocol": "task"}),
         Run(
             "specialists from the initial weights",
-            {**_der_smnist("specialists", 0.1, {"start": "initial"}), "protocol": "task"},
+            {**der_smnist_settings("specialists", 0.1, {"start": "initial"}), "protocol": "task"},
         ),
     ),
     ours=table({label: acc(label) for label in ("PNN", "specialists from the initial weights")}),
@@ -758,9 +807,21 @@ _PNN = Entry(
     "benchmarks/isolation.py --only smnist",
 )
 
-_GSS_BUFFERS = (100, 200, 500, 1000, 2000)
+#: The buffers of the GSS-against-ER comparison.
+GSS_BUFFERS = (100, 200, 500, 1000, 2000)
+
+
+def gss_against_er_settings(strategy: str, buffer: int) -> dict[str, Any]:
+    """ER (``replay``) or GSS-greedy on S-MNIST class-IL with identical settings: batch 10,
+    10 replayed per step, SGD lr 0.1 (GSS with 10 reference gradients)."""
+    params = {"buffer_size": buffer, "replay_batch_size": 10}
+    if strategy == "gss":
+        params["n_reference"] = 10
+    return der_smnist_settings(strategy, 0.1, params)
+
+
 _GSS_RUNS = {
-    strategy: {b: f"{name} {b}" for b in _GSS_BUFFERS}
+    strategy: {b: f"{name} {b}" for b in GSS_BUFFERS}
     for strategy, name in (("replay", "ER"), ("gss", "GSS"))
 }
 _GSS = Entry(
@@ -786,15 +847,7 @@ _GSS = Entry(
     minutes=60.0,
     minutes_note="benchmarks/der_table.py --only gss-vs-er: about 35 min with 2 workers",
     runs=tuple(
-        Run(
-            label,
-            _der_smnist(
-                strategy,
-                0.1,
-                {"buffer_size": b, "replay_batch_size": 10}
-                | ({"n_reference": 10} if strategy == "gss" else {}),
-            ),
-        )
+        Run(label, gss_against_er_settings(strategy, b))
         for strategy, labels in _GSS_RUNS.items()
         for b, label in labels.items()
     ),
