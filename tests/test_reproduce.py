@@ -368,3 +368,57 @@ def test_the_entries_keep_their_run_ids():
     assert [config_hash(c) for c in CATALOGUE["der-smnist"].configs(data_dir="/elsewhere")] == [
         config_hash(c) for c in CATALOGUE["der-smnist"].configs()
     ]
+
+
+def test_every_entry_makes_its_tables_from_results_of_its_runs():
+    """Each entry's tables, from stand-in Results of every run (hand-made numbers: the shapes
+    and the figures' placement, not the training, are under test; the plasticity table reads
+    stored weights and is run for real above)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from forgetless.reproduce.entry import Reproduced, Table
+
+    for entry in CATALOGUE.values():
+        if entry.name == "plasticity":
+            continue
+        results = {}
+        for k, run in enumerate(entry.runs):
+            per_seed = []
+            for seed in (0, 1):
+                value = 0.5 + 0.01 * k + 0.001 * seed
+                matrix = [[value] * 5 for _ in range(5)]
+                per_seed.append(
+                    SimpleNamespace(
+                        metrics={"acc": value, "bwt": -value / 10},
+                        accuracy_matrix=matrix,
+                        task_aware_matrix=[[min(1.0, value + 0.4)] * 5] * 5,
+                    )
+                )
+            results[run.label] = per_seed
+        verdict = compare(entry, entry.ours(results))
+        reproduced = Reproduced(results, {}, (0, 1), Path("unused"), verdict)
+        for make in entry.tables:
+            table = make(reproduced)
+            assert isinstance(table, Table) and table.rows, entry.name
+            assert all(len(row) == len(table.head) for row in table.rows), entry.name
+            assert "seeds 0, 1" in table.caption, entry.name  # says what it averages
+            text = table.markdown()
+            assert text.count("\n") == len(table.rows) + 4, entry.name
+            assert Table.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    # a row's ACC is its run's, mean ± std over the seeds, in percent
+    der = CATALOGUE["der-smnist"]
+    k = [r.label for r in der.runs].index("ER")
+    results = {
+        r.label: [SimpleNamespace(metrics={"acc": 0.8, "bwt": 0.0}, task_aware_matrix=None)] * 2
+        for r in der.runs
+    }
+    results["ER"] = [
+        SimpleNamespace(metrics={"acc": a, "bwt": 0.0}, task_aware_matrix=[[0.9, 1.0]])
+        for a in (0.85, 0.87)
+    ]
+    verdict = compare(der, der.ours(results))
+    (table,) = (make(Reproduced(results, {}, (0, 1), Path("x"), verdict)) for make in der.tables)
+    row = table.rows[k]
+    assert row[:4] == ("ER (`replay`)", "**86.00 ± 1.41**", "85.00, 87.00", "95.00 ± 0.00")
+    assert row[4:] == ("86.12", "-0.12")

@@ -325,7 +325,10 @@ _FISHER = Entry(
             [
                 t.text(
                     "lambda chosen",
-                    {v: f"{lam:.0e}".replace("e+0", "e") for v, lam in FISHER_LAMBDA.items()}
+                    {
+                        v: f"{lam:.0e}".replace("e+0", "e").replace("e+", "e")
+                        for v, lam in FISHER_LAMBDA.items()
+                    }
                     | {"none": "-"},
                 ),
                 t.metric("ACC (ours)", bold=True),
@@ -882,7 +885,9 @@ def _buffers_needed(reproduced: Reproduced, targets: tuple[float, ...]) -> Table
         ratio = f"{gss / er:.2f}x" if er and gss else "n/a"
         rows.append((f"{target:g}%", *(f"{n:.0f}" if n else "never" for n in (er, gss)), ratio))
     return Table(
-        "The buffer that reaches a mean ACC, interpolated linearly in log(buffer):",
+        "The buffer each needs for a mean ACC (over seeds "
+        + ", ".join(str(s) for s in reproduced.seeds)
+        + "), interpolated linearly in log(buffer).",
         ("ACC", "ER", "GSS", "GSS / ER"),
         tuple(rows),
     )

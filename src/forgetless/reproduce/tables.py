@@ -95,7 +95,7 @@ def published(head: str, figures: Mapping[str, str] | None = None) -> Column:
     def cell(reproduced: Reproduced, run: str) -> str:
         label = (figures or {}).get(run, run)
         figure = reproduced.figure(label)
-        return f"{figure['published']:g}"
+        return f"{figure['published']:.2f}"
 
     return Column(head, cell)
 
