@@ -5,21 +5,11 @@ from __future__ import annotations
 import argparse
 
 from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
+from forgetless.studies.defaults import LANDSCAPE, TRAJECTORY, TWO_TASK_RUN
 
-#: The run options of the two-task studies (landscape, trajectory), with their defaults.
-STUDY_OPTIONS = {
-    "scenario": "split-digits",
-    "protocol": None,
-    "data_dir": None,
-    "model": "mlp",
-    "hidden": None,
-    "seed": 0,
-    "epochs": 1,
-    "iterations": None,
-    "batch_size": 128,
-    "optimizer": "sgd",
-    "lr": 0.01,
-}
+#: The run options of the two-task studies (landscape, trajectory), with their defaults
+#: (declared in :mod:`forgetless.studies.defaults`).
+STUDY_OPTIONS = TWO_TASK_RUN
 
 
 def add_study_options(p: argparse.ArgumentParser) -> None:
@@ -27,11 +17,12 @@ def add_study_options(p: argparse.ArgumentParser) -> None:
     from forgetless.options import add_run_options
 
     add_run_options(p, only=list(STUDY_OPTIONS), defaults=STUDY_OPTIONS)
+    examples = LANDSCAPE["examples"] if p.prog.endswith("landscape") else TRAJECTORY["examples"]
     p.add_argument(
         "--examples",
         type=int,
-        default=2000,
-        help="test examples per task the losses are computed on (default: 2000; 0: all)",
+        default=examples,
+        help=f"test examples per task the losses are computed on (default: {examples}; 0: all)",
     )
     p.add_argument(
         "-o",
@@ -44,16 +35,12 @@ def add_study_options(p: argparse.ArgumentParser) -> None:
 
 def study_config(args: argparse.Namespace, strategy: str, params: dict):
     """The RunConfig of a two-task study: its defaults, then the options given."""
-    from forgetless.experiment import RunConfig
     from forgetless.options import given_settings
+    from forgetless.studies.defaults import two_task_config
 
     given = {k: v for k, v in given_settings(args).items() if k in STUDY_OPTIONS}
-    return RunConfig(
-        **{**STUDY_OPTIONS, **given},
-        strategy=strategy,
-        strategy_params=params,
-        progress=True,  # the engine draws a bar on a terminal only
-    )
+    # progress: the engine draws a bar on a terminal only
+    return two_task_config(strategy, params, **given, progress=True)
 
 
 def add_arguments(landscape: argparse.ArgumentParser) -> None:
@@ -67,15 +54,35 @@ def add_arguments(landscape: argparse.ArgumentParser) -> None:
     add_study_options(landscape)
     landscape.add_argument("--strategy", default="finetune", help="(default: finetune)")
     add_store_options(landscape)
-    landscape.add_argument("--directions", type=int, default=3, help="1-D curves (default: 3)")
-    landscape.add_argument("--span", type=float, default=1.0, help="alpha in [-span, span]")
-    landscape.add_argument("--resolution", type=int, default=41, help="points per 1-D curve")
+    d = LANDSCAPE
     landscape.add_argument(
-        "--plane-resolution", type=int, default=21, help="points a side of the plane (0: none)"
+        "--directions",
+        type=int,
+        default=d["directions"],
+        help=f"1-D curves (default: {d['directions']})",
     )
     landscape.add_argument(
-        "--hessian-examples", type=int, default=1000, help="for the sharpness (0: skip it)"
+        "--span",
+        type=float,
+        default=d["span"],
+        help=f"alpha in [-span, span] (default: {d['span']:g})",
     )
+    landscape.add_argument(
+        "--resolution",
+        type=int,
+        default=d["resolution"],
+        help=f"points per 1-D curve (default: {d['resolution']})",
+    )
+    landscape.add_argument(
+        "--plane-resolution",
+        type=int,
+        default=d["plane_resolution"],
+        help=f"points a side of the plane (default: {d['plane_resolution']}; 0: none)",
+    )
+    landscape.add_argument(
+        "--hessian-examples", type=int, default=d["hessian_examples"],
+        help=f"for the sharpness (default: {d['hessian_examples']}; 0: skip it)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

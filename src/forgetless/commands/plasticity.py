@@ -6,6 +6,7 @@ import argparse
 
 from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
 from forgetless.options import DeprecatedFlag, int_list
+from forgetless.studies.plasticity import PlasticitySettings
 from forgetless.validation import check_positive_int
 
 
@@ -18,28 +19,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "is followed by its parameters, as for 'forgetless run' (--strategy continual-backprop "
         "--rho 1e-4 --maturity 100)."
     )
-    p.add_argument("--data", default="mnist", help="source data set (default: mnist)")
+    d = PlasticitySettings  # the defaults, declared once
+    p.add_argument("--data", default=d.data, help=f"source data set (default: {d.data})")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the IDX files")
-    p.add_argument("--n-tasks", type=int, default=100, help="tasks in the stream (default: 100)")
+    p.add_argument(
+        "--n-tasks", type=int, default=d.tasks, help=f"tasks in the stream (default: {d.tasks})"
+    )
     p.add_argument(
         "--tasks", dest="n_tasks", type=int, action=DeprecatedFlag, new="--n-tasks",
         help=argparse.SUPPRESS,
     )  # fmt: skip
-    p.add_argument("--train-per-task", type=int, default=6000, help="(default: 6000)")
-    p.add_argument("--test-per-task", type=int, default=500, help="(default: 500)")
+    p.add_argument(
+        "--train-per-task",
+        type=int,
+        default=d.train_per_task,
+        help=f"(default: {d.train_per_task})",
+    )
+    p.add_argument(
+        "--test-per-task", type=int, default=d.test_per_task, help=f"(default: {d.test_per_task})"
+    )  # fmt: skip
     p.add_argument(
         "--strategy",
         action="append",
         help="a strategy and its parameters; repeat for several (default: finetune)",
     )
+    hidden = ",".join(str(h) for h in d.hidden)
+    p.add_argument("--hidden", type=int_list, default=list(d.hidden), help=f"(default: {hidden})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD step size (default: {d.lr:g})")
     p.add_argument(
-        "--hidden", type=int_list, default=[100, 100, 100], help="(default: 100,100,100)"
+        "--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})"
     )
-    p.add_argument("--lr", type=float, default=0.3, help="SGD step size (default: 0.3)")
-    p.add_argument("--batch-size", type=int, default=16, help="(default: 16)")
-    p.add_argument("--epochs", type=int, default=1, help="passes per task (default: 1)")
+    p.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"passes per task (default: {d.epochs})"
+    )
     p.add_argument("--seeds", type=int_list, default=[0], help="seeds, e.g. 0,1,2 (default: 0)")
-    p.add_argument("--probe", type=int, default=2000, help="test inputs for unit measures")
+    p.add_argument(
+        "--probe", type=int, default=d.probe,
+        help=f"test inputs for unit measures (default: {d.probe})",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--smooth", type=int, default=1, help="running mean over tasks in the figure")
     add_store_options(p)
@@ -55,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from forgetless.options import strategy_specs
     from forgetless.report.analysis_figures import plasticity_curves
     from forgetless.strategies import coerce_params
-    from forgetless.studies.plasticity import (
-        PlasticitySettings,
-        format_plasticity,
-        plasticity_study,
-    )
+    from forgetless.studies.plasticity import format_plasticity, plasticity_study
 
     specs = strategy_specs(args.argv, args.extra, args.strategy)
     specs = [(name, coerce_params(name, params)) for name, params in specs]

@@ -7,6 +7,7 @@ import argparse
 from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
 from forgetless.commands.landscape import add_study_options, study_config
 from forgetless.errors import ConfigError
+from forgetless.studies.defaults import TRAJECTORY
 
 
 def add_arguments(trajectory: argparse.ArgumentParser) -> None:
@@ -21,8 +22,17 @@ def add_arguments(trajectory: argparse.ArgumentParser) -> None:
     trajectory.add_argument(
         "--strategy", action="append", help="repeat for several (default: finetune and ewc)"
     )
-    trajectory.add_argument("--every", type=int, default=10, help="record every N steps")
-    trajectory.add_argument("--resolution", type=int, default=25, help="grid points a side")
+    d = TRAJECTORY
+    trajectory.add_argument(
+        "--every",
+        type=int,
+        default=d["every"],
+        help=f"record every N steps (default: {d['every']})",
+    )
+    trajectory.add_argument(
+        "--resolution", type=int, default=d["resolution"],
+        help=f"grid points a side (default: {d['resolution']})",
+    )  # fmt: skip
     add_store_options(trajectory)
 
 

@@ -22,6 +22,7 @@ from forgetless.experiment import RunConfig, config_hash
 from forgetless.result import Result
 from forgetless.scenarios.stream import Protocol, Stream
 from forgetless.studies.common import Progress, execute, run_configs, stored_models
+from forgetless.studies.defaults import LANDSCAPE
 from forgetless.validation import check_positive_int
 
 
@@ -73,7 +74,7 @@ def solve_tasks(
 def landscape_run(
     config: RunConfig,
     store: str | Path,
-    examples: int | None = 2000,
+    examples: int | None = LANDSCAPE["examples"],
     workers: int = 1,
     backend: str = "local",
     progress: Progress | None = None,
@@ -88,6 +89,7 @@ def landscape_run(
     (solved,) = solve_tasks([config], store, 2, workers, backend, progress)
     tasks = solved.stream.tasks
     heads = [t.units if solved.stream.protocol is Protocol.TASK else None for t in tasks]
+    measures = {k: v for k, v in LANDSCAPE.items() if k not in ("examples", "plane_resolution")}
     study = landscape_study(
         solved.models[0],
         task_subset(tasks[0].test, examples, config.seed),
@@ -97,7 +99,7 @@ def landscape_run(
         units_b=heads[1],
         seed=config.seed,
         progress=plane_progress,
-        **options,
+        **{**measures, **options},
     )
     return study, solved
 

@@ -33,6 +33,7 @@ from forgetless.strategies import make_strategies
 from forgetless.strategies.base import Strategy
 from forgetless.strategies.recorder import ParameterRecorder
 from forgetless.studies.common import Progress, execute
+from forgetless.studies.defaults import TRAJECTORY
 from forgetless.validation import check_positive_int
 
 __all__ = [
@@ -85,7 +86,7 @@ def record_trajectory(
     strategy: str | Strategy | Sequence[Strategy | str] = "finetune",
     fit: FitConfig | None = None,
     *,
-    every: int = 10,
+    every: int = TRAJECTORY["every"],
     seed: int = 0,
 ) -> Trajectory:
     """Train ``model`` on ``stream`` with ``strategy`` (see :func:`forgetless.engine.train`)
@@ -98,7 +99,9 @@ def record_trajectory(
 
 
 def trajectory_configs(
-    base: RunConfig, strategies: Mapping[str, tuple[str, Mapping[str, Any]]], every: int = 10
+    base: RunConfig,
+    strategies: Mapping[str, tuple[str, Mapping[str, Any]]],
+    every: int = TRAJECTORY["every"],
 ) -> dict[str, RunConfig]:
     """One run per label: ``base`` with the strategy and its parameters, on the first two
     tasks, recording its path every ``every`` steps (``path_every``)."""
@@ -124,9 +127,9 @@ def trajectory_study(
     backend: str = "local",
     progress: Progress | None = None,
     *,
-    resolution: int = 25,
+    resolution: int = TRAJECTORY["resolution"],
     margin: float = 0.25,
-    n_examples: int | None = 2000,
+    n_examples: int | None = TRAJECTORY["examples"],
     batch_size: int = 2000,
 ) -> TrajectoryStudy:
     """Run each config (:func:`trajectory_configs`: two tasks, a path recorded) into ``store``
@@ -218,9 +221,9 @@ def paths_study(
     stream: Stream,
     model: nn.Module,
     settings: Mapping[str, Any],
-    resolution: int = 25,
+    resolution: int = TRAJECTORY["resolution"],
     margin: float = 0.25,
-    n_examples: int | None = 2000,
+    n_examples: int | None = TRAJECTORY["examples"],
     batch_size: int = 2000,
 ) -> TrajectoryStudy:
     """The study of recorded paths on the first two tasks of ``stream`` (see
