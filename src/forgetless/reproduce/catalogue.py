@@ -1028,7 +1028,7 @@ _PLASTICITY = Entry(
     title="Loss of plasticity on 100 permuted-MNIST tasks: plain SGD against continual "
     "backprop and shrink and perturb",
     reference="BENCHMARKS.md 'Loss of plasticity' (the project's figures, seeds 0-2, "
-    "2026-11), after Dohare et al. 2024, Loss of plasticity in deep continual learning "
+    "measured 2026-11-23), after Dohare et al. 2024, Loss of plasticity in deep continual learning "
     "(Nature 632), Fig. 1 and 3, which give no number at this scale",
     published=(
         Published(
