@@ -1071,8 +1071,9 @@ _PLASTICITY = Entry(
         "they still do, and 3 points is three times the seeds' std on the first tasks (0.9)",
     ),
     minutes=40.0,
-    minutes_note="benchmarks/plasticity.py: 164-206 s a run at load 2-4, 12 runs, then the "
-    "unit measures on each run's 100 stored models",
+    minutes_note="measured on seed 0 through forgetless reproduce (2026-12-02, 4 runs at load "
+    "7-11): 129-190 CPU s a run (one thread), then 3.5 min for the unit measures on the 400 "
+    "stored models; 12 runs on an idle machine with 1 worker: about 40 min",
     runs=tuple(
         Run(label, PLASTICITY.settings(strategy, params))
         for _, label, strategy, params in PLASTICITY_RUNS
