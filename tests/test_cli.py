@@ -205,3 +205,22 @@ def test_a_flag_given_at_its_default_value_still_wins_over_the_config_file(tmp_p
     config = json.loads(capsys.readouterr().out)["config"]
     assert config["lr"] == 0.01 and config["seed"] == 0
     assert config["iterations"] == 2 and config["hidden"] == [8]  # the file's, where no flag
+
+
+def test_only_a_command_line_run_freezes_its_objects_for_a_quick_exit():
+    # In a fresh process: freezing would keep this test process's garbage forever.
+    import subprocess
+    import sys
+
+    probe = (
+        "import contextlib, gc, io, sys\n"
+        "from forgetless.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['strategies', 'ewc'])\n"
+        "    called = gc.get_freeze_count()\n"
+        "    sys.argv = ['forgetless', 'strategies', 'ewc']\n"
+        "    code = main()\n"
+        "print(called, gc.get_freeze_count() > 0, code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "True", "0", "True"]

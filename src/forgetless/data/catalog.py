@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pooch
 import torch
 
 from forgetless.data.arrays import ArraySet, SourceData
@@ -181,10 +180,24 @@ def cache_dir() -> Path:
     """The folder ``forgetless data fetch`` downloads into (one subfolder per data set).
 
     Returns:
-        ``$FORGETLESS_CACHE`` when set, else the per-user cache folder from ``pooch.os_cache``.
+        ``$FORGETLESS_CACHE`` when set, else the per-user cache folder (``pooch.os_cache``'s,
+        from ``platformdirs``, which pooch depends on: importing pooch itself costs a run
+        about 60 ms, mostly ``requests``).
     """
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path(pooch.os_cache("forgetless"))
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("forgetless"))
+
+
+def decoded_cache_dir() -> Path | None:
+    """The folder of decoded IDX copies (``cache_dir()/decoded``), or ``None`` when
+    ``FORGETLESS_DECODED_CACHE=0`` turns it off (see :mod:`forgetless.data.decoded`)."""
+    from forgetless.data import decoded
+
+    return cache_dir() / "decoded" if decoded.enabled() else None
 
 
 @dataclass(frozen=True)
@@ -305,8 +318,10 @@ def _read_split(
 ) -> ArraySet:
     """Read one images/labels pair, check it, and wrap it as an :class:`ArraySet`."""
     images_path, labels_path = paths
-    images, images_hash = read_idx_with_hash(images_path)
-    labels, labels_hash = read_idx_with_hash(labels_path)
+    cache = decoded_cache_dir()
+    pinned = [spec.file(n).sha256 if verify else None for n in names]
+    images, images_hash = read_idx_with_hash(images_path, cache, pinned[0])
+    labels, labels_hash = read_idx_with_hash(labels_path, cache, pinned[1])
     if verify:
         _verify_hash(spec, images_path, names[0], images_hash)
         _verify_hash(spec, labels_path, names[1], labels_hash)

@@ -126,7 +126,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
+def parse_idx(data: bytes | bytearray | memoryview, source: str | Path = "<bytes>") -> np.ndarray:
     """Parse uncompressed IDX bytes into an array.
 
     Args:
@@ -134,7 +134,8 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
         source: the file name to put in error messages.
 
     Returns:
-        a writable array in native byte order, shaped as the header says.
+        a writable array in native byte order, shaped as the header says; it shares memory
+        with ``data`` when ``data`` is a writable buffer and the elements need no byte swap.
 
     Raises:
         DataError: naming ``source`` and the problem: too short for its header or for the data
@@ -161,6 +162,8 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
             f"= {expected} data bytes, but {actual} follow the header; replace the file"
         )
     array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header_size)
+    if array.flags.writeable and dtype.isnative:
+        return array.reshape(dims)  # a writable buffer of single bytes: already as needed
     # The copy makes the array writable (bytes are immutable) and native-endian in one pass.
     return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
 
@@ -185,18 +188,55 @@ def _check_magic(data: bytes, source: str | Path) -> tuple[np.dtype, int]:
     return IDX_DTYPES[code], ndim
 
 
-def read_idx_with_hash(path: Path) -> tuple[np.ndarray, str]:
+def read_idx_with_hash(
+    path: Path, cache: Path | None = None, expected: str | None = None
+) -> tuple[np.ndarray, str]:
     """Read an IDX file and hash its uncompressed content, reading the file once.
+
+    Args:
+        path: the file, raw or gzip-compressed.
+        cache: a folder of decoded copies (:mod:`forgetless.data.decoded`): a gzip file of at
+            least ``decoded.MIN_CACHED_BYTES`` is read from its checked entry there when one
+            matches, else decompressed and its entry written. ``None``: no cache.
+        expected: the sha256 the content should have (a pinned hash), if known: an entry
+            whose content has another is not used. The file itself is returned whatever its
+            hash, for the caller to report.
 
     Returns:
         the array (see :func:`parse_idx`) and the sha256 hex digest of the uncompressed bytes,
-        so a recompressed ``.gz`` hashes the same as the raw file.
+        so a recompressed ``.gz`` hashes the same as the raw file (and as its cached copy).
 
     Raises:
         DataError: the file is unreadable, corrupt gzip, or not a valid IDX file.
     """
+    if cache is None or not _is_gzip(path):
+        data = read_idx_bytes(path)
+        return parse_idx(data, path), sha256_hex(data)
+    from forgetless.data import decoded
+
+    cached = decoded.read(cache, path)
+    if cached is not None:
+        content, digest = cached
+        if expected is not None and digest != expected:
+            decoded.reject(cache, path, "its content is not the pinned data")
+        else:
+            try:
+                return parse_idx(content, path), digest
+            except DataError as err:
+                decoded.reject(cache, path, str(err))
     data = read_idx_bytes(path)
-    return parse_idx(data, path), sha256_hex(data)
+    array, digest = parse_idx(data, path), sha256_hex(data)
+    if len(data) >= decoded.MIN_CACHED_BYTES:
+        decoded.write(cache, path, data, digest)
+    return array, digest
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as raw:
+            return raw.read(2) == GZIP_MAGIC
+    except OSError:
+        return False  # read_idx_bytes names the problem
 
 
 def read_idx(path: Path) -> np.ndarray:
