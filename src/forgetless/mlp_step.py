@@ -123,6 +123,7 @@ class MLPStep:
         self.group = optimizer.param_groups[0]
         self.state = optimizer.state
         self.fused = fused
+        self._one = torch.ones(())  # the gradient of the loss
         self._buffers: dict[int, dict[str, list[torch.Tensor]]] = {}
 
     def _for(self, batch: int) -> dict[str, list[torch.Tensor]]:
@@ -156,7 +157,7 @@ class MLPStep:
         log_probs = torch._log_softmax(logits, 1, False)
         loss, total_weight = _ATEN.nll_loss_forward(log_probs, y, None, _MEAN, _IGNORE_INDEX)
         grad = _ATEN.nll_loss_backward(
-            torch.ones((), dtype=loss.dtype), log_probs, y, None, _MEAN, _IGNORE_INDEX,
+            self._one, log_probs, y, None, _MEAN, _IGNORE_INDEX,
             total_weight,
         )  # fmt: skip
         grad = _ATEN._log_softmax_backward_data(grad, log_probs, 1, logits.dtype)
