@@ -141,3 +141,16 @@ def test_one_step_is_autograds_step():
 def test_an_unknown_fast_path_is_refused():
     with pytest.raises(ConfigError, match="fast_path"):
         FitConfig(fast_path="turbo")
+
+
+def test_only_the_fused_step_names_another_run():
+    from forgetless.experiment import RunConfig, config_hash
+
+    default = config_hash(RunConfig())
+    assert config_hash(RunConfig(fast_path="auto")) == default  # the numbers are the same
+    assert config_hash(RunConfig(fast_path="off")) == default
+    assert config_hash(RunConfig(fast_path="fused")) != default  # other rounding
+    assert RunConfig(fast_path="fused").fit_config().fast_path == "fused"
+    assert RunConfig().fit_config().fast_path == "auto"
+    with pytest.raises(ConfigError):
+        RunConfig(fast_path="turbo")

@@ -87,7 +87,7 @@ class FitConfig:
             bit for bit the same and only the time changes (1.3-1.6x less at batch 128);
             ``"off"``: always autograd; ``"fused"``: the SGD update fused into the
             weight-gradient product (faster still; plain SGD only; the weights differ from
-            autograd's at float32 rounding).
+            autograd's at float32 rounding). ``None`` means ``"auto"``.
     """
 
     epochs: int = 1
@@ -108,11 +108,13 @@ class FitConfig:
     progress: bool = True
     retain_raw_data: bool = True
     precision: str | None = "float32"
-    fast_path: str = "auto"
+    fast_path: str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.precision is None:
             object.__setattr__(self, "precision", "float32")
+        if self.fast_path is None:
+            object.__setattr__(self, "fast_path", "auto")
         check_fast_path(self.fast_path)
         if self.precision not in PRECISIONS:
             raise ConfigError(

@@ -33,10 +33,7 @@ import torch
 from torch import nn
 
 from forgetless.errors import ConfigError
-
-#: ``FitConfig.fast_path``: ``"auto"`` runs the exact step wherever it applies; ``"off"``
-#: always autograd; ``"fused"`` the fused update where it applies.
-FAST_PATHS = ("auto", "off", "fused")
+from forgetless.names import FAST_PATHS
 
 _ATEN = torch.ops.aten
 _IGNORE_INDEX = -100  # F.cross_entropy's default
