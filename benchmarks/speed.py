@@ -58,6 +58,9 @@ LR = 0.01
 EPOCHS = 1
 SEED = 0
 EVAL_BATCH_SIZE = FitConfig.eval_batch_size
+# The engine's FitConfig.fast_path (--fast-path): "auto", the hand-written MLP step (the
+# default), or "off", autograd's step.
+FAST_PATH = ["auto"]
 RATIO_GOAL = 0.9
 EVAL_GOAL_PCT = 10.0
 BUSY_SHARE = 0.1  # other processes above this share of all cores: the machine was busy
@@ -246,8 +249,9 @@ def run_engine(stream: Stream, kind: str = "engine", hidden: tuple[int, ...] = H
     """
     model = new_model(stream, hidden)
     fit = FitConfig(
-        epochs=EPOCHS, batch_size=BATCH_SIZE, optimizer="sgd", lr=LR, progress=kind != "engine"
-    )
+        epochs=EPOCHS, batch_size=BATCH_SIZE, optimizer="sgd", lr=LR, progress=kind != "engine",
+        fast_path=FAST_PATH[0],
+    )  # fmt: skip
     fake = _FakeStderr(tty=kind == "bar_on_drawing")
     with others_cpu_share() as busy, stderr_replaced(fake):
         result = train(stream, model, "finetune", fit=fit, seed=SEED)
@@ -668,6 +672,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one engine run even if it is fast enough"
     )
+    parser.add_argument(
+        "--fast-path", choices=("auto", "off"), default="auto",
+        help="the engine's step: auto (hand-written, the default) or off (autograd's)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -681,7 +689,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    FAST_PATH[0] = args.fast_path
     report = benchmark(args.data_dir, args.repeats, args.profile)
+    report["fast_path"] = args.fast_path
     report["provenance"] = provenance()  # the forgetless version and git commit
     print(json.dumps(report, indent=2))
 

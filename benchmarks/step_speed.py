@@ -19,14 +19,21 @@ leaves out the time spent waiting for a core, which the wall clock does not). Ef
 examples.
 
 Variants: ``bare`` (a hand-written loop, as in ``speed.py``), ``engine`` (``train``, float32,
-the default), ``engine-foreach`` and ``engine-fused`` (SGD with ``foreach=True`` or
-``fused=True``), ``engine-bf16`` (``precision="bfloat16"``, against the bfloat16 bound as well).
+the default: the hand-written step of ``forgetless.mlp_step``, ``fast_path="auto"``),
+``engine-autograd`` (``fast_path="off"``: autograd and ``torch.optim.SGD``), ``engine-fused``
+(``fast_path="fused"``: the SGD update fused into the weight-gradient products),
+``engine-foreach`` and ``engine-sgd-fused`` (autograd, SGD with ``foreach=True`` or
+``fused=True``), ``engine-bf16`` (``precision="bfloat16"``, autograd under autocast, against
+the bfloat16 bound as well).
 ``--compile`` adds a bare loop over ``torch.compile(model)`` (last, since it loads
 ``torch._dynamo``; its compile time reported apart). ``--profile`` adds where one engine step's
-time goes (``torch.profiler``, self CPU time by kind of operation).
+time goes (``torch.profiler``, self CPU time by kind of operation), for the default step and
+for autograd's. ``--flush-denormal`` and ``--no-mkldnn`` set those switches of torch for the
+whole run (settings tried for the step's speed; the environment variables of OpenMP, such as
+``OMP_WAIT_POLICY``, are set by the caller and recorded).
 
     python benchmarks/step_speed.py --data-dir DATA [--threads 2] [--repeats 5] [--compile]
-        [--profile] [--out benchmarks/results/step_speed.json]
+        [--profile] [--flush-denormal] [--no-mkldnn] [--out benchmarks/results/step_speed.json]
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -57,6 +65,7 @@ BATCH = 128
 LR = 0.01
 SEED = 0
 GOAL = 0.85
+OPENMP_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_PROC_BIND", "OMP_PLACES")
 
 
 def log(message: str) -> None:
@@ -159,13 +168,18 @@ def bare(stream: Stream, model: nn.Module | None = None) -> tuple[Clock, nn.Modu
     return total, model
 
 
-def engine(stream: Stream, options: dict[str, Any] | None = None, precision: str = "float32"):
+def engine(
+    stream: Stream,
+    options: dict[str, Any] | None = None,
+    precision: str = "float32",
+    fast_path: str = "auto",
+):
     """``train`` (fine-tuning) on ``stream`` (see :func:`training_only`), timed on both clocks
     around the whole call."""
     model = new_model(stream)
     fit = FitConfig(
         epochs=1, batch_size=BATCH, optimizer="sgd", lr=LR, progress=False,
-        optimizer_options=options, precision=precision,
+        optimizer_options=options, precision=precision, fast_path=fast_path,
     )  # fmt: skip
     with Clock() as c:
         train(stream, model, "finetune", fit=fit, seed=SEED)
@@ -200,20 +214,24 @@ KINDS = {
     "batch gather and conversion": ("aten::index", "aten::index_select", "aten::_to_copy",
                                     "aten::copy_", "aten::mul_", "aten::mul"),
     "optimiser step": ("aten::add_", "aten::_foreach_add_", "aten::_fused_sgd_"),
-    "ReLU forward and backward": ("aten::clamp_min", "aten::threshold_backward", "aten::relu"),
+    "ReLU forward and backward": ("aten::clamp_min", "aten::clamp_min_", "aten::relu_",
+                                  "aten::threshold_backward", "aten::relu"),
     "loss forward and backward": ("aten::_log_softmax", "aten::nll_loss_forward",
                                   "aten::_log_softmax_backward_data", "aten::nll_loss_backward"),
     "bias gradients": ("aten::sum",),
 }  # fmt: skip
 
 
-def profile_steps(stream: Stream) -> dict[str, Any]:
+def profile_steps(stream: Stream, fast_path: str = "auto") -> dict[str, Any]:
     """Self CPU time per step by kind of operation over 100 engine steps on task 1."""
     from torch.profiler import ProfilerActivity, profile
 
     sub = dataclasses.replace(stream, tasks=stream.tasks[:1])
     model = new_model(stream)
-    fit = FitConfig(iterations=100, batch_size=BATCH, optimizer="sgd", lr=LR, progress=False)
+    fit = FitConfig(
+        iterations=100, batch_size=BATCH, optimizer="sgd", lr=LR, progress=False,
+        fast_path=fast_path,
+    )  # fmt: skip
     train(sub, model, "finetune", fit=fit, seed=SEED)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof, Clock() as c:
         train(sub, model, "finetune", fit=fit, seed=SEED)
@@ -255,11 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["bare", "engine", "engine-foreach", "engine-fused", "engine-bf16"],
+        default=["bare", "engine", "engine-autograd", "engine-fused", "engine-bf16"],
     )
+    parser.add_argument("--flush-denormal", action="store_true")
+    parser.add_argument("--no-mkldnn", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_speed.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
+    if args.no_mkldnn:
+        torch.backends.mkldnn.enabled = False
     stream = training_only(make_stream("split-mnist", seed=SEED, data_dir=args.data_dir))
     sizes = [(m.in_features, m.out_features) for m in new_model(stream).modules()
              if isinstance(m, nn.Linear)]  # fmt: skip
@@ -267,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     makers: dict[str, Callable[[], tuple[Clock, nn.Module]]] = {
         "bare": lambda: bare(stream),
         "engine": lambda: engine(stream),
+        "engine-autograd": lambda: engine(stream, fast_path="off"),
+        "engine-fused": lambda: engine(stream, fast_path="fused"),
         "engine-foreach": lambda: engine(stream, {"foreach": True}),
-        "engine-fused": lambda: engine(stream, {"fused": True}),
+        "engine-sgd-fused": lambda: engine(stream, {"fused": True}),
         "engine-bf16": lambda: engine(stream, precision="bfloat16"),
     }
     variants = [v for v in args.variants if v in makers]
@@ -318,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         "goal_over_float32_bound": GOAL,
         "threads": args.threads,
         "repeats": args.repeats,
+        "settings": {
+            "flush_denormal": args.flush_denormal,
+            "mkldnn": not args.no_mkldnn,
+            **{k: os.environ[k] for k in OPENMP_ENV if k in os.environ},
+        },
         "examples": examples,
         "bound": {
             "what": "the 8 matrix products of one step (forward addmm x3, input gradients x2, "
@@ -344,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         log("profiling")
         report["profile"] = profile_steps(stream)
+        report["profile_autograd"] = profile_steps(stream, fast_path="off")
     if args.compile:
         log("torch.compile (loads torch._dynamo and inductor)")
         with Clock() as c:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgetless.errors import ConfigError
-from forgetless.names import OPTIMIZERS, PRECISIONS, PROTOCOLS, ROUTERS, SCENARIOS
+from forgetless.names import FAST_PATHS, OPTIMIZERS, PRECISIONS, PROTOCOLS, ROUTERS, SCENARIOS
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
 # This module imports torch only when a run is built: the command line reads RunConfig's fields
@@ -106,6 +106,10 @@ class RunConfig:
             past inputs.
         precision: the arithmetic of training steps: float32 (None), or bfloat16 (autocast:
             faster on CPUs with bfloat16 units, a little less accurate).
+        fast_path: the training step of fine-tuning or replay on the MLP under SGD: auto
+            (None; hand-written where it applies, autograd's numbers bit for bit), off
+            (autograd's), or fused (the SGD update fused into the weight-gradient product:
+            faster, other float32 rounding); see ``forgetless.mlp_step``.
         weights: start from these weights (a safetensors or torch.save state dict, read
             without unpickling) instead of drawn ones.
         trained_tasks: how many of the stream's first tasks the weights have learnt already
@@ -188,6 +192,7 @@ class RunConfig:
         flag_help="data-retention policy: refuse strategies that keep raw past inputs",
     )
     precision: str | None = option(choices=PRECISIONS)
+    fast_path: str | None = option(choices=FAST_PATHS)
     weights: str | None = option(metavar="FILE")
     trained_tasks: int = 0
     repeat: int | None = option(metavar="N")
@@ -230,6 +235,8 @@ class RunConfig:
         self.standardize = check_standardize(self.standardize)
         if self.precision == "float32":  # the default arithmetic: one run, one id
             self.precision = None
+        if self.fast_path == "auto":  # the default step: one run, one id
+            self.fast_path = None
         from forgetless.models.init import check_init
 
         self.init = check_init(self.init)  # "default" is None: one run, one id
@@ -376,6 +383,7 @@ HASHED_WHEN_SET = (
     "first_tasks",
     "path_every",
     "precision",
+    "fast_path",
 )
 
 
@@ -391,6 +399,8 @@ def config_hash(config: RunConfig) -> str:
     data = config.resolved().to_dict()
     for name in NON_RESULT_FIELDS:
         data.pop(name, None)
+    if data.get("fast_path") == "off":  # autograd's step gives auto's numbers bit for bit
+        data.pop("fast_path")
     for name in HASHED_WHEN_SET:
         if data.get(name) is None:
             data.pop(name, None)

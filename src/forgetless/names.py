@@ -69,6 +69,11 @@ ROUTERS = ("entropy", "mahalanobis", "ncm")
 #: The three continual-learning protocols.
 PROTOCOLS = ("task", "domain", "class")
 
+#: The training step of fine-tuning or replay on the MLP (``FitConfig.fast_path``): ``"auto"``
+#: the hand-written step wherever it applies (autograd's numbers bit for bit), ``"off"``
+#: always autograd's, ``"fused"`` the SGD update fused into the weight-gradient product.
+FAST_PATHS = ("auto", "off", "fused")
+
 #: Strategy parameters under an older name: the old name and the one that replaced it.
 RENAMED_PARAMETERS = {
     "memory_size": "buffer_size",  # iCaRL's exemplar memory: one name with replay, DER, GSS
