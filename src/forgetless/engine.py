@@ -21,6 +21,7 @@ from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
 from forgetless.metrics import BARELY_LEARNED
+from forgetless.models.memory_format import check_memory_format, use_memory_format
 from forgetless.names import OPTIMIZERS, PRECISIONS
 from forgetless.optimizers import build_optimizer, clear_grads, take_step
 from forgetless.result import Result
@@ -79,6 +80,10 @@ class FitConfig:
             (matrix products and convolutions; weights, gradients, the optimiser and the loss
             stay float32), faster on CPUs with bfloat16 units (AVX512-BF16, AMX) and GPUs,
             at some cost in accuracy (BENCHMARKS.md measures it). Evaluation stays float32.
+        memory_format: the layout of a convolutional model's 4-D weights and image batches:
+            ``"contiguous"`` (``None`` means it), or ``"channels_last"``, faster for CNNs on
+            CPUs (oneDNN) and GPUs, not bit-identical (see
+            :mod:`forgetless.models.memory_format`); refused for models without 4-D weights.
     """
 
     epochs: int = 1
@@ -99,8 +104,10 @@ class FitConfig:
     progress: bool = True
     retain_raw_data: bool = True
     precision: str | None = "float32"
+    memory_format: str | None = "contiguous"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "memory_format", check_memory_format(self.memory_format))
         if self.precision is None:
             object.__setattr__(self, "precision", "float32")
         if self.precision not in PRECISIONS:
@@ -309,6 +316,7 @@ def train(
         torch.set_num_threads(fit.threads)
     device = available_device(fit.device)
     generator = torch.Generator().manual_seed(seed)
+    use_memory_format(model, fit.memory_format)  # the weights' and batches' layout
     learner = Learner(model, stream, fit.make_optimizer, device, generator)
     _check_outputs(learner, stream)
     for s in strategies:

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgetless.errors import ConfigError
-from forgetless.names import OPTIMIZERS, PRECISIONS, PROTOCOLS, ROUTERS, SCENARIOS
+from forgetless.names import (
+    MEMORY_FORMATS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PROTOCOLS,
+    ROUTERS,
+    SCENARIOS,
+)
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
 # This module imports torch only when a run is built: the command line reads RunConfig's fields
@@ -106,6 +113,9 @@ class RunConfig:
             past inputs.
         precision: the arithmetic of training steps: float32 (None), or bfloat16 (autocast:
             faster on CPUs with bfloat16 units, a little less accurate).
+        memory_format: the layout of a convolutional model's weights and image batches:
+            contiguous (None) or channels_last (faster for the cnn on CPUs, not
+            bit-identical; refused for models without convolutions).
         weights: start from these weights (a safetensors or torch.save state dict, read
             without unpickling) instead of drawn ones.
         trained_tasks: how many of the stream's first tasks the weights have learnt already
@@ -188,6 +198,7 @@ class RunConfig:
         flag_help="data-retention policy: refuse strategies that keep raw past inputs",
     )
     precision: str | None = option(choices=PRECISIONS)
+    memory_format: str | None = option(choices=MEMORY_FORMATS)
     weights: str | None = option(metavar="FILE")
     trained_tasks: int = 0
     repeat: int | None = option(metavar="N")
@@ -230,6 +241,8 @@ class RunConfig:
         self.standardize = check_standardize(self.standardize)
         if self.precision == "float32":  # the default arithmetic: one run, one id
             self.precision = None
+        if self.memory_format == "contiguous":  # the default layout: one run, one id
+            self.memory_format = None
         from forgetless.models.init import check_init
 
         self.init = check_init(self.init)  # "default" is None: one run, one id
@@ -376,6 +389,7 @@ HASHED_WHEN_SET = (
     "first_tasks",
     "path_every",
     "precision",
+    "memory_format",
 )
 
 
