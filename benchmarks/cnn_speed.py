@@ -8,7 +8,8 @@ for ``--repeats`` rounds, ``--steps`` steps on MNIST:
   makes it (NCHW, each ReLU applied after its max-pool: the same numbers as the other order);
 - ``bare-relu-then-pool``: the same computing ReLU, then max-pool, as the modules are listed
   (the CNN's forward pass before it pooled first);
-- ``bare-channels-last``: the model and each batch in ``channels_last``;
+- ``bare-channels-last``: the model and each batch in ``channels_last`` (and
+  ``bare-channels-last-relu-then-pool``);
 - ``bare-channels-last-adam-foreach`` / ``-adam-fused``: the same with ``torch.optim.Adam(
   foreach=True)`` / ``(fused=True)`` (other arithmetic than the default for-loop Adam);
 - ``engine``: ``train`` with ``iterations=steps`` (fine-tuning, one task);
@@ -152,6 +153,7 @@ def on_threads(threads: int, make):
 SAME_WEIGHTS = (
     ("engine", "bare"),
     ("bare-relu-then-pool", "bare"),
+    ("bare-channels-last-relu-then-pool", "bare-channels-last"),
     ("engine-channels-last", "bare-channels-last"),
     ("engine-channels-last", "engine"),
     ("bare-channels-last-adam-foreach", "bare-channels-last"),
@@ -182,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare": lambda n: bare(stream, n),
         "bare-relu-then-pool": lambda n: bare(stream, n, relu_then_pool=True),
         "bare-channels-last": lambda n: bare(stream, n, **cl),
+        "bare-channels-last-relu-then-pool": lambda n: bare(stream, n, **cl, relu_then_pool=True),
         "bare-channels-last-adam-foreach": lambda n: bare(stream, n, **cl, adam={"foreach": True}),
         "bare-channels-last-adam-fused": lambda n: bare(stream, n, **cl, adam={"fused": True}),
         "engine": lambda n: engine(stream, n),
