@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgetless.errors import ConfigError
-from forgetless.names import FAST_PATHS, OPTIMIZERS, PRECISIONS, PROTOCOLS, ROUTERS, SCENARIOS
+from forgetless.names import (
+    FAST_PATHS,
+    MEMORY_FORMATS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PROTOCOLS,
+    ROUTERS,
+    SCENARIOS,
+)
 from forgetless.validation import check_int_list, check_positive_int, check_run_fields
 
 # This module imports torch only when a run is built: the command line reads RunConfig's fields
@@ -110,6 +118,9 @@ class RunConfig:
             (None; hand-written where it applies, autograd's numbers bit for bit), off
             (autograd's), or fused (the SGD update fused into the weight-gradient product:
             faster, other float32 rounding); see ``forgetless.mlp_step``.
+        memory_format: the layout of a convolutional model's weights and image batches:
+            contiguous (None) or channels_last (faster for the cnn on CPUs, not
+            bit-identical; refused for models without convolutions).
         weights: start from these weights (a safetensors or torch.save state dict, read
             without unpickling) instead of drawn ones.
         trained_tasks: how many of the stream's first tasks the weights have learnt already
@@ -193,6 +204,7 @@ class RunConfig:
     )
     precision: str | None = option(choices=PRECISIONS)
     fast_path: str | None = option(choices=FAST_PATHS)
+    memory_format: str | None = option(choices=MEMORY_FORMATS)
     weights: str | None = option(metavar="FILE")
     trained_tasks: int = 0
     repeat: int | None = option(metavar="N")
@@ -237,6 +249,8 @@ class RunConfig:
             self.precision = None
         if self.fast_path == "auto":  # the default step: one run, one id
             self.fast_path = None
+        if self.memory_format == "contiguous":  # the default layout: one run, one id
+            self.memory_format = None
         from forgetless.models.init import check_init
 
         self.init = check_init(self.init)  # "default" is None: one run, one id
@@ -384,6 +398,7 @@ HASHED_WHEN_SET = (
     "path_every",
     "precision",
     "fast_path",
+    "memory_format",
 )
 
 

@@ -64,6 +64,9 @@ MODELS = ("mlp", "cnn", "cnn-skip", "gpt")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: The arithmetic of training steps (``FitConfig.precision``).
 PRECISIONS = ("float32", "bfloat16")
+#: The memory layouts of a convolutional model's weights and image batches
+#: (``FitConfig.memory_format``, :mod:`forgetless.models.memory_format`).
+MEMORY_FORMATS = ("contiguous", "channels_last")
 #: The task-inference rules of ``forgetless.routing``.
 ROUTERS = ("entropy", "mahalanobis", "ncm")
 #: The three continual-learning protocols.
