@@ -5,25 +5,35 @@ from __future__ import annotations
 import argparse
 
 from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
-from forgetless.studies.defaults import LANDSCAPE, TRAJECTORY, TWO_TASK_RUN
+from forgetless.studies.defaults import LANDSCAPE, TWO_TASK_RUN
 
 #: The run options of the two-task studies (landscape, trajectory), with their defaults
 #: (declared in :mod:`forgetless.studies.defaults`).
 STUDY_OPTIONS = TWO_TASK_RUN
 
 
-def add_study_options(p: argparse.ArgumentParser) -> None:
-    """The run options the two-task studies take, with their defaults, and where they write."""
+def add_measure_option(
+    p: argparse.ArgumentParser, name: str, kind: type, defaults: dict, help: str
+) -> None:
+    """``--NAME`` (underscores as dashes) defaulting to ``defaults[name]``; ``help`` may name
+    it as ``{default}``."""
+    default = defaults[name]
+    shown = f"{default:g}" if kind is float else default
+    p.add_argument(
+        "--" + name.replace("_", "-"), type=kind, default=default, help=help.format(default=shown)
+    )
+
+
+def add_study_options(p: argparse.ArgumentParser, measures: dict) -> None:
+    """The run options the two-task studies take, with their defaults, the study's number of
+    test examples (from ``measures``), and where they write."""
     from forgetless.options import add_run_options
 
     add_run_options(p, only=list(STUDY_OPTIONS), defaults=STUDY_OPTIONS)
-    examples = LANDSCAPE["examples"] if p.prog.endswith("landscape") else TRAJECTORY["examples"]
-    p.add_argument(
-        "--examples",
-        type=int,
-        default=examples,
-        help=f"test examples per task the losses are computed on (default: {examples}; 0: all)",
-    )
+    add_measure_option(
+        p, "examples", int, measures,
+        "test examples per task the losses are computed on (default: {default}; 0: all)",
+    )  # fmt: skip
     p.add_argument(
         "-o",
         "--out",
@@ -51,38 +61,17 @@ def add_arguments(landscape: argparse.ArgumentParser) -> None:
         "losses of both tasks on the straight line from the A solution to the B solution. "
         "Any other --NAME VALUE goes to the strategy (--lam 1000)."
     )
-    add_study_options(landscape)
+    add_study_options(landscape, LANDSCAPE)
     landscape.add_argument("--strategy", default="finetune", help="(default: finetune)")
     add_store_options(landscape)
-    d = LANDSCAPE
-    landscape.add_argument(
-        "--directions",
-        type=int,
-        default=d["directions"],
-        help=f"1-D curves (default: {d['directions']})",
-    )
-    landscape.add_argument(
-        "--span",
-        type=float,
-        default=d["span"],
-        help=f"alpha in [-span, span] (default: {d['span']:g})",
-    )
-    landscape.add_argument(
-        "--resolution",
-        type=int,
-        default=d["resolution"],
-        help=f"points per 1-D curve (default: {d['resolution']})",
-    )
-    landscape.add_argument(
-        "--plane-resolution",
-        type=int,
-        default=d["plane_resolution"],
-        help=f"points a side of the plane (default: {d['plane_resolution']}; 0: none)",
-    )
-    landscape.add_argument(
-        "--hessian-examples", type=int, default=d["hessian_examples"],
-        help=f"for the sharpness (default: {d['hessian_examples']}; 0: skip it)",
-    )  # fmt: skip
+    for name, kind, text in (
+        ("directions", int, "1-D curves (default: {default})"),
+        ("span", float, "alpha in [-span, span] (default: {default})"),
+        ("resolution", int, "points per 1-D curve (default: {default})"),
+        ("plane_resolution", int, "points a side of the plane (default: {default}; 0: none)"),
+        ("hessian_examples", int, "for the sharpness (default: {default}; 0: skip it)"),
+    ):
+        add_measure_option(landscape, name, kind, LANDSCAPE, text)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from forgetless.commands.common import add_store_options, runs_bar, store_of, write_outputs
-from forgetless.commands.landscape import add_study_options, study_config
+from forgetless.commands.landscape import add_measure_option, add_study_options, study_config
 from forgetless.errors import ConfigError
 from forgetless.studies.defaults import TRAJECTORY
 
@@ -18,21 +18,16 @@ def add_arguments(trajectory: argparse.ArgumentParser) -> None:
         "VALUE after a --strategy goes to that strategy; one before them to every strategy "
         "that accepts it (--lam 1000)."
     )
-    add_study_options(trajectory)
+    add_study_options(trajectory, TRAJECTORY)
     trajectory.add_argument(
         "--strategy", action="append", help="repeat for several (default: finetune and ewc)"
     )
-    d = TRAJECTORY
-    trajectory.add_argument(
-        "--every",
-        type=int,
-        default=d["every"],
-        help=f"record every N steps (default: {d['every']})",
+    add_measure_option(
+        trajectory, "every", int, TRAJECTORY, "record every N steps (default: {default})"
     )
-    trajectory.add_argument(
-        "--resolution", type=int, default=d["resolution"],
-        help=f"grid points a side (default: {d['resolution']})",
-    )  # fmt: skip
+    add_measure_option(
+        trajectory, "resolution", int, TRAJECTORY, "grid points a side (default: {default})"
+    )
     add_store_options(trajectory)
 
 

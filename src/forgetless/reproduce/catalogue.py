@@ -427,6 +427,22 @@ DER_SMNIST_BEST_ARGS: dict[str, dict[int, tuple[float, dict[str, Any]]]] = {
 }
 
 
+def one_variant_table(run: str, variant: str) -> Callable[[Reproduced], Table]:
+    """The table of an entry with one run at buffer 500: its variant, ACC, seeds, the paper."""
+    return t.runs_table(
+        "ACC (%) at buffer 500",
+        "method",
+        {run: run},
+        [
+            t.text("variant", {run: variant}),
+            t.metric("ACC", bold=True),
+            t.per_seed("per seed"),
+            t.published("paper"),
+            t.difference("ours - paper"),
+        ],
+    )
+
+
 def der_smnist_buffered(strategy: str, buffer: int) -> dict[str, Any]:
     """The DER paper's S-MNIST run of a rehearsal ``strategy`` at ``buffer``, with the
     authors' best arguments (:data:`DER_SMNIST_BEST_ARGS`)."""
@@ -523,20 +539,7 @@ _DER_SMNIST_ICARL = Entry(
         ),
     ),
     ours=table({"iCaRL": acc("iCaRL")}),
-    tables=(
-        t.runs_table(
-            "ACC (%) at buffer 500",
-            "method",
-            {"iCaRL": "iCaRL"},
-            [
-                t.text("variant", {"iCaRL": '`loss_reduction="mean"` (their loss)'}),
-                t.metric("ACC", bold=True),
-                t.per_seed("per seed"),
-                t.published("paper"),
-                t.difference("ours - paper"),
-            ],
-        ),
-    ),
+    tables=(one_variant_table("iCaRL", '`loss_reduction="mean"` (their loss)'),),
     data=("mnist",),
     known_difference="Their code's binary cross-entropy averages over the seen classes as well "
     "as the batch (loss_reduction='mean'); the paper's formula, our default, sums over them "
@@ -577,20 +580,7 @@ _DER_SMNIST_GSS = Entry(
         ),
     ),
     ours=table({"GSS": acc("GSS")}),
-    tables=(
-        t.runs_table(
-            "ACC (%) at buffer 500",
-            "method",
-            {"GSS": "GSS"},
-            [
-                t.text("variant", {"GSS": "their rule, Xavier"}),
-                t.metric("ACC", bold=True),
-                t.per_seed("per seed"),
-                t.published("paper"),
-                t.difference("ours - paper"),
-            ],
-        ),
-    ),
+    tables=(one_variant_table("GSS", "their rule, Xavier"),),
     data=("mnist",),
     known_difference="Their code gates on the batch (gate='batch': one score for the incoming "
     "batch decides whether any example competes) and re-initialises its MLP with Xavier-uniform "
