@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import time
@@ -42,6 +43,9 @@ CLASS_BALANCE_NEEDS_LABELS = (
     "(a target per position: a language model's next tokens); balance by task "
     "(buffer_policy='task-balanced') or keep a uniform sample (buffer_policy='reservoir')"
 )
+#: Up to this many rows stored at once are copied one by one (a full reservoir's step), more
+#: with one gather.
+ROWS_COPIED_ONE_BY_ONE = 32
 
 
 class LazyRows(Protocol):
@@ -269,7 +273,8 @@ class MemoryBuffer:
         t: torch.Tensor,
         logits: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+        report: bool = True,
+    ) -> torch.Tensor | None:
         """Offer a batch to the buffer by reservoir sampling (Vitter 1985, algorithm R).
 
         The ``i``-th example offered since creation (0-based) takes slot ``i`` while the buffer
@@ -280,7 +285,9 @@ class MemoryBuffer:
         same slot, the later one wins.
 
         Returns:
-            The distinct slots written, ascending (on the buffer's device).
+            The distinct slots written, ascending (on the buffer's device); ``None`` if not
+            ``report`` (a caller that does not read them saves making the tensor, tens of
+            microseconds a step once the forward and backward passes have evicted the caches).
         """
         n = self._check_batch(x, y, t, logits)
         start, capacity = self.seen, self.capacity
@@ -292,14 +299,19 @@ class MemoryBuffer:
             # runs in plain Python: every library call here pays for caches that the forward and
             # backward passes evicted, and Python's float product and int() are NumPy's float64
             # product and truncation, so the draws decide exactly as below.
+            self.seen = start + n
+            draws = u.tolist()
+            # Only a draw below capacity / (start + 1) can be kept (the bound is widened past
+            # any rounding of it or of the products); the loop over them runs in C.
+            bound = capacity / (start + 1) * (1 + 2**-40)
             kept: dict[int, int] = {}
-            for j, draw in enumerate(u.tolist()):
-                if (product := draw * (start + 1 + j)) < capacity:
+            for j in itertools.compress(range(n), map(bound.__gt__, draws)):
+                if (product := draws[j] * (start + 1 + j)) < capacity:
                     kept[int(product)] = j  # a later example overwrites an earlier one
-            self.seen += n
+            if not kept:
+                return _no_slots(self.x.device) if report else None
             order = sorted(kept)
-            slots = np.array(order, dtype=np.int64)
-            return self._put(slots, np.array([kept[s] for s in order]), x, y, t, logits)
+            return self._put_rows(order, [kept[s] for s in order], x, y, t, logits, report)
         # Filling: the index arithmetic in NumPy (a batch may be much larger than the buffer).
         slots = (u.cpu().numpy() * np.arange(start + 1, start + n + 1, dtype=np.float64)).astype(
             np.int64
@@ -313,7 +325,8 @@ class MemoryBuffer:
             slots = slots[positions]
         self.seen += n
         self._size = min(capacity, self.seen)
-        return self._put(slots, positions, x, y, t, logits)
+        written = self._put(slots, positions, x, y, t, logits)
+        return written if report else None
 
     @_timed
     def class_balanced_add(
@@ -451,14 +464,19 @@ class MemoryBuffer:
             draws = draws.cpu().numpy()
             values, first = np.unique(draws, return_index=True)
             if len(values) >= n:  # 2n draws from >= 4n values: all but always
-                return torch.from_numpy(draws[np.sort(first)[:n]]).to(self.device)
-        return torch.randperm(size, generator=generator, device=device)[:n].to(self.device)
+                slots = torch.from_numpy(draws[np.sort(first)[:n]])
+                return slots if device == self.x.device else slots.to(self.x.device)
+        slots = torch.randperm(size, generator=generator, device=device)[:n]
+        # A no-op .to() still costs a library call, and this runs every step.
+        return slots if device == self.x.device else slots.to(self.x.device)
 
     @_timed
     def get(self, slots: torch.Tensor) -> Stored:
         """The stored examples in ``slots``: ``x``, ``y``, ``t`` and ``logits`` (or ``None``)."""
-        slots = slots.to(self.device)
-        x, y, t = (a.index_select(0, slots) for a in (self.x, self.y, self.t))
+        store = self.x
+        if slots.device != store.device:
+            slots = slots.to(store.device)
+        x, y, t = (a.index_select(0, slots) for a in (store, self.y, self.t))
         logits = None if self.logits is None else self.logits.index_select(0, slots)
         return Stored(x, y, t, logits)
 
@@ -475,7 +493,7 @@ class MemoryBuffer:
                 f"inputs of shape {tuple(x.shape[1:])} do not fit a buffer of inputs "
                 f"{tuple(self.x.shape[1:])}"
             )
-        if x.is_floating_point() != self.x.is_floating_point():
+        if x.dtype is not self.x.dtype and x.is_floating_point() != self.x.is_floating_point():
             # A copy would cast silently: token ids to floats, or real inputs to integers.
             raise ConfigError(f"inputs of dtype {x.dtype} do not fit a buffer of {self.x.dtype}")
         if y.shape[0] != n or t.shape[0] != n:
@@ -530,6 +548,40 @@ class MemoryBuffer:
                 picked = batch.index_select(0, rows.to(batch.device))
                 store.index_copy_(0, slot_index, picked.to(device, store.dtype))
         return slot_index
+
+    def _put_rows(
+        self,
+        slots: list[int],
+        positions: list[int],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        logits: torch.Tensor | None,
+        report: bool,
+    ) -> torch.Tensor | None:
+        """Copy rows ``positions`` of the batch into ``slots`` (distinct, a few: a full
+        reservoir's step); return the slots as a tensor if ``report``."""
+        stores = self._arrays()
+        batches = (x, y, t) if logits is None else (x, y, t, logits)
+        try:
+            # NumPy views of the same memory (the buffer's and the batch's tensors, on the CPU,
+            # not requiring grad): after the forward and backward passes have evicted the
+            # caches, each torch call (index_select, index_copy_) costs tens of microseconds,
+            # NumPy's basic indexing a fraction of that. NumPy casts as ``.to(dtype)`` would.
+            views = [(a.numpy(), b.numpy()) for a, b in zip(stores, batches, strict=True)]
+        except (TypeError, RuntimeError):  # on a GPU, a dtype NumPy lacks, or a grad
+            written = self._put(np.array(slots), np.array(positions), x, y, t, logits)
+            return written if report else None
+        if len(slots) > ROWS_COPIED_ONE_BY_ONE:
+            index, picked = np.array(slots), np.array(positions)
+            for into, rows in views:
+                into[index] = rows[picked]
+            return torch.from_numpy(index) if report else None
+        pairs = list(zip(slots, positions, strict=True))
+        for into, rows in views:
+            for slot, row in pairs:
+                into[slot] = rows[row]
+        return torch.tensor(slots) if report else None
 
     def __repr__(self) -> str:
         logits = "" if self.logits is None else f", logits={self.logits.shape[-1]}"

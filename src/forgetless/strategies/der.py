@@ -74,7 +74,9 @@ class DER(Rehearsal):
 
     def after_step(self, learner, x, y, t, logits):
         n = self._incoming
-        self.buffer.reservoir_add(x[:n], y[:n], t[:n], self._outputs, learner.generator)
+        self.buffer.reservoir_add(
+            x[:n], y[:n], t[:n], self._outputs, learner.generator, report=False
+        )
         self._outputs = None
 
 

@@ -81,7 +81,7 @@ class Rehearsal(Strategy):
             x = task.train.inputs(rows).to(learner.device)
             y = task.train.y[rows].to(learner.device)
             t = index[: len(x)].to(learner.device)
-            self.buffer.reservoir_add(x, y, t, self.logits_of(learner, x), generator)
+            self.buffer.reservoir_add(x, y, t, self.logits_of(learner, x), generator, report=False)
 
     def logits_of(self, learner: Learner, x: torch.Tensor) -> torch.Tensor | None:
         """What the buffer stores with remembered inputs besides labels (DER: the logits)."""
@@ -210,7 +210,9 @@ class Replay(Rehearsal):
             return
         n = self._incoming
         if self.buffer_policy == "reservoir":
-            self.buffer.reservoir_add(x[:n], y[:n], t[:n], generator=learner.generator)
+            self.buffer.reservoir_add(
+                x[:n], y[:n], t[:n], generator=learner.generator, report=False
+            )
         else:
             self.buffer.balanced_add(
                 x[:n], y[:n], t[:n], _GROUP[self.buffer_policy], generator=learner.generator
