@@ -29,7 +29,7 @@ time.
 against replay (500 examples, 128 replayed per step, so twice the examples per step), DER and
 A-GEM, alternating. Reports samples/s of incoming data, and the share of training time spent in
 the buffer's own operations (reservoir insertion, sampling, gathering), timed by
-``forgetless.buffer.timing``.
+``forgetless.buffer.timing``, with each operation's microseconds a call.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -167,6 +167,11 @@ def alternate(
             record = {"train_seconds": result.timings["train"], "acc": result.metrics["acc"]}
             if timed_buffer:
                 record["buffer_seconds"] = spent.seconds
+                # Microseconds a call and calls per operation: what the share is made of.
+                record["buffer_us_per_call"] = {
+                    op: [round(1e6 * seconds / calls, 1), calls]
+                    for op, (seconds, calls) in sorted(spent.by_operation.items())
+                }
             runs[name].append(record)
             log(f"{name}: {record}")
     return runs
@@ -245,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "acc": round(100 * statistics.fmean(r["acc"] for r in rs), 2),
             }
+            if rs[0]["buffer_us_per_call"]:
+                out[name]["buffer_us_per_call_median"] = {
+                    op: round(statistics.median(r["buffer_us_per_call"][op][0] for r in rs), 1)
+                    for op in rs[0]["buffer_us_per_call"]
+                }
         for name in ("replay", "der", "agem"):
             pairs = [
                 f["train_seconds"] / r["train_seconds"]

@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 
 from forgetless import ConfigError
-from forgetless.buffer import MemoryBuffer, buffer_nbytes
+from forgetless.buffer import ROWS_COPIED_ONE_BY_ONE, MemoryBuffer, buffer_nbytes
 
 N, CAPACITY, BATCH, TRIALS = 10_000, 500, 250, 60
 # Far in the tail of chi-square with 9 degrees of freedom: a correct sampler fails 1 time in 10^4.
@@ -237,6 +237,12 @@ def test_timing_counts_each_operation_once_and_only_inside_its_block():
         assert spent.calls == 1 and spent.seconds > 0
         buf.get(buf.sample(2))
         assert spent.calls == 3
+        assert {k: calls for k, (_, calls) in spent.by_operation.items()} == {
+            "class_balanced_add": 1,
+            "sample": 1,
+            "get": 1,
+        }
+        assert sum(s for s, _ in spent.by_operation.values()) == pytest.approx(spent.seconds)
         with pytest.raises(ConfigError, match="already active"), timing():
             pass
     buf.sample(2)
@@ -245,3 +251,221 @@ def test_timing_counts_each_operation_once_and_only_inside_its_block():
         result = run(RunConfig(strategy="replay", hidden=[16], iterations=20, progress=False))
     steps = 5 * 20  # split-digits: 5 tasks; replay offers every step's batch to the buffer
     assert spent.calls >= steps and 0 < spent.seconds < result.timings["train"]
+
+
+# --- The per-step path: cheaper, and draw for draw what it was --------------------------------
+
+
+def reference_reservoir_add(buffer, x, y, t, logits=None, generator=None, report=True):
+    """Algorithm R as the buffer did it before its per-step path was made cheaper: every draw
+    tested in NumPy, duplicates resolved by the later example, rows copied by ``write``
+    (``index_copy_``)."""
+    n, start, capacity = x.shape[0], buffer.seen, buffer.capacity
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    slots = (u.numpy() * np.arange(start + 1, start + n + 1, dtype=np.float64)).astype(np.int64)
+    fill = max(0, min(n, capacity - start))
+    slots[:fill] = np.arange(start, start + fill)
+    positions = np.flatnonzero(slots < capacity)
+    # The later example wins: the last position per slot.
+    last = {int(s): int(p) for s, p in zip(slots[positions], positions, strict=True)}
+    order = sorted(last)
+    rows = torch.tensor([last[s] for s in order], dtype=torch.int64)
+    buffer.seen += n
+    buffer.write(
+        torch.tensor(order, dtype=torch.int64),
+        x[rows],
+        y[rows],
+        t[rows],
+        None if logits is None else logits[rows],
+    )
+    return torch.tensor(order, dtype=torch.int64) if report else None
+
+
+def reference_sample(buffer, n, generator=None):
+    """The buffer's sample before: the same draws, then a ``.to()`` even where it is a no-op."""
+    size, n = len(buffer), min(int(n), len(buffer))
+    if 0 < 4 * n <= size:
+        draws = torch.randint(size, (2 * n,), generator=generator).numpy()
+        values, first = np.unique(draws, return_index=True)
+        if len(values) >= n:
+            return torch.from_numpy(draws[np.sort(first)[:n]]).to(buffer.device)
+    return torch.randperm(size, generator=generator)[:n].to(buffer.device)
+
+
+def reference_get(buffer, slots):
+    from forgetless.buffer import Stored
+
+    slots = slots.to(buffer.device)
+    logits = None if buffer.logits is None else buffer.logits.index_select(0, slots)
+    return Stored(*(a.index_select(0, slots) for a in (buffer.x, buffer.y, buffer.t)), logits)
+
+
+def digits_batches(batch: int):
+    """The sklearn digits, as float32 inputs with labels and a task id per image, in batches."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    t = y // 2
+    return [(x[i : i + batch], y[i : i + batch], t[i : i + batch]) for i in range(0, len(x), batch)]
+
+
+def filled_pair(capacity, batch, logits=False, epochs=3):
+    """The same digits offered to two buffers, one through the buffer's reservoir_add and one
+    through the reference, each with its own generator of the same seed; returns both, their
+    generators and, per call, whether the buffer was full and the slots each reported."""
+    fast, slow = (MemoryBuffer(capacity, (64,), 10 if logits else None) for _ in range(2))
+    gf, gs = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    reported = []
+    for epoch in range(epochs):
+        for x, y, t in digits_batches(batch):
+            z = torch.sin(x[:, :10] * (epoch + 1)) if logits else None
+            full = fast.seen >= capacity
+            a = fast.reservoir_add(x, y, t, z, gf)
+            b = reference_reservoir_add(slow, x, y, t, z, gs)
+            reported.append((full, a, b))
+    return fast, slow, gf, gs, reported
+
+
+def assert_same_buffers(a: MemoryBuffer, b: MemoryBuffer):
+    assert (len(a), a.seen) == (len(b), b.seen)
+    for store_a, store_b in zip(a._arrays(), b._arrays(), strict=True):
+        assert torch.equal(store_a[: len(a)], store_b[: len(b)])
+
+
+@pytest.mark.parametrize(
+    ("capacity", "batch", "logits"),
+    [(500, 128, False), (500, 128, True), (37, 10, False), (1000, 1797, False), (16, 1, True)],
+)
+def test_reservoir_steps_give_the_reference_buffer_and_consume_the_same_draws(
+    capacity, batch, logits
+):
+    # A full buffer's step of a few rows (copied one by one), of many (one batch of the whole
+    # digits offered to a buffer of 1000: hundreds kept, one gather) and of one-example batches.
+    fast, slow, gf, gs, reported = filled_pair(capacity, batch, logits)
+    assert_same_buffers(fast, slow)
+    assert torch.equal(gf.get_state(), gs.get_state())  # later draws (replay samples) agree too
+    for _, a, b in reported:
+        assert torch.equal(a, b) and a.dtype == torch.int64
+    kept_when_full = [len(a) for full, a, _ in reported if full]
+    # Both copies ran: one gather for many rows, row by row for a few, and steps keeping none.
+    assert (max(kept_when_full) > ROWS_COPIED_ONE_BY_ONE) == (batch >= 128)
+    if batch < 1797:
+        assert 0 in kept_when_full and any(0 < k <= ROWS_COPIED_ONE_BY_ONE for k in kept_when_full)
+
+
+def test_reservoir_without_report_stores_the_same_and_returns_nothing():
+    buffers = []
+    for report in (True, False):
+        buffer, generator = MemoryBuffer(50, (64,)), torch.Generator().manual_seed(2)
+        for x, y, t in digits_batches(32):
+            returned = buffer.reservoir_add(x, y, t, generator=generator, report=report)
+            assert (returned is None) == (not report)
+        buffers.append(buffer)
+    assert_same_buffers(*buffers)
+
+
+@pytest.mark.parametrize("side", ["below", "at"])
+def test_the_acceptance_bound_keeps_a_draw_at_the_edge(monkeypatch, side):
+    # The first example's draw just below (kept) or at (not kept) the smallest value whose
+    # product with start + 1 reaches the capacity, the rest far above: a bound that were not
+    # widened past rounding could drop the one the sequential algorithm keeps.
+    capacity, start, n = 500, 20_001, 8
+    edge = np.nextafter(capacity / (start + 1), 2.0)
+    while edge * (start + 1) >= capacity:
+        edge = np.nextafter(edge, 0.0)
+    first = edge if side == "below" else np.nextafter(edge, 2.0)
+    draws = torch.tensor([first] + [0.9] * (n - 1), dtype=torch.float64)
+    x, y = torch.ones(n, 64), torch.arange(1, n + 1)
+    buffers = [MemoryBuffer(capacity, (64,)) for _ in range(2)]
+    for buffer in buffers:
+        zeros = torch.zeros(capacity, dtype=torch.int64)
+        buffer.reservoir_add(torch.zeros(capacity, 64), zeros, zeros)
+        buffer.seen = start
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: draws.clone())
+    kept = buffers[0].reservoir_add(x, y, torch.zeros(n, dtype=torch.int64))
+    reference_reservoir_add(buffers[1], x, y, torch.zeros(n, dtype=torch.int64))
+    monkeypatch.undo()
+    assert_same_buffers(*buffers)
+    assert kept.tolist() == ([capacity - 1] if side == "below" else [])
+    assert buffers[0].y.max() == (1 if side == "below" else 0)
+
+
+def test_cast_and_grad_batches_are_stored_as_the_reference_stores_them():
+    # Float64 inputs cast into float32 slots, int32 labels, logits that require grad (the
+    # torch fallback): the same values either way.
+    fast, slow = MemoryBuffer(40, (64,), 10), MemoryBuffer(40, (64,), 10)
+    gf, gs = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    for x, y, t in digits_batches(50):
+        x64, y32 = x.double() / 3, y.int()
+        z = torch.cos(x[:, :10]).requires_grad_()
+        fast.reservoir_add(x64, y32, t, z, gf)
+        reference_reservoir_add(slow, x64, y32, t, z.detach(), gs)
+    assert_same_buffers(fast, slow)
+
+
+def digits_run(strategy, reference: bool, monkeypatch):
+    """Split-digits with ``strategy``, through the buffer's per-step path or the reference
+    one; returns the result, the buffer, and every batch the strategy's ``batch`` returned."""
+    from forgetless import train
+    from forgetless.models import build_model
+    from forgetless.scenarios import make_stream
+
+    if reference:
+        monkeypatch.setattr(MemoryBuffer, "reservoir_add", reference_reservoir_add)
+        monkeypatch.setattr(MemoryBuffer, "sample", reference_sample)
+        monkeypatch.setattr(MemoryBuffer, "get", reference_get)
+    batches = []
+    joined = strategy.batch
+
+    def batch(learner, x, y, t):
+        out = joined(learner, x, y, t)
+        batches.append([a.clone() for a in out])
+        return out
+
+    strategy.batch = batch
+    stream = make_stream("split-digits")
+    model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden=[32], seed=1)
+    result = train(stream, model, strategy, seed=1, epochs=2, batch_size=32, lr=0.1, progress=False)
+    monkeypatch.undo()
+    return result, strategy.buffer, batches
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(buffer_update="task"),
+        dict(replay_draw="passes"),
+        dict(buffer_policy="task-balanced"),
+        dict(buffer_policy="class-balanced"),
+        dict(buffer_policy="task-balanced", buffer_update="task", replay_draw="passes"),
+        dict(buffer_policy="class-balanced", buffer_update="task"),
+    ],
+    ids=lambda o: "-".join(o.values()) or "reservoir-step",
+)
+def test_replay_runs_are_bit_identical_to_the_reference_buffer(options, monkeypatch):
+    from forgetless.strategies.replay import Replay
+
+    runs = [digits_run(Replay(buffer_size=60, **options), ref, monkeypatch) for ref in (0, 1)]
+    (fast, fast_buffer, fast_batches), (slow, slow_buffer, slow_batches) = runs
+    assert fast.accuracy_matrix == slow.accuracy_matrix
+    assert_same_buffers(fast_buffer, slow_buffer)
+    assert len(fast_batches) == len(slow_batches) > 50
+    for a, b in zip(fast_batches, slow_batches, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert any(len(a[0]) > 32 for a in fast_batches)  # stored examples were replayed
+
+
+@pytest.mark.parametrize("name", ["der", "derpp", "agem"])
+def test_der_and_agem_runs_are_bit_identical_to_the_reference_buffer(name, monkeypatch):
+    from forgetless.strategies import make_strategies
+
+    runs = [
+        digits_run(make_strategies(name, {"buffer_size": 60})[0], ref, monkeypatch)
+        for ref in (0, 1)
+    ]
+    (fast, fast_buffer, _), (slow, slow_buffer, _) = runs
+    assert fast.accuracy_matrix == slow.accuracy_matrix
+    assert_same_buffers(fast_buffer, slow_buffer)  # DER's logits included

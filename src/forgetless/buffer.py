@@ -112,11 +112,13 @@ class Timing:
     """Wall time spent inside :class:`MemoryBuffer`'s insertion, sampling and gathering
     (``reservoir_add``, ``balanced_add``, ``class_balanced_add``, ``write``, ``sample``,
     ``get``) while :func:`timing` is active: ``seconds`` in all, and ``calls`` (an operation
-    that calls another counts once)."""
+    that calls another counts once), and both per operation in ``by_operation`` (name ->
+    ``[seconds, calls]``, under the name of the outermost one)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.calls = 0
+        self.by_operation: dict[str, list[float]] = {}
         self._depth = 0
 
 
@@ -147,6 +149,8 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _timed(method: _Method) -> _Method:
+    name = method.__name__
+
     @functools.wraps(method)
     def timed(*args: Any, **kwargs: Any) -> Any:
         spent = _timing
@@ -159,8 +163,12 @@ def _timed(method: _Method) -> _Method:
         finally:
             spent._depth -= 1
             if spent._depth == 0:  # the outermost operation counts the time of those it calls
-                spent.seconds += time.perf_counter() - start
+                seconds = time.perf_counter() - start
+                spent.seconds += seconds
                 spent.calls += 1
+                operation = spent.by_operation.setdefault(name, [0.0, 0])
+                operation[0] += seconds
+                operation[1] += 1
 
     return timed  # type: ignore[return-value]
 
