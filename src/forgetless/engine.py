@@ -86,9 +86,11 @@ class FitConfig:
             on the CPU in float32 (elsewhere the step is autograd's). ``"auto"``: wherever it
             applies, with autograd's arithmetic operation for operation, so the numbers are
             bit for bit the same and only the time changes (1.3-1.6x less at batch 128);
-            ``"off"``: always autograd; ``"fused"``: the SGD update fused into the
-            weight-gradient product (faster still; plain SGD only; the weights differ from
-            autograd's at float32 rounding). ``None`` means ``"auto"``.
+            ``"off"``: always autograd; ``"fused"``: fewer, fused kernels, the weights
+            differing at float32 rounding: on the MLP step, plain SGD's update folded into
+            the weight-gradient product; with a named ``adam`` or ``adamw``, torch's fused
+            Adam kernel (``fused=True``; CNNs gain most, BENCHMARKS.md "The CNN of seed
+            article 2"). ``None`` means ``"auto"``.
         memory_format: the layout of a convolutional model's 4-D weights and image batches:
             ``"contiguous"`` (``None`` means it), or ``"channels_last"``, faster for CNNs on
             CPUs (oneDNN) and GPUs, not bit-identical (see
@@ -172,6 +174,10 @@ class FitConfig:
                     f"optimizer(params, lr=..., **optimizer_options): {err}"
                 ) from None
         # Built without the one-second torch._dynamo import (see forgetless.optimizers).
+        if self.fast_path == "fused" and self.optimizer in ("adam", "adamw"):
+            # One kernel per parameter group for the whole update instead of a dozen ops per
+            # tensor; other rounding, hence only on request (optimizer_options may say no).
+            options.setdefault("fused", True)
         if self.optimizer == "adam":
             return build_optimizer(torch.optim.Adam, params, lr=self.lr, **options)
         if self.optimizer == "adamw":
