@@ -334,6 +334,7 @@ def train(
     if fit.threads is not None:
         torch.set_num_threads(fit.threads)
     device = available_device(fit.device)
+    _warn_if_bfloat16_is_emulated(fit, device)
     generator = torch.Generator().manual_seed(seed)
     use_memory_format(model, fit.memory_format)  # the weights' and batches' layout
     learner = Learner(model, stream, fit.make_optimizer, device, generator)
@@ -513,6 +514,26 @@ def _warn_if_barely_learned(
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def _warn_if_bfloat16_is_emulated(fit: FitConfig, device: torch.device) -> None:
+    """bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX) is emulated in
+    float32 and runs several times slower (6x on an AVX2 CPU, BENCHMARKS.md): say so, once a
+    run, since the option's only point is speed."""
+    if fit.precision != "bfloat16" or device.type != "cpu":
+        return
+    try:
+        units = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # another torch: no probe, no claim
+        return
+    if not units:
+        warnings.warn(
+            "precision='bfloat16' on a CPU without bfloat16 instructions (AVX512-BF16, AMX): "
+            f"torch emulates it, so steps run slower than float32 (CPU: "
+            f"{torch.backends.cpu.get_cpu_capability()}); use the default float32 here",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[Strategy]) -> None:
