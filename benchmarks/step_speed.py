@@ -337,7 +337,6 @@ def bursts(stream: Stream, sizes: list[tuple[int, int]], rounds: int = 40) -> di
 def evaluation(data_dir: str, rounds: int) -> dict[str, Any]:
     """One evaluation of the five full Split-MNIST test sets (10,000 images) by the engine and
     by bare loops, alternating; milliseconds per evaluation, median and best, wall and CPU."""
-    import forgetless.engine as engine_module
     from forgetless.engine import _Loop
     from forgetless.learner import Learner
     from forgetless.strategies import make_strategies
@@ -347,19 +346,13 @@ def evaluation(data_dir: str, rounds: int) -> dict[str, Any]:
     fit = FitConfig(progress=False)
     tests = [t.test for t in stream.tasks]
 
-    def loop() -> _Loop:
+    def loop(**options: Any) -> _Loop:
         learner = Learner(model, stream, fit.make_optimizer, torch.device("cpu"),
                           torch.Generator().manual_seed(SEED))  # fmt: skip
-        return _Loop(learner, make_strategies("finetune"), fit)
+        return _Loop(learner, make_strategies("finetune"), fit, **options)
 
     once = loop()
-    cap = engine_module.EVAL_INPUT_BYTES
-    engine_module.EVAL_INPUT_BYTES = 0
-    try:
-        per_batch = loop()
-        per_batch.evaluate()  # its test sets stay unconverted for the run
-    finally:
-        engine_module.EVAL_INPUT_BYTES = cap
+    per_batch = loop(eval_input_bytes=0)  # every batch converted, as before
     floats = [t.inputs() for t in tests]
     size = fit.eval_batch_size
 

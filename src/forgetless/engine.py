@@ -808,6 +808,7 @@ class _Loop:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         trained_tasks: int = 0,
         phases: list[int] | None = None,
+        eval_input_bytes: int | None = None,
     ):
         self.learner = learner
         self.trained_tasks = trained_tasks
@@ -830,7 +831,9 @@ class _Loop:
         self.fast_path_refusal: str | None = None  # why it does not, for the last task
         self._tests: dict[int, Any] = {}  # each task's test set on the device
         self._test_versions: dict[int, int] = {}  # of the test inputs converted once
-        self._test_bytes = 0  # converted test inputs kept (at most EVAL_INPUT_BYTES)
+        self._test_bytes = 0  # converted test inputs kept (at most eval_input_bytes)
+        # The cap on them (EVAL_INPUT_BYTES; 0: every batch converted, as before).
+        self.eval_input_bytes = EVAL_INPUT_BYTES if eval_input_bytes is None else eval_input_bytes
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
@@ -1091,11 +1094,11 @@ class _Loop:
         """Task ``j``'s test set on the device, copied there once per run, not per
         evaluation (on the CPU, the set itself); with its inputs model-ready (converted to
         float once) while the run's converted test inputs stay within
-        :data:`EVAL_INPUT_BYTES`."""
+        ``eval_input_bytes`` (:data:`EVAL_INPUT_BYTES`)."""
         if j not in self._tests:
             test = task.test.to(self.learner.device)
             size = test.x.numel() * 4  # float32
-            if test.scale is not None and self._test_bytes + size <= EVAL_INPUT_BYTES:
+            if test.scale is not None and self._test_bytes + size <= self.eval_input_bytes:
                 self._test_bytes += size
                 test = ArraySet(test.inputs(), test.y)  # x * scale + shift, as each batch had
                 self._test_versions[j] = test.x._version
