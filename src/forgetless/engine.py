@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from forgetless.data.arrays import rows
+from forgetless.data.arrays import ArraySet, rows
 from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
@@ -35,6 +35,10 @@ from forgetless.validation import available_device, check_device_name, check_ran
 # [rows, T, V] outputs would otherwise take gigabytes at the usual eval batch size. Changes
 # only how evaluation is chunked, never what it counts.
 EVAL_LOGITS = 2**24
+# Most bytes of model-ready (float) test inputs a run keeps, all tasks together: below it each
+# test set is converted from its storage (uint8 images) once per run instead of at every
+# evaluation, the same values by the same operations (MNIST's 10,000 test images: 31 MB).
+EVAL_INPUT_BYTES = 2**28
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,11 @@ class FitConfig:
             on the CPU in float32 (elsewhere the step is autograd's). ``"auto"``: wherever it
             applies, with autograd's arithmetic operation for operation, so the numbers are
             bit for bit the same and only the time changes (1.3-1.6x less at batch 128);
-            ``"off"``: always autograd; ``"fused"``: the SGD update fused into the
-            weight-gradient product (faster still; plain SGD only; the weights differ from
-            autograd's at float32 rounding). ``None`` means ``"auto"``.
+            ``"off"``: always autograd; ``"fused"``: fewer, fused kernels, the weights
+            differing at float32 rounding: on the MLP step, plain SGD's update folded into
+            the weight-gradient product; with a named ``adam`` or ``adamw``, torch's fused
+            Adam kernel (``fused=True``; CNNs gain most, BENCHMARKS.md "The CNN of seed
+            article 2"). ``None`` means ``"auto"``.
         memory_format: the layout of a convolutional model's 4-D weights and image batches:
             ``"contiguous"`` (``None`` means it), or ``"channels_last"``, faster for CNNs on
             CPUs (oneDNN) and GPUs, not bit-identical (see
@@ -172,6 +178,10 @@ class FitConfig:
                     f"optimizer(params, lr=..., **optimizer_options): {err}"
                 ) from None
         # Built without the one-second torch._dynamo import (see forgetless.optimizers).
+        if self.fast_path == "fused" and self.optimizer in ("adam", "adamw"):
+            # One kernel per parameter group for the whole update instead of a dozen ops per
+            # tensor; other rounding, hence only on request (optimizer_options may say no).
+            options.setdefault("fused", True)
         if self.optimizer == "adam":
             return build_optimizer(torch.optim.Adam, params, lr=self.lr, **options)
         if self.optimizer == "adamw":
@@ -328,6 +338,7 @@ def train(
     if fit.threads is not None:
         torch.set_num_threads(fit.threads)
     device = available_device(fit.device)
+    _warn_if_bfloat16_is_emulated(fit, device)
     generator = torch.Generator().manual_seed(seed)
     use_memory_format(model, fit.memory_format)  # the weights' and batches' layout
     learner = Learner(model, stream, fit.make_optimizer, device, generator)
@@ -507,6 +518,26 @@ def _warn_if_barely_learned(
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def _warn_if_bfloat16_is_emulated(fit: FitConfig, device: torch.device) -> None:
+    """bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX) is emulated in
+    float32 and runs several times slower (6x on an AVX2 CPU, BENCHMARKS.md): say so, once a
+    run, since the option's only point is speed."""
+    if fit.precision != "bfloat16" or device.type != "cpu":
+        return
+    try:
+        units = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # another torch: no probe, no claim
+        return
+    if not units:
+        warnings.warn(
+            "precision='bfloat16' on a CPU without bfloat16 instructions (AVX512-BF16, AMX): "
+            f"torch emulates it, so steps run slower than float32 (CPU: "
+            f"{torch.backends.cpu.get_cpu_capability()}); use the default float32 here",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[Strategy]) -> None:
@@ -777,6 +808,7 @@ class _Loop:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         trained_tasks: int = 0,
         phases: list[int] | None = None,
+        eval_input_bytes: int | None = None,
     ):
         self.learner = learner
         self.trained_tasks = trained_tasks
@@ -798,6 +830,10 @@ class _Loop:
         self.fast_step: MLPStep | None = None  # the task's step without autograd, if it applies
         self.fast_path_refusal: str | None = None  # why it does not, for the last task
         self._tests: dict[int, Any] = {}  # each task's test set on the device
+        self._test_versions: dict[int, int] = {}  # of the test inputs converted once
+        self._test_bytes = 0  # converted test inputs kept (at most eval_input_bytes)
+        # The cap on them (EVAL_INPUT_BYTES; 0: every batch converted, as before).
+        self.eval_input_bytes = EVAL_INPUT_BYTES if eval_input_bytes is None else eval_input_bytes
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
@@ -1017,6 +1053,7 @@ class _Loop:
             # correct, correct within the task's units, sum of token NLLs, inputs routed to
             # task j (MPS has no float64)
             totals = torch.zeros(4, dtype=wide, device=device)
+            correct, correct_aware, nll_sum, hits = totals.unbind()  # views, made once
             rows_per_pass = self._eval_rows(test)
             for start in range(0, len(test), rows_per_pass):
                 rows = slice(start, start + rows_per_pass)
@@ -1029,14 +1066,15 @@ class _Loop:
                 else:  # the task inferred; and given, for the task-aware row
                     scores = learner.routed_logits(x, routes)
                     given = learner.forward(x, j)
-                    totals[3] += (routes == j).sum()
-                totals[0] += (scores.argmax(dim=-1) == y).sum()
+                    hits += (routes == j).sum()
+                correct += (scores.argmax(dim=-1) == y).sum()
                 if aware:
                     within = units[given.index_select(-1, units).argmax(dim=-1)]
-                    totals[1] += (within == y).sum()
+                    correct_aware += (within == y).sum()
                 if sequences:
                     nll = cross_entropy(scores, y, reduction="none")
-                    totals[2] += nll.sum(dtype=wide)
+                    nll_sum += nll.sum(dtype=wide)
+            self._check_test_inputs(j, test)
             correct, correct_aware, nll_sum, hits = totals.tolist()  # this task's one sync
             predictions = test.y.numel()
             accuracy.append(int(correct) / predictions)
@@ -1054,10 +1092,27 @@ class _Loop:
 
     def _test_set(self, j: int, task) -> Any:
         """Task ``j``'s test set on the device, copied there once per run, not per
-        evaluation (on the CPU, the set itself)."""
+        evaluation (on the CPU, the set itself); with its inputs model-ready (converted to
+        float once) while the run's converted test inputs stay within
+        ``eval_input_bytes`` (:data:`EVAL_INPUT_BYTES`)."""
         if j not in self._tests:
-            self._tests[j] = task.test.to(self.learner.device)
+            test = task.test.to(self.learner.device)
+            size = test.x.numel() * 4  # float32
+            if test.scale is not None and self._test_bytes + size <= self.eval_input_bytes:
+                self._test_bytes += size
+                test = ArraySet(test.inputs(), test.y)  # x * scale + shift, as each batch had
+                self._test_versions[j] = test.x._version
+            self._tests[j] = test
         return self._tests[j]
+
+    def _check_test_inputs(self, j: int, test: Any) -> None:
+        """Drop task ``j``'s converted test inputs if anything wrote into them in place (a
+        hook or a model changing its input batch, which used to be a fresh tensor): its next
+        evaluation then converts them again, so every evaluation sees the stored inputs."""
+        version = self._test_versions.get(j)
+        if version is not None and test.x._version != version:
+            del self._tests[j], self._test_versions[j]
+            self._test_bytes -= test.x.numel() * test.x.element_size()
 
     def _eval_rows(self, test) -> int:
         """Examples per evaluation pass: ``eval_batch_size``, fewer where one pass would
