@@ -15,7 +15,8 @@ each task is learnt almost perfectly): finetune at lr 0.05 and 0.1, EWC at lambd
 local process pool, one torch thread per worker), ``--repeats`` pairs, alternating which goes
 first. Each sweep runs in a fresh process, as ``forgetless sweep`` would: ``seconds`` is
 ``run_sweep``'s own wall time (the workers' start included), ``process_seconds`` the whole
-process's (its imports too). The speed-up is the ratio of wall times per pair (``speedup``
+process's (its imports too), ``cpu_seconds`` the CPU time of the process and its workers (less
+inflated than wall time by a busy machine). The speed-up is the ratio of wall times per pair (``speedup``
 of ``seconds``, ``speedup_process`` of ``process_seconds``), and their median. With
 ``--baseline-src``, the same pairs with forgetless imported from another checkout's ``src/``
 (before a change), in turn with this one's; the accuracy matrices of every sweep must be equal.
@@ -36,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -92,10 +95,11 @@ def timed_sweep(store: Path, workers: int, backend: str = "local") -> dict[str, 
 SWEEP_PROCESS = r"""
 import json, sys, time
 from forgetless import sweeps
+began = time.time()
 report = sweeps.run_sweep(sweeps.sweep_from_dict(json.loads(sys.argv[1])), sys.argv[2],
                           workers=int(sys.argv[3]))
 method = getattr(sweeps, "start_method", lambda: "spawn")()
-print(json.dumps({"seconds": report.seconds, "runs": len(report.done),
+print(json.dumps({"seconds": report.seconds, "runs": len(report.done), "began": began,
                   "failed": report.failed, "start_method": method}))
 """
 
@@ -104,9 +108,12 @@ def process_sweep(store: Path, workers: int, src: Path) -> dict[str, Any]:
     """The sweep in a fresh process importing forgetless from ``src``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
     argv = [sys.executable, "-c", SWEEP_PROCESS, json.dumps(SPEC), str(store), str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers' too, reaped by it
+    cpu = sum(getattr(after, k) - getattr(before, k) for k in ("ru_utime", "ru_stime"))
     if done.returncode != 0:
         raise RuntimeError(f"the sweep failed: {done.stderr[-2000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -115,7 +122,24 @@ def process_sweep(store: Path, workers: int, src: Path) -> dict[str, Any]:
     log(f"{src.parent.name} x{workers}: {out['runs']} runs in {out['seconds']:.1f} s "
         f"({wall:.1f} s with the process)")  # fmt: skip
     return {"runs": out["runs"], "seconds": round(out["seconds"], 2),
-            "process_seconds": round(wall, 2), "start_method": out["start_method"]}  # fmt: skip
+            "process_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+            "start_method": out["start_method"],
+            **timeline(store, out["began"])}  # fmt: skip
+
+
+def timeline(store: Path, began: float) -> dict[str, Any]:
+    """Where the sweep's time went, from the index rows (``created``: a run's first row, as it
+    starts; ``updated``: its last, as it completes; ``pid``: its worker): each worker's first
+    run started this long after ``run_sweep`` was called (the worker's start), and the runs'
+    seconds summed (the work)."""
+    rows = RunIndex(store / "index.sqlite").find()
+    first: dict[int, float] = {}
+    for row in rows:
+        first[row["pid"]] = min(first.get(row["pid"], math.inf), row["created"] - began)
+    return {
+        "workers_first_run_after_s": sorted(round(t, 2) for t in first.values()),
+        "run_seconds_sum": round(sum(r["updated"] - r["created"] for r in rows), 2),
+    }
 
 
 def scaling(root: Path, repeats: int, baseline: Path | None = None) -> dict[str, Any]:
@@ -151,9 +175,12 @@ def scaling(root: Path, repeats: int, baseline: Path | None = None) -> dict[str,
             "pairs": rows,
             "speedup_median": statistics.median(p["speedup"] for p in rows),
             "speedup_process_median": statistics.median(p["speedup_process"] for p in rows),
-            "seconds_median": {
-                f"workers_{w}": statistics.median(p[f"workers_{w}"]["seconds"] for p in rows)
-                for w in (1, 2)
+            **{
+                f"{measure}_median": {
+                    f"workers_{w}": statistics.median(p[f"workers_{w}"][measure] for p in rows)
+                    for w in (1, 2)
+                }
+                for measure in ("seconds", "process_seconds", "cpu_seconds")
             },
         }
     report["results_identical_across_workers_and_checkouts"] = same

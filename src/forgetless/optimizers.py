@@ -5,8 +5,9 @@ Every ``torch.optim`` optimiser imports ``torch._dynamo`` (the ``torch.compile``
 group (``add_param_group`` is wrapped by ``torch._disable_dynamo``), clears gradients
 (``zero_grad``, the same wrapper) or steps (``step`` is wrapped by a function that imports it to
 place a graph break); ``state_dict`` and ``load_state_dict`` (a run store's checkpoint after each
-task, and resuming from one) carry the same ``torch._disable_dynamo`` wrapper. Under plain eager execution those wrappers do nothing else: they exist so
-that ``torch.compile`` treats the optimiser well. The engine never compiles, so for a run of a
+task, and resuming from one) carry the same ``torch._disable_dynamo`` wrapper. Under plain eager
+execution those wrappers do nothing else: they exist so that ``torch.compile`` treats the
+optimiser well. The engine never compiles, so for a run of a
 few seconds that import is a quarter of what the user waits for.
 
 These functions call the same methods with those wrappers peeled off: the same arithmetic, in

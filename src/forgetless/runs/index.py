@@ -140,7 +140,11 @@ class RunIndex:
         except sqlite3.OperationalError as err:
             raise DataError(f"cannot open the run index {self.path}: {err}") from None
         db.row_factory = sqlite3.Row
-        self._local.held = (db, os.getpid(), _identity(self.path))
+        try:
+            opened_on = _identity(self.path)
+        except OSError:  # not on disk yet: the next call opens it again
+            opened_on = None
+        self._local.held = (db, os.getpid(), opened_on)
         return db
 
     def close(self) -> None:
