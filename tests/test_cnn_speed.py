@@ -190,3 +190,32 @@ def test_memory_format_is_checked_refused_without_convolutions_and_hashed_only_w
     use_memory_format(model, "channels_last")
     use_memory_format(model, "channels_last")
     assert len(model._forward_pre_hooks) == 1  # applied twice is applied once
+
+
+def test_fused_fast_path_runs_adam_as_torchs_fused_kernel_at_other_rounding_only():
+    """``fast_path="fused"`` with a named Adam builds ``torch.optim.Adam(fused=True)``: the
+    CNN trains the digits as the default Adam does, its weights apart only at float32
+    rounding; ``auto`` keeps the default for-loop Adam; and the run gets another id."""
+    stream = make_stream("split-digits", seed=0, protocol="domain")
+    models, results = {}, {}
+    for fast_path in ("auto", "fused"):
+        model = build_model("cnn", stream.input_shape, stream.num_outputs, seed=0)
+        fit = _fit(fast_path=fast_path)
+        assert bool(fit.make_optimizer(model).defaults.get("fused")) == (fast_path == "fused")
+        results[fast_path] = train(stream, model, "finetune", fit=fit)
+        models[fast_path] = model
+    gaps = [
+        (a - b).abs().max().item()
+        for a, b in zip(
+            models["auto"].state_dict().values(), models["fused"].state_dict().values(), strict=True
+        )
+    ]
+    assert 0 < max(gaps) < 1e-3  # another kernel: other rounding, not another update
+    final = [results[k].accuracy_matrix[-1] for k in ("auto", "fused")]
+    assert max(abs(a - b) for a, b in zip(*final, strict=True)) <= 0.02
+    assert min(results["fused"].accuracy_matrix[i][i] for i in range(len(stream))) > 0.8
+    assert FitConfig(optimizer="adam", fast_path="fused", optimizer_options={"fused": False}
+                     ).make_optimizer(models["auto"]).defaults["fused"] is False  # fmt: skip
+    base = RunConfig(model="cnn", optimizer="adam")
+    assert config_hash(base) != config_hash(RunConfig(model="cnn", optimizer="adam",
+                                                      fast_path="fused"))  # fmt: skip

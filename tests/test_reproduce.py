@@ -166,6 +166,7 @@ def test_a_digits_entry_runs_through_the_store_and_a_rerun_trains_nothing(
     assert (
         "| fine-tuning |" in table_text and "forgetless reproduce digits-forgetting" in table_text
     )
+    assert "; ours: one seed, 0" in table_text and "std over seeds 0." not in table_text
 
 
 def _measures(reproduction):

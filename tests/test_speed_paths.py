@@ -171,3 +171,22 @@ def test_precision_is_checked_and_hashed_only_when_not_float32():
     assert config_hash(RunConfig(precision="bfloat16")) != plain
     assert RunConfig(precision="bfloat16").fit_config().precision == "bfloat16"
     assert RunConfig().fit_config().precision == "float32"
+
+
+@pytest.mark.parametrize("units", [False, True])
+def test_bfloat16_warns_only_on_a_cpu_that_would_emulate_it(monkeypatch, units):
+    """On a CPU without AVX512-BF16 or AMX, bfloat16 is emulated (6x slower on AVX2): the run
+    says so; with the units, or in float32, it says nothing."""
+    import warnings
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: units)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    stream = make_stream("split-digits", seed=0, protocol="domain")
+    for precision in ("float32", "bfloat16"):
+        model = build_model("mlp", stream.input_shape, stream.num_outputs, [16], seed=0)
+        fit = FitConfig(iterations=2, progress=False, precision=precision)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(stream, model, "finetune", fit=fit, seed=0)
+        emulated = [w for w in caught if "without bfloat16 instructions" in str(w.message)]
+        assert len(emulated) == (precision == "bfloat16" and not units)

@@ -86,9 +86,11 @@ class FitConfig:
             on the CPU in float32 (elsewhere the step is autograd's). ``"auto"``: wherever it
             applies, with autograd's arithmetic operation for operation, so the numbers are
             bit for bit the same and only the time changes (1.3-1.6x less at batch 128);
-            ``"off"``: always autograd; ``"fused"``: the SGD update fused into the
-            weight-gradient product (faster still; plain SGD only; the weights differ from
-            autograd's at float32 rounding). ``None`` means ``"auto"``.
+            ``"off"``: always autograd; ``"fused"``: fewer, fused kernels, the weights
+            differing at float32 rounding: on the MLP step, plain SGD's update folded into
+            the weight-gradient product; with a named ``adam`` or ``adamw``, torch's fused
+            Adam kernel (``fused=True``; CNNs gain most, BENCHMARKS.md "The CNN of seed
+            article 2"). ``None`` means ``"auto"``.
         memory_format: the layout of a convolutional model's 4-D weights and image batches:
             ``"contiguous"`` (``None`` means it), or ``"channels_last"``, faster for CNNs on
             CPUs (oneDNN) and GPUs, not bit-identical (see
@@ -172,6 +174,10 @@ class FitConfig:
                     f"optimizer(params, lr=..., **optimizer_options): {err}"
                 ) from None
         # Built without the one-second torch._dynamo import (see forgetless.optimizers).
+        if self.fast_path == "fused" and self.optimizer in ("adam", "adamw"):
+            # One kernel per parameter group for the whole update instead of a dozen ops per
+            # tensor; other rounding, hence only on request (optimizer_options may say no).
+            options.setdefault("fused", True)
         if self.optimizer == "adam":
             return build_optimizer(torch.optim.Adam, params, lr=self.lr, **options)
         if self.optimizer == "adamw":
@@ -328,6 +334,7 @@ def train(
     if fit.threads is not None:
         torch.set_num_threads(fit.threads)
     device = available_device(fit.device)
+    _warn_if_bfloat16_is_emulated(fit, device)
     generator = torch.Generator().manual_seed(seed)
     use_memory_format(model, fit.memory_format)  # the weights' and batches' layout
     learner = Learner(model, stream, fit.make_optimizer, device, generator)
@@ -507,6 +514,26 @@ def _warn_if_barely_learned(
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def _warn_if_bfloat16_is_emulated(fit: FitConfig, device: torch.device) -> None:
+    """bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX) is emulated in
+    float32 and runs several times slower (6x on an AVX2 CPU, BENCHMARKS.md): say so, once a
+    run, since the option's only point is speed."""
+    if fit.precision != "bfloat16" or device.type != "cpu":
+        return
+    try:
+        units = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # another torch: no probe, no claim
+        return
+    if not units:
+        warnings.warn(
+            "precision='bfloat16' on a CPU without bfloat16 instructions (AVX512-BF16, AMX): "
+            f"torch emulates it, so steps run slower than float32 (CPU: "
+            f"{torch.backends.cpu.get_cpu_capability()}); use the default float32 here",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _check_trained_tasks(trained_tasks: int, stream: Stream, strategies: list[Strategy]) -> None:

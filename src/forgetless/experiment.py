@@ -116,8 +116,9 @@ class RunConfig:
             faster on CPUs with bfloat16 units, a little less accurate).
         fast_path: the training step of fine-tuning or replay on the MLP under SGD: auto
             (None; hand-written where it applies, autograd's numbers bit for bit), off
-            (autograd's), or fused (the SGD update fused into the weight-gradient product:
-            faster, other float32 rounding); see ``forgetless.mlp_step``.
+            (autograd's), or fused (fewer, fused kernels at other float32 rounding: the MLP's
+            SGD update folded into the weight-gradient product, and Adam or AdamW as torch's
+            fused kernel for any model); see ``forgetless.mlp_step``.
         memory_format: the layout of a convolutional model's weights and image batches:
             contiguous (None) or channels_last (faster for the cnn on CPUs, not
             bit-identical; refused for models without convolutions).

@@ -74,7 +74,8 @@ PROTOCOLS = ("task", "domain", "class")
 
 #: The training step of fine-tuning or replay on the MLP (``FitConfig.fast_path``): ``"auto"``
 #: the hand-written step wherever it applies (autograd's numbers bit for bit), ``"off"``
-#: always autograd's, ``"fused"`` the SGD update fused into the weight-gradient product.
+#: always autograd's, ``"fused"`` fewer, fused kernels at other float32 rounding (the MLP's SGD
+#: update folded into the weight-gradient product; Adam and AdamW as torch's fused kernels).
 FAST_PATHS = ("auto", "off", "fused")
 
 #: Strategy parameters under an older name: the old name and the one that replaced it.

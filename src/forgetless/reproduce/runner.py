@@ -189,7 +189,11 @@ def format_markdown(reproduction: dict[str, Any]) -> str:
     r = reproduction
     units = r["units"]
     seeds = ",".join(str(s) for s in r["seeds"])
-    what = "mean ± sample std over seeds " + ", ".join(str(s) for s in r["seeds"])
+    what = (
+        f"one seed, {r['seeds'][0]}"
+        if len(r["seeds"]) == 1
+        else "mean ± sample std over seeds " + ", ".join(str(s) for s in r["seeds"])
+    )
     lines = [
         "```bash",
         f"forgetless reproduce {r['name']} --seeds {seeds}"
