@@ -278,3 +278,18 @@ def test_forked_and_spawned_workers_one_or_two_give_the_same_numbers(tmp_path):
     assert len(reference) == 6 and all(len(m) == 5 for m in reference.values())
     for name, matrices in out["matrices"].items():
         assert matrices == reference, name
+
+
+def test_workers_are_spawned_while_another_python_thread_runs():
+    import threading
+
+    from forgetless.sweeps import start_method
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        assert start_method() == "spawn"  # a lock that thread holds would be copied held
+    finally:
+        stop.set()
+        thread.join()

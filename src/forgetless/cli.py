@@ -73,10 +73,12 @@ def _end_process(code: int) -> None:
     logger's last writes) and the standard streams are flushed; what is skipped is the
     teardown of every module and the cycle collector's passes over them (``gc.freeze`` keeps
     them out of a collection the handlers might start). Every file a command writes is closed
-    before it returns. With another thread alive, whose end the interpreter would wait for, the
-    exit is left to the interpreter."""
+    before it returns. With another thread alive whose end the interpreter would wait for (not
+    a daemon, such as tqdm's monitor, which an exit abandons anyway), the exit is left to the
+    interpreter."""
     gc.freeze()
-    if threading.active_count() > 1:
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon for t in threading.enumerate()):
         return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
