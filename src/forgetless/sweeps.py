@@ -321,9 +321,11 @@ def start_method() -> str:
     A forked worker starts in milliseconds with torch and forgetless already imported; a
     spawned one imports them again (about two seconds, which weighed as much as two of the
     sweep benchmark's runs on every worker). Forking is safe here for what the workers use:
-    each run sets one torch thread and seeds its own generators, the native thread pools
-    (OpenBLAS, OpenMP) reset themselves in the child, and a worker opens its own index
-    connection (an inherited one is never used). Another Python thread could hold a lock at
+    each run seeds its own generators, a worker opens its own index connection (an inherited
+    one is never used), and every sweep run is set to one torch thread (:func:`run_sweep`),
+    which matters: GNU OpenMP's thread pool does not survive a fork, so a forked child that
+    runs a parallel region at 2 threads after its parent did hangs (checked with torch
+    2.13.0), while at one thread it never starts the pool. Another Python thread could hold a lock at
     the moment of the fork, so with one running the workers are spawned. The numbers are the
     same either way (tests/test_sweeps.py)."""
     forks = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
