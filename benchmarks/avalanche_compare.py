@@ -41,6 +41,18 @@ torch and of the library, reading the data, training and every evaluation (ours 
 order flipped at each repeat); ``ratio`` is the median over repeats of Avalanche's wall over
 ours, per strategy, measured in the same run. Each worker also reports its own split of the time
 (imports, data, training with evaluation). Prints one JSON object on stdout.
+
+The bound, measured in the same run: the fastest any torch program could run the protocol on
+this machine, ``python -c 'import torch'`` (a fresh process, timed in turn with the runs, its
+median) plus the protocol's matrix products at the machine's float32 matmul rate with the run's
+threads (``--worker bound``, a fresh process): training's forward and backward products (the
+eight of a step, as ``step_speed.py`` times them at batch 128: its ``step_products``), each
+evaluation's forward products (timed at Avalanche's evaluation batch, 1024), and what the
+strategy adds by its definition (Avalanche's EWC: a forward and backward pass over each task's
+data for the Fisher; its replay: a memory batch as large as the new one beside each batch after
+the first task). Everything else (data, losses, updates, the library) is taken to cost nothing,
+so no program is faster; ``avalanche / bound`` above 5 is what would let a 5x ratio be reached at
+all. The summary gives each side's wall over the bound beside the ratio.
 """
 
 from __future__ import annotations
@@ -84,6 +96,8 @@ OURS: dict[str, list[tuple[str, list[str]]]] = {
     ],
 }
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+LAYERS = [(784, 400), (400, 400), (400, 10)]
+TRAIN_BATCH, EVAL_BATCH = 128, 1024
 
 
 # --- the Avalanche worker (runs under --avalanche-python) --------------------------------------
@@ -191,6 +205,72 @@ def avalanche_worker(strategy: str, data_dir: Path, seed: int, threads: int) -> 
     }
 
 
+# --- the bound (runs under this environment's python, as a fresh process) --------------------
+
+
+def protocol_flop(train_sizes: list[int], tests: int) -> dict[str, tuple[float, float]]:
+    """Each strategy's (training, evaluation) FLOPs of matrix products on the protocol: tasks
+    of ``train_sizes`` examples, the ``tests`` test examples evaluated after each task."""
+    step = sum(2 * i * o * (2 if k == 0 else 3) for k, (i, o) in enumerate(LAYERS))
+    forward = sum(2 * i * o for i, o in LAYERS)
+    trained = sum(train_sizes)
+    # What each strategy's definition adds to plain training, in training examples: EWC's
+    # Fisher, a forward and backward pass over each task's data; replay's memory batch.
+    extra = {"naive": 0, "ewc": trained, "replay": sum(train_sizes[1:])}
+    evaluated = len(train_sizes) * tests
+    return {name: ((trained + more) * step, evaluated * forward) for name, more in extra.items()}
+
+
+def bound_worker(data_dir: Path, seed: int, threads: int) -> dict[str, Any]:
+    """The protocol's matrix products and this machine's float32 rate for them."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from forgetless.scenarios import make_stream
+    from step_speed import best_time, step_products
+
+    torch.set_num_threads(threads)
+    stream = make_stream("split-mnist", seed=seed, data_dir=str(data_dir))
+    train_sizes = [len(task.train) for task in stream.tasks]
+    tests = sum(len(task.test) for task in stream.tasks)  # the whole test set
+    step, step_flop = step_products(LAYERS, TRAIN_BATCH, torch.float32)
+    step_wall, _ = best_time(step)
+    weights = [torch.randn(o, i) for i, o in LAYERS]
+    biases = [torch.randn(o) for _, o in LAYERS]
+    inputs = [torch.randn(EVAL_BATCH, i) for i, _ in LAYERS]
+
+    def forward() -> None:
+        for w, b, x in zip(weights, biases, inputs, strict=True):
+            torch.addmm(b, x, w.t())
+
+    forward_wall, _ = best_time(forward)
+    forward_flop = sum(2 * EVAL_BATCH * i * o for i, o in LAYERS)
+    step_rate, forward_rate = step_flop / step_wall, forward_flop / forward_wall
+    seconds = {}
+    for strategy, (train_flop, eval_flop) in protocol_flop(train_sizes, tests).items():
+        seconds[strategy] = {
+            "train_flop": train_flop,
+            "eval_flop": eval_flop,
+            "products_s": train_flop / step_rate + eval_flop / forward_rate,
+        }
+    return {
+        "threads": threads,
+        "train_step_gflops": round(step_rate / 1e9, 1),
+        "eval_forward_gflops": round(forward_rate / 1e9, 1),
+        "train_examples": train_sizes,
+        "test_examples": tests,
+        "strategies": seconds,
+    }
+
+
+def _bound(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "bound",
+               "--data-dir", str(args.data_dir), "--seed", str(args.seed),
+               "--threads", str(args.threads)]  # fmt: skip
+    _, out = _timed(command, env)
+    return json.loads(out.strip().splitlines()[-1])
+
+
 # --- the parent: alternate runs, time whole processes -------------------------------------------
 
 
@@ -288,8 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/avalanche_compare.json")
     )
-    parser.add_argument("--worker", choices=STRATEGIES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=[*STRATEGIES, "bound"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "bound":
+        print(json.dumps(bound_worker(args.data_dir, args.seed, args.threads)))
+        return 0
     if args.worker:
         report = avalanche_worker(args.worker, args.data_dir, args.seed, args.threads)
         print(json.dumps(report))
@@ -323,7 +406,11 @@ def _measure(args: argparse.Namespace, env: dict[str, str], raw_dir: Path) -> in
     _ours(OURS["naive"][0][1], args, env)
     load_at_start = os.getloadavg()
     runs: dict[str, list[dict[str, Any]]] = {}
+    import_torch: list[float] = []
+    bounds: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
+        import_torch.append(_timed([sys.executable, "-c", "import torch"], env)[0])
+        bounds.append(_bound(args, env))
         for strategy in args.strategies:
             sides = [("avalanche", strategy, None)] + [
                 (name, strategy, options) for name, options in OURS[strategy]
@@ -346,15 +433,28 @@ def _measure(args: argparse.Namespace, env: dict[str, str], raw_dir: Path) -> in
                     flush=True,
                 )
 
+    torch_s = statistics.median(import_torch)
+    # The fastest rates seen: the bound is a floor, so it takes the machine at its best.
+    products = {
+        strategy: min(b["strategies"][strategy]["products_s"] for b in bounds)
+        for strategy in STRATEGIES
+    }
     summary = {}
     for strategy in args.strategies:
         theirs = runs[f"avalanche-{strategy}"]
+        bound_s = torch_s + products[strategy]
+        avalanche_wall = statistics.median(a["wall"] for a in theirs)
         for name, _ in OURS[strategy]:
             ours = runs[name]
             ratios = [a["wall"] / b["wall"] for a, b in zip(theirs, ours, strict=True)]
             summary[f"{strategy}: avalanche / {name}"] = {
                 "wall_ratio_median": round(statistics.median(ratios), 2),
                 "wall_ratios": [round(r, 2) for r in ratios],
+                "bound_s": round(bound_s, 2),
+                "avalanche_over_bound": round(avalanche_wall / bound_s, 2),
+                "forgetless_over_bound": round(
+                    statistics.median(b["wall"] for b in ours) / bound_s, 2
+                ),
                 "avalanche_acc": round(100 * theirs[0]["acc"], 2),
                 "forgetless_acc": round(100 * ours[0]["acc"], 2),
             }
@@ -365,6 +465,12 @@ def _measure(args: argparse.Namespace, env: dict[str, str], raw_dir: Path) -> in
         "threads": args.threads,
         "repeats": args.repeats,
         "summary": summary,
+        "bound": {
+            "import_torch_s": [round(t, 3) for t in import_torch],
+            "import_torch_median_s": round(torch_s, 3),
+            "products_s": {k: round(v, 3) for k, v in products.items()},
+            "measurements": bounds,
+        },
         "runs": runs,
         "load_average_at_start": load_at_start,
         "load_average": os.getloadavg(),

@@ -94,10 +94,15 @@ timing(forgetless.data, "load", "read data")
 timing(experiment, "prepare", "prepare")
 sys.argv = ["forgetless", *sys.argv[1:]]
 t = time.perf_counter()
-code = main()
-marks["command"] = time.perf_counter() - t
-print(json.dumps({"began": began, "ended": time.time(), "marks": marks}), file=sys.stderr)
-sys.exit(code)
+def report():
+    # At exit: the command line's main() may end the process itself (after the exit handlers).
+    # Registered last, this handler runs first; the "exit" phase is what follows it.
+    marks["command"] = time.perf_counter() - t
+    print(json.dumps({"began": began, "ended": time.time(), "marks": marks}), file=sys.stderr,
+          flush=True)
+import atexit
+atexit.register(report)
+sys.exit(main())
 """
 
 

@@ -50,3 +50,19 @@ def test_the_comparison_skips_with_a_clear_message_without_avalanche(tmp_path):
     assert "skipped" in done.stderr and "has no avalanche package" in done.stderr
     assert "has no avalanche package" in json.loads(done.stdout)["skipped"]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_bound_counts_the_protocols_matrix_products_by_hand():
+    spec = importlib.util.spec_from_file_location(
+        "avalanche_compare", ROOT / "benchmarks" / "avalanche_compare.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flop = module.protocol_flop([100, 50], tests=10)
+    # 784-400-400-10: forward 2*(784*400 + 400*400 + 400*10) per example; a training step adds
+    # the weight gradients of all three layers and the input gradients of the last two.
+    forward = 2 * (313_600 + 160_000 + 4_000)
+    step = forward + 2 * (313_600 + 160_000 + 4_000) + 2 * (160_000 + 4_000)
+    assert flop["naive"] == (150 * step, 2 * 10 * forward)
+    assert flop["ewc"] == (300 * step, 2 * 10 * forward)
+    assert flop["replay"] == (200 * step, 2 * 10 * forward)

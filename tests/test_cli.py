@@ -207,20 +207,25 @@ def test_a_flag_given_at_its_default_value_still_wins_over_the_config_file(tmp_p
     assert config["iterations"] == 2 and config["hidden"] == [8]  # the file's, where no flag
 
 
-def test_only_a_command_line_run_freezes_its_objects_for_a_quick_exit():
-    # In a fresh process: freezing would keep this test process's garbage forever.
+def test_only_a_command_line_run_ends_its_process_itself_after_the_exit_handlers():
+    # In a fresh process: a command-line call never returns. Its output still arrives (stdout
+    # is a pipe here, so buffered), the atexit handlers run, and the exit code is the command's.
     import subprocess
     import sys
 
     probe = (
-        "import contextlib, gc, io, sys\n"
+        "import atexit, gc, sys\n"
         "from forgetless.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['strategies', 'ewc'])\n"
-        "    called = gc.get_freeze_count()\n"
-        "    sys.argv = ['forgetless', 'strategies', 'ewc']\n"
-        "    code = main()\n"
-        "print(called, gc.get_freeze_count() > 0, code, 'torch' in sys.modules)\n"
+        "main(['strategies', 'ewc'])\n"
+        "print('returned', gc.get_freeze_count(), 'torch' in sys.modules)\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "sys.argv = ['forgetless', 'strategies', 'no-such-strategy']\n"
+        "main()\n"
+        "print('not reached')\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["0", "True", "0", "True"]
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr  # the command's code: an unknown strategy
+    lines = done.stdout.splitlines()
+    assert "returned 0 True" in lines  # called with argv: it returned, nothing frozen
+    assert lines[-1] == "exit handler ran" and "not reached" not in lines
+    assert "unknown strategy 'no-such-strategy'" in done.stderr

@@ -70,6 +70,40 @@ def test_the_torch_free_name_lists_match_the_registries():
     assert (names.MODELS, names.OPTIMIZERS, names.ROUTERS) == (MODEL_NAMES, OPTIMIZERS, ROUTERS)
 
 
+def test_a_run_imports_only_the_strategies_it_uses():
+    # In a fresh process: this one has imported every strategy already.
+    code = (
+        "import json, sys\n"
+        "from forgetless.cli import main\n"
+        "main(['run', '--scenario', 'split-digits', '--strategy', 'ewc', '--iterations', '2',\n"
+        "      '--hidden', '8', '--no-progress', '--json', '--threads', '1'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('forgetless.strategies.'))\n"
+        "from forgetless.strategies import STRATEGIES, HAT, make_strategies\n"
+        "try:\n"
+        "    make_strategies('ewc+hatt')\n"
+        "except Exception as err:\n"
+        "    error = str(err)\n"
+        "hat = STRATEGIES['hat'] is HAT and 'forgetless.strategies.hat' in sys.modules\n"
+        "every = all(STRATEGIES[n].name == n for n in STRATEGIES)\n"
+        "print(json.dumps([loaded, error, hat, every]), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded, error, hat, every = json.loads(done.stderr.strip().splitlines()[-1])
+    # EWC's module and what it imports (the quadratic penalty its family shares), and the two
+    # the hand-written MLP step checks a run against (mlp_step.refusal); none of the other 22
+    assert loaded == [
+        "forgetless.strategies.base",
+        "forgetless.strategies.ewc",
+        "forgetless.strategies.finetune",
+        "forgetless.strategies.quadratic",
+        "forgetless.strategies.replay",
+    ]
+    assert error.startswith("unknown strategy 'hatt' (did you mean 'hat'?); known: finetune,")
+    assert hat and every
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["frontier", "--help"]])
 def test_help_imports_no_torch(argv):
     code = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import warnings
 
 import pytest
@@ -14,7 +15,7 @@ from forgetless import ConfigError
 from forgetless.buffer import MemoryBuffer
 from forgetless.cli import main
 from forgetless.experiment import RunConfig, run
-from forgetless.runs import RunIndex, RunStore, load_snapshot
+from forgetless.runs import IndexCorrupt, RunIndex, RunStore, load_snapshot
 from forgetless.state import flatten, pack, unflatten, unpack
 
 
@@ -304,3 +305,24 @@ def test_a_run_found_complete_under_its_lock_is_tidied_by_the_holder(tmp_path):
     finally:
         lock.release()
     assert not leftover.exists()
+
+
+def test_the_index_keeps_its_connection_yet_follows_a_replaced_or_deleted_file(tmp_path):
+    path = tmp_path / "index.sqlite"
+    index = RunIndex(path)
+    index.upsert("a", config_hash="a", status="running")
+    first = index._open()
+    index.update("a", status="complete")
+    assert index._open() is first  # one connection for every call
+    other = RunIndex(tmp_path / "other.sqlite")
+    other.upsert("b", config_hash="b", status="running")
+    other.close()
+    os.replace(tmp_path / "other.sqlite", path)  # another file takes the index's place, as
+    for name in ("index.sqlite-wal", "index.sqlite-shm"):  # the store rebuilds a corrupt one
+        (tmp_path / name).unlink(missing_ok=True)
+    assert [r["id"] for r in index.find()] == ["b"]
+    assert index._open() is not first
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(IndexCorrupt, match="was deleted"):
+        index.get("b")

@@ -78,6 +78,51 @@ def test_a_run_never_imports_torch_dynamo():
     assert out.stdout.strip() == "False"
 
 
+def test_a_stored_run_and_its_resume_never_import_torch_dynamo(tmp_path):
+    # The store reads the optimiser's state after every task and loads it to resume: both
+    # without dynamo, and the resumed run ends with the uninterrupted one's numbers.
+    code = (
+        "import sys, json, warnings; warnings.simplefilter('ignore')\n"
+        "from forgetless.experiment import RunConfig\n"
+        "from forgetless.runs import RunStore\n"
+        "c = RunConfig(scenario='split-digits', strategy='ewc', optimizer='adam', lr=0.003,\n"
+        "              iterations=20, hidden=[16], seed=0, threads=1, progress=False)\n"
+        "whole = RunStore(sys.argv[1] + '/whole').execute(c).accuracy_matrix\n"
+        "store = RunStore(sys.argv[1] + '/cut')\n"
+        "def stop(record):\n"
+        "    if record['event'] == 'task' and record['task'] == 3:\n"
+        "        raise KeyboardInterrupt\n"
+        "try:\n"
+        "    store.execute(c, on_event=stop)\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "resumed = RunStore(sys.argv[1] + '/cut').execute(c).accuracy_matrix\n"
+        "(events,) = __import__('pathlib').Path(sys.argv[1], 'cut').glob('*/events.jsonl')\n"
+        "again = '\"resume\"' in events.read_text()\n"
+        "print(json.dumps(['torch._dynamo' in sys.modules, whole == resumed, again]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[false, true, true]"
+
+
+def test_the_optimiser_state_without_dynamo_is_the_public_methods_state():
+    model = torch.nn.Linear(4, 2)
+    optimizer = build_optimizer(torch.optim.Adam, model.parameters(), lr=0.01)
+    model(torch.randn(3, 4)).sum().backward()
+    take_step(optimizer)
+    mine = optimizer.state_dict()
+    public = torch.optim.Optimizer.state_dict(optimizer)
+    assert mine["param_groups"] == public["param_groups"]
+    for key, value in public["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(mine["state"][key][name], tensor)
+    other = build_optimizer(torch.optim.Adam, torch.nn.Linear(4, 2).parameters(), lr=0.5)
+    other.load_state_dict(mine)
+    assert other.param_groups[0]["lr"] == 0.01
+
+
 def test_hooks_and_schedulers_take_the_public_step():
     torch.manual_seed(0)
     models = [torch.nn.Linear(4, 2) for _ in range(2)]

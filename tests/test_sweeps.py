@@ -239,3 +239,57 @@ def test_warnings_from_sweep_workers_print_like_the_command_line_with_their_run(
     assert line.startswith("forgetless: warning: the model barely learned")
     assert re.search(r"\(split-digits_finetune_s0_[0-9a-f]{16}\)$", line)
     assert "RuntimeWarning" not in err and ".py:" not in err
+
+
+_SAME_ANY_WAY = r"""
+import json, sys
+from pathlib import Path
+from forgetless import sweeps
+from forgetless.runs import RunStore
+spec = {"seeds": [0, 1], "base": {"scenario": "split-digits", "iterations": 40},
+        "grid": [{"strategy": ["finetune", "ewc", "replay"]}]}
+root = Path(sys.argv[1])
+chosen = sweeps.start_method()
+matrices, methods = {}, []
+for method in ("fork", "spawn"):
+    sweeps.start_method = lambda method=method: method
+    for workers in (1, 2):
+        store = root / f"{method}-{workers}"
+        report = sweeps.run_sweep(sweeps.sweep_from_dict(spec), store, workers=workers)
+        assert len(report.done) == 6 and not report.failed, report.failed
+        runs = RunStore(store)
+        matrices[f"{method}-{workers}"] = {i: runs.result(i).accuracy_matrix for i in report.done}
+print(json.dumps({"chosen": chosen, "matrices": matrices}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux only")
+def test_forked_and_spawned_workers_one_or_two_give_the_same_numbers(tmp_path):
+    # In a fresh process: one Python thread, so the sweep forks its workers, as the command
+    # line's does (a test process may run other threads).
+    done = subprocess.run(
+        [sys.executable, "-c", _SAME_ANY_WAY, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["chosen"] == "fork"
+    reference = out["matrices"]["spawn-1"]
+    assert len(reference) == 6 and all(len(m) == 5 for m in reference.values())
+    for name, matrices in out["matrices"].items():
+        assert matrices == reference, name
+
+
+def test_workers_are_spawned_while_another_python_thread_runs():
+    import threading
+
+    from forgetless.sweeps import start_method
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        assert start_method() == "spawn"  # a lock that thread holds would be copied held
+    finally:
+        stop.set()
+        thread.join()

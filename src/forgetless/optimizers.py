@@ -4,8 +4,10 @@ Every ``torch.optim`` optimiser imports ``torch._dynamo`` (the ``torch.compile``
 1 s of imports: sympy, ``torch.fx``, inductor's configuration) the first time it adds a parameter
 group (``add_param_group`` is wrapped by ``torch._disable_dynamo``), clears gradients
 (``zero_grad``, the same wrapper) or steps (``step`` is wrapped by a function that imports it to
-place a graph break). Under plain eager execution those wrappers do nothing else: they exist so
-that ``torch.compile`` treats the optimiser well. The engine never compiles, so for a run of a
+place a graph break); ``state_dict`` and ``load_state_dict`` (a run store's checkpoint after each
+task, and resuming from one) carry the same ``torch._disable_dynamo`` wrapper. Under plain eager
+execution those wrappers do nothing else: they exist so that ``torch.compile`` treats the
+optimiser well. The engine never compiles, so for a run of a
 few seconds that import is a quarter of what the user waits for.
 
 These functions call the same methods with those wrappers peeled off: the same arithmetic, in
@@ -43,6 +45,10 @@ def _peeled(method: Any, wrappers: tuple[str, ...]) -> Callable[..., Any] | None
 # torch._disable_dynamo's wrapper is called ``inner``; Optimizer.step is wrapped by
 # profile_hook_step's ``wrapper`` around _use_grad_for_differentiable's ``_use_grad``.
 _ADD_PARAM_GROUP = _peeled(Optimizer.add_param_group, ("inner",))
+_STATE_METHODS = {
+    name: _peeled(getattr(Optimizer, name), ("inner",))
+    for name in ("state_dict", "load_state_dict")
+}
 _STEP_WRAPPERS = ("wrapper", "_use_grad")
 
 
@@ -64,7 +70,24 @@ def build_optimizer(cls: type[Optimizer], params: Iterable[Any], **options: Any)
         cls.__init__(optimizer, params, **options)
     finally:
         optimizer.__dict__.pop("add_param_group", None)
+    for name, raw in _STATE_METHODS.items():
+        # Instance attributes, as add_param_group's above, kept: a checkpoint reads the state
+        # after every task. Where the class has its own method, that one is left to run.
+        if raw is not None and getattr(cls, name) is getattr(Optimizer, name):
+            setattr(optimizer, name, types.MethodType(_state_method(name, raw), optimizer))
     return optimizer
+
+
+def _state_method(name: str, raw: Callable[..., Any]) -> Callable[..., Any]:
+    """``Optimizer.<name>`` without its dynamo wrapper, or with it once dynamo is loaded."""
+    public = getattr(Optimizer, name)
+
+    def method(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        return (public if _dynamo_loaded() else raw)(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = public.__doc__
+    return method
 
 
 def clear_grads(optimizer: Optimizer) -> None:

@@ -67,7 +67,7 @@ def _load_builtin_classes() -> None:
     # The built-in restorable classes live in these modules; importing them registers them.
     # The module names are fixed here: nothing a file says chooses what is imported.
     import forgetless.buffer
-    import forgetless.strategies  # noqa: F401
+    import forgetless.strategies.quadratic  # noqa: F401  (the package imports its classes lazily)
 
 
 def _restorable_class(name: Any, where: str) -> type:

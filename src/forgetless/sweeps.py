@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import random
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -277,10 +278,8 @@ def execute_one(
     stderr naming the holder; then its result is taken as it is, or, if the holder died, the
     run is continued here. Each process writes one run at a time, so waiting cannot deadlock.
     """
-    from forgetless.runs import RunStore
-
     config = RunConfig.from_dict(config_data)
-    run_store = RunStore(store, keep_weights)
+    run_store = _worker_store(store, keep_weights)
     run_id = run_store.run_id(config)
     with warnings.catch_warnings():
         # As the command line prints them, with the run they came from: many runs share one
@@ -293,17 +292,53 @@ def execute_one(
     return run_id, None
 
 
+#: A worker's stores, kept between its runs: the index's connection stays open (see
+#: forgetless.runs.index), and the index file is checked once per worker, not once per run.
+_STORES: dict[tuple[str, bool], Any] = {}
+
+
+def _worker_store(store: str, keep_weights: bool) -> Any:
+    """The store at ``store`` for this process's runs: the one kept, unless its index file is
+    gone (a store deleted meanwhile starts afresh, as a new RunStore would)."""
+    from forgetless.runs import RunStore
+    from forgetless.runs.store import INDEX_NAME
+
+    key = (store, keep_weights)
+    kept = _STORES.get(key)
+    if kept is None or not (Path(store) / INDEX_NAME).exists():
+        kept = _STORES[key] = RunStore(store, keep_weights)
+    return kept
+
+
 def _say(message: str) -> None:
     print(f"forgetless: {message}", file=sys.stderr, flush=True)
+
+
+def start_method() -> str:
+    """How the local backend starts its workers: ``"fork"`` on Linux while this process runs
+    one Python thread, else ``"spawn"``.
+
+    A forked worker starts in milliseconds with torch and forgetless already imported; a
+    spawned one imports them again (about two seconds, which weighed as much as two of the
+    sweep benchmark's runs on every worker). Forking is safe here for what the workers use:
+    each run seeds its own generators, a worker opens its own index connection (an inherited
+    one is never used), and every sweep run is set to one torch thread (:func:`run_sweep`),
+    which matters: GNU OpenMP's thread pool does not survive a fork, so a forked child that
+    runs a parallel region at 2 threads after its parent did hangs (checked with torch
+    2.13.0), while at one thread it never starts the pool. Another Python thread could hold a lock at
+    the moment of the fork, so with one running the workers are spawned. The numbers are the
+    same either way (tests/test_sweeps.py)."""
+    forks = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    return "fork" if forks and threading.active_count() == 1 else "spawn"
 
 
 def _run_local(pending, store, workers, address, keep_weights=True):
     if not pending:
         return
-    context = multiprocessing.get_context("spawn")
-    # Workers are reused: starting a process (importing torch, loading the data) costs more than
-    # a small run. Nothing a run leaves behind changes the next one's numbers (each seeds its
-    # own generators; peak memory is counted per run).
+    context = multiprocessing.get_context(start_method())
+    # Workers are reused: starting a process costs more than a small run. Nothing a run leaves
+    # behind changes the next one's numbers (each seeds its own generators and sets its
+    # threads; peak memory is counted per run).
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
     )
@@ -361,6 +396,7 @@ __all__ = [
     "load_sweep",
     "mean_and_spread",
     "run_sweep",
+    "start_method",
     "summarise",
     "sweep_from_dict",
 ]

@@ -1,9 +1,10 @@
 """The first thing a sweep's worker process runs: tie its life to its parent's.
 
 A worker killed with its sweep must not live on: an orphan keeps hundreds of MB, and keeps
-writing a run that the restarted sweep is about to continue. So before a worker imports
-anything heavy (this module imports only the standard library, and ``forgetless/__init__.py``
-imports nothing heavy on its own), :func:`die_with_parent`:
+writing a run that the restarted sweep is about to continue. So before a worker runs anything
+(a spawned worker: before it imports anything heavy; this module imports only the standard
+library, and ``forgetless/__init__.py`` imports nothing heavy on its own; a forked one has its
+parent's modules already), :func:`die_with_parent`:
 
 - on Linux, asks the kernel to SIGKILL the worker when its parent dies
   (``prctl(PR_SET_PDEATHSIG)``);

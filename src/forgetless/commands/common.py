@@ -20,7 +20,12 @@ def runs_bar() -> Iterator[Callable[[int, int, float], None]]:
     callback that sweeps call after each run."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=None, unit="run", file=sys.stderr, disable=None) as bar:
+    class RunsBar(tqdm):
+        # No monitor thread: the bar is redrawn at every run anyway, and with no second
+        # thread running a local sweep can fork its workers (forgetless.sweeps.start_method).
+        monitor_interval = 0
+
+    with RunsBar(total=None, unit="run", file=sys.stderr, disable=None) as bar:
 
         def progress(done: int, total: int, left: float) -> None:
             bar.total = total
