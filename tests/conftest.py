@@ -48,3 +48,79 @@ def sweeps_run(monkeypatch):
 
     monkeypatch.setattr(sweeps, "run_sweep", recording)
     return reports
+
+
+# Crash tests of the command line: a child process that kills itself with SIGKILL at a chosen
+# write point of the run store (forgetless.runs.faults) is a kill -9 at a known moment, so a
+# short run does, where a kill from outside needed a run long enough to catch it part way.
+COMMAND_LINE = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture
+def traced(tmp_path):
+    """``traced(execute)``: calls ``execute()`` with the write points logged; returns what it
+    returned and the names of the points it reached, in order."""
+    from forgetless.runs import faults
+
+    def trace(execute):
+        log = tmp_path / "write-points.txt"
+        log.unlink(missing_ok=True)
+        faults.arm(None, log=str(log))
+        try:
+            returned = execute()
+        finally:
+            faults.arm(None)
+        return returned, log.read_text().splitlines()
+
+    return trace
+
+
+@pytest.fixture
+def killed_command():
+    """``killed_command(args, target, fork=True)``: runs ``forgetless ARGS`` in a child process
+    that kills itself with SIGKILL at its ``target``-th write point (counting from 1); fails
+    unless it died so; returns the child's pid. The child is this process forked (torch already
+    imported: seconds less each), or with ``fork=False`` a new interpreter."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import warnings
+
+    from forgetless.cli import main
+    from forgetless.runs import faults
+
+    def kill(args, target, fork=True):
+        if not fork:
+            child = subprocess.Popen(
+                [sys.executable, "-c", COMMAND_LINE, *args],
+                env={**os.environ, faults.ENV: f"{target}:kill"},
+                stdout=subprocess.DEVNULL,
+            )
+            assert child.wait(300) == -signal.SIGKILL, "the run ended before its write point"
+            return child.pid
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            try:
+                warnings.simplefilter("ignore")
+                faults.arm(target, "kill")
+                main(args)
+            finally:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+            f"the run ended before its write point (status {status})"
+        )
+        return pid
+
+    return kill
+
+
+@pytest.fixture(scope="session")
+def task_il_finetune():
+    """Fine-tuning on ``task_il.QUICK``: one run, read (never changed) by the tests of the
+    task-IL methods, which must beat the forgetting it shows."""
+    from forgetless.experiment import run
+    from task_il import QUICK
+
+    return run(strategy="finetune", **QUICK)

@@ -20,17 +20,7 @@ from forgetless.models import build_model
 from forgetless.scenarios import make_stream
 from forgetless.strategies import HAT, Strategy
 from forgetless.strategies.hat import Attention, anneal, compensation
-
-QUICK = dict(
-    scenario="split-digits",
-    protocol="task",
-    hidden=[32, 32],
-    iterations=80,
-    optimizer="adam",
-    lr=0.005,
-    threads=1,
-    progress=False,
-)
+from task_il import QUICK
 
 
 def _stream(tasks=5):
@@ -227,31 +217,26 @@ def test_test_gates_are_the_step_function_or_the_sigmoid_at_s_max():
 # On the digits
 
 
-@pytest.fixture(scope="module")
-def finetune():
-    return run(strategy="finetune", **QUICK)
-
-
-def test_hat_learns_every_task_and_keeps_each_exactly(finetune):
+def test_hat_learns_every_task_and_keeps_each_exactly(task_il_finetune):
     result = run(strategy="hat", **QUICK)
     m = result.metrics
     assert m["bwt"] == 0.0  # binarised gates: every weight a task uses is fixed after it
     R = result.accuracy_matrix
     assert all(R[i][j] == R[j][j] for i in range(5) for j in range(i))
-    assert m["acc"] > 0.95 and m["acc"] > finetune.metrics["acc"] + 0.2
-    assert finetune.metrics["bwt"] < -0.2
+    assert m["acc"] > 0.95 and m["acc"] > task_il_finetune.metrics["acc"] + 0.2
+    assert task_il_finetune.metrics["bwt"] < -0.2
     report = result.strategy_reports["hat"]
     for layer in report["layers"].values():  # each task uses some units; together, most
         assert all(0 < n < 32 for n in layer["tasks"]) and layer["used"] > 16
     assert 0.5 < report["fixed"] < 1
 
 
-def test_hat_with_the_authors_test_gates_forgets_almost_nothing(finetune):
+def test_hat_with_the_authors_test_gates_forgets_almost_nothing(task_il_finetune):
     result = run(strategy="hat", strategy_params={"binary": False}, **QUICK)
     # sigmoid(s_max e) at test: unsaturated gates leave their weights partly free (measured
     # +0.002 on seed 0: the moved weights happen to help).
     assert abs(result.metrics["bwt"]) < 0.01
-    assert result.metrics["acc"] > finetune.metrics["acc"] + 0.2
+    assert result.metrics["acc"] > task_il_finetune.metrics["acc"] + 0.2
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,6 @@ with the task given, keep each one exactly (BWT 0); grown models resume; wrong p
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import warnings
 
 import pytest
@@ -23,23 +18,7 @@ from forgetless.runs import RunIndex, RunStore
 from forgetless.scenarios import make_stream
 from forgetless.strategies import EWC, SI, PackNet, Strategy
 from forgetless.strategies.packnet import FREE
-
-# Task-IL split digits, small enough for a quick suite, long enough to learn each task.
-QUICK = dict(
-    scenario="split-digits",
-    protocol="task",
-    hidden=[32, 32],
-    iterations=80,
-    optimizer="adam",
-    lr=0.005,
-    threads=1,
-    progress=False,
-)
-
-
-@pytest.fixture(scope="module")
-def finetune():
-    return run(strategy="finetune", **QUICK)
+from task_il import QUICK
 
 
 class Snapshots(Strategy):
@@ -81,20 +60,20 @@ def _train(strategies, model="mlp", tasks=5, **loop):
 # Progressive networks
 
 
-def test_pnn_learns_every_task_and_keeps_each_exactly(finetune):
+def test_pnn_learns_every_task_and_keeps_each_exactly(task_il_finetune):
     result = run(strategy="pnn", **QUICK)
     m = result.metrics
     assert m["bwt"] == 0.0
     R = result.accuracy_matrix
     assert all(R[i][j] == R[j][j] for i in range(5) for j in range(i))
-    assert m["acc"] > 0.95 and m["acc"] > finetune.metrics["acc"] + 0.08
-    assert finetune.metrics["bwt"] < -0.05  # while fine-tuning forgets
+    assert m["acc"] > 0.95 and m["acc"] > task_il_finetune.metrics["acc"] + 0.08
+    assert task_il_finetune.metrics["bwt"] < -0.05  # while fine-tuning forgets
     # The model grows by one column (and its adapters) per task, as reported.
     report = result.strategy_reports["pnn"]
     sizes = [s["parameters"] for s in result.model_size]
     assert report["columns"] == 5
     assert sizes == [sum(report["column_parameters"][: k + 1]) for k in range(5)]
-    assert sizes[0] == finetune.model_size[0]["parameters"]  # column 0 is the model itself
+    assert sizes[0] == task_il_finetune.model_size[0]["parameters"]  # column 0 is the model itself
     trainable = [s["trainable"] for s in result.model_size]
     assert trainable == report["column_parameters"]  # each task trains its own column only
 
@@ -208,10 +187,13 @@ def test_packnet_keeps_every_task_exactly_whatever_the_optimiser(optimizer, keep
         assert torch.equal(final[f"body.{layer}.bias"], spy._copies[0][f"body.{layer}.bias"])
 
 
-def test_packnet_learns_every_task(finetune):
+def test_packnet_learns_every_task(task_il_finetune):
     result = run(strategy="packnet", **QUICK)
     assert result.metrics["bwt"] == 0.0
-    assert result.metrics["acc"] > 0.9 and result.metrics["acc"] > finetune.metrics["acc"] + 0.05
+    assert (
+        result.metrics["acc"] > 0.9
+        and result.metrics["acc"] > task_il_finetune.metrics["acc"] + 0.05
+    )
 
 
 def test_packnet_retrains_at_the_retraining_rate_and_restores_the_rate_after():
@@ -361,33 +343,25 @@ def test_a_grown_model_resumed_after_a_crash_ends_as_if_never_stopped(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["pnn", "hat", "hypermask", "specialists"])
-def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(tmp_path, strategy):
+def test_kill_9_mid_run_of_a_growing_model_then_resume_from_the_command_line(
+    tmp_path, strategy, traced, killed_command
+):
+    config = RunConfig(**{**QUICK, "iterations": 25}, strategy=strategy, seed=4)
+    expected, points = traced(lambda: RunStore(tmp_path / "reference").execute(config))
+    # Killed once the third task is trained, before any of it is on disk: as a kill -9 part
+    # way through that task, with two tasks checkpointed (and the model grown twice).
+    third = [i for i, name in enumerate(points, 1) if name == "event task: half written"][2]
+    store = tmp_path / "store"
     args = [
         "run", "--scenario", "split-digits", "--protocol", "task", "--strategy", strategy,
-        "--hidden", "32,32", "--iterations", "300", "--optimizer", "adam", "--lr", "0.005",
-        "--threads", "1", "--no-progress", "--seed", "4", "--store", str(tmp_path),
+        "--hidden", "32,32", "--iterations", "25", "--optimizer", "adam",
+        "--lr", "0.005", "--threads", "1", "--no-progress", "--seed", "4", "--store", str(store),
     ]  # fmt: skip
-    code = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))"
-    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL)
-    deadline = time.time() + 180
-
-    def tasks_done() -> int:
-        if not (tmp_path / "index.sqlite").exists():
-            return 0
-        rows = RunIndex(tmp_path / "index.sqlite").find()
-        return rows[0]["tasks_done"] if rows else 0
-
-    while tasks_done() < 2:
-        assert child.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    (row,) = RunIndex(tmp_path / "index.sqlite").find()
-    assert row["status"] == "interrupted" and 2 <= row["tasks_done"] < 5
-    folder = tmp_path / row["id"]
+    killed_command(args, third)
+    (row,) = RunIndex(store / "index.sqlite").find()
+    assert (row["status"], row["tasks_done"]) == ("interrupted", 2)
+    folder = store / row["id"]
     assert main(["run", "--resume", str(folder), "--json"]) == 0
     resumed = json.loads((folder / "result.json").read_text())
-    expected = run(RunConfig(**{**QUICK, "iterations": 300}, strategy=strategy, seed=4))
     assert resumed["accuracy_matrix"] == expected.accuracy_matrix
     assert resumed["model_size"] == expected.model_size

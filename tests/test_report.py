@@ -134,6 +134,7 @@ def test_a_strength_sweep_gets_a_frontier_and_analysis_svgs_are_embedded(tmp_pat
         build_report(sweep, extra_figures=[bad])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_the_report_renders_in_headless_chromium_offline(results, tmp_path):
     page = tmp_path / "report.html"

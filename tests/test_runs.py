@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
-import time
 import warnings
 
 import pytest
@@ -166,46 +161,33 @@ def test_two_processes_writing_the_index_at_once_lose_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_resume_from_the_command_line(tmp_path):
+def test_kill_9_mid_run_then_resume_from_the_command_line(tmp_path, traced, killed_command):
+    config = RunConfig(
+        scenario="split-digits",
+        strategy="replay",
+        strategy_params={"buffer_size": 40},
+        iterations=60,
+        seed=3,
+        threads=1,
+        progress=False,
+    )
+    expected, points = traced(lambda: RunStore(tmp_path / "reference").execute(config))
+    # A new interpreter, killed once its third task is trained, before any of it is on disk.
+    third = [i for i, name in enumerate(points, 1) if name == "event task: half written"][2]
+    store = tmp_path / "store"
     args = [
         "run", "--scenario", "split-digits", "--strategy", "replay", "--buffer-size", "40",
-        "--iterations", "400", "--threads", "1", "--no-progress", "--seed", "3",
-        "--store", str(tmp_path),
+        "--iterations", "60", "--threads", "1", "--no-progress", "--seed", "3",
+        "--store", str(store),
     ]  # fmt: skip
-    code = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))"
-    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL)
-    deadline = time.time() + 120
-
-    def tasks_done() -> int:
-        if not (tmp_path / "index.sqlite").exists():
-            return 0
-        rows = RunIndex(tmp_path / "index.sqlite").find()
-        return rows[0]["tasks_done"] if rows else 0
-
-    while tasks_done() < 2:
-        assert child.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    (row,) = RunIndex(tmp_path / "index.sqlite").find()
+    pid = killed_command(args, third, fork=False)
+    (row,) = RunIndex(store / "index.sqlite").find()
     # kill -9 leaves the process no chance to say so; the index sees that it is gone.
-    assert row["status"] == "interrupted" and row["pid"] == child.pid
-    assert 2 <= row["tasks_done"] < 5
-    folder = tmp_path / row["id"]
+    assert row["status"] == "interrupted" and row["pid"] == pid
+    assert row["tasks_done"] == 2
+    folder = store / row["id"]
     assert main(["run", "--resume", str(folder), "--json"]) == 0
     resumed = json.loads((folder / "result.json").read_text())
-    expected = run(
-        RunConfig(
-            scenario="split-digits",
-            strategy="replay",
-            strategy_params={"buffer_size": 40},
-            iterations=400,
-            seed=3,
-            threads=1,
-            progress=False,
-        )
-    )
     assert resumed["accuracy_matrix"] == expected.accuracy_matrix
 
 

@@ -13,23 +13,7 @@ from forgetless.experiment import RunConfig, run
 from forgetless.models import SpecialistNet
 from forgetless.runs import RunStore
 from forgetless.strategies import Specialists, Strategy
-
-# Task-IL split digits, as in test_isolation.py: quick, and long enough to learn each task.
-QUICK = dict(
-    scenario="split-digits",
-    protocol="task",
-    hidden=[32, 32],
-    iterations=80,
-    optimizer="adam",
-    lr=0.005,
-    threads=1,
-    progress=False,
-)
-
-
-@pytest.fixture(scope="module")
-def finetune():
-    return run(strategy="finetune", **QUICK)
+from task_il import QUICK
 
 
 class Starts(Strategy):
@@ -55,15 +39,15 @@ class Starts(Strategy):
         pass
 
 
-def test_specialists_learn_every_task_keep_each_exactly_and_grow_linearly(finetune):
+def test_specialists_learn_every_task_keep_each_exactly_and_grow_linearly(task_il_finetune):
     result = run(strategy="specialists", **QUICK)
     m = result.metrics
     assert m["bwt"] == 0.0
     R = result.accuracy_matrix
     assert all(R[i][j] == R[j][j] for i in range(5) for j in range(i))
-    assert m["acc"] > 0.95 and m["acc"] > finetune.metrics["acc"] + 0.15
-    assert finetune.metrics["bwt"] < -0.1  # while fine-tuning forgets
-    one = finetune.model_size[0]["parameters"]
+    assert m["acc"] > 0.95 and m["acc"] > task_il_finetune.metrics["acc"] + 0.15
+    assert task_il_finetune.metrics["bwt"] < -0.1  # while fine-tuning forgets
+    one = task_il_finetune.model_size[0]["parameters"]
     assert [s["parameters"] for s in result.model_size] == [one * (k + 1) for k in range(5)]
     assert [s["trainable"] for s in result.model_size] == [one] * 5  # only the newest trains
     report = result.strategy_reports["specialists"]

@@ -115,6 +115,7 @@ def test_ewc_path_stays_nearer_the_task_a_optimum(tmp_path, sweeps_run):
     assert len(record["paths"]["ewc"]["coordinates"]) == len(ewc.steps)
 
 
+@pytest.mark.slow
 def test_cli_trajectory_passes_parameters_to_the_strategies_that_take_them(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from forgetless.cli import main

@@ -591,7 +591,11 @@ def test_two_overlapping_sweeps_run_each_run_once(tmp_path):
     code = "import sys; from forgetless.cli import main; sys.exit(main(sys.argv[1:]))"
     argv = [sys.executable, "-c", code, "sweep", str(sweep), "--store", str(tmp_path / "s")]
     a = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(3)
+    deadline = time.time() + 120
+    # b starts once a holds its first run: they overlap however fast a's workers start.
+    while not any(lock.read_text() for lock in (tmp_path / "s").glob("*/lock")):
+        assert time.time() < deadline and a.poll() is None
+        time.sleep(0.05)
     b = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert a.wait(600) == 0 and b.wait(600) == 0
     folders = [p for p in (tmp_path / "s").iterdir() if p.is_dir()]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from forgetless.data.arrays import rows
+from forgetless.data.arrays import ArraySet, rows
 from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
@@ -41,6 +41,10 @@ from forgetless.validation import available_device, check_device_name, check_ran
 # [rows, T, V] outputs would otherwise take gigabytes at the usual eval batch size. Changes
 # only how evaluation is chunked, never what it counts.
 EVAL_LOGITS = 2**24
+# Most bytes of model-ready (float) test inputs a run keeps, all tasks together: below it each
+# test set is converted from its storage (uint8 images) once per run instead of at every
+# evaluation, the same values by the same operations (MNIST's 10,000 test images: 31 MB).
+EVAL_INPUT_BYTES = 2**28
 
 
 @dataclass(frozen=True)
@@ -811,6 +815,7 @@ class _Loop:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         trained_tasks: int = 0,
         phases: list[int] | None = None,
+        eval_input_bytes: int | None = None,
     ):
         self.learner = learner
         self.trained_tasks = trained_tasks
@@ -832,6 +837,10 @@ class _Loop:
         self.fast_step: MLPStep | None = None  # the task's step without autograd, if it applies
         self.fast_path_refusal: str | None = None  # why it does not, for the last task
         self._tests: dict[int, Any] = {}  # each task's test set on the device
+        self._test_versions: dict[int, int] = {}  # of the test inputs converted once
+        self._test_bytes = 0  # converted test inputs kept (at most eval_input_bytes)
+        # The cap on them (EVAL_INPUT_BYTES; 0: every batch converted, as before).
+        self.eval_input_bytes = EVAL_INPUT_BYTES if eval_input_bytes is None else eval_input_bytes
 
     def total_steps(self) -> int:
         # Training data may change per task (joint, cumulative); the bar is a guide, updated exactly.
@@ -1052,6 +1061,7 @@ class _Loop:
             # correct, correct within the task's units, sum of token NLLs, inputs routed to
             # task j (MPS has no float64)
             totals = torch.zeros(4, dtype=wide, device=device)
+            correct, correct_aware, nll_sum, hits = totals.unbind()  # views, made once
             rows_per_pass = self._eval_rows(test)
             for start in range(0, len(test), rows_per_pass):
                 rows = slice(start, start + rows_per_pass)
@@ -1064,14 +1074,15 @@ class _Loop:
                 else:  # the task inferred; and given, for the task-aware row
                     scores = learner.routed_logits(x, routes)
                     given = learner.forward(x, j)
-                    totals[3] += (routes == j).sum()
-                totals[0] += (scores.argmax(dim=-1) == y).sum()
+                    hits += (routes == j).sum()
+                correct += (scores.argmax(dim=-1) == y).sum()
                 if aware:
                     within = units[given.index_select(-1, units).argmax(dim=-1)]
-                    totals[1] += (within == y).sum()
+                    correct_aware += (within == y).sum()
                 if sequences:
                     nll = cross_entropy(scores, y, reduction="none")
-                    totals[2] += nll.sum(dtype=wide)
+                    nll_sum += nll.sum(dtype=wide)
+            self._check_test_inputs(j, test)
             correct, correct_aware, nll_sum, hits = totals.tolist()  # this task's one sync
             predictions = test.y.numel()
             accuracy.append(int(correct) / predictions)
@@ -1089,10 +1100,27 @@ class _Loop:
 
     def _test_set(self, j: int, task) -> Any:
         """Task ``j``'s test set on the device, copied there once per run, not per
-        evaluation (on the CPU, the set itself)."""
+        evaluation (on the CPU, the set itself); with its inputs model-ready (converted to
+        float once) while the run's converted test inputs stay within
+        ``eval_input_bytes`` (:data:`EVAL_INPUT_BYTES`)."""
         if j not in self._tests:
-            self._tests[j] = task.test.to(self.learner.device)
+            test = task.test.to(self.learner.device)
+            size = test.x.numel() * 4  # float32
+            if test.scale is not None and self._test_bytes + size <= self.eval_input_bytes:
+                self._test_bytes += size
+                test = ArraySet(test.inputs(), test.y)  # x * scale + shift, as each batch had
+                self._test_versions[j] = test.x._version
+            self._tests[j] = test
         return self._tests[j]
+
+    def _check_test_inputs(self, j: int, test: Any) -> None:
+        """Drop task ``j``'s converted test inputs if anything wrote into them in place (a
+        hook or a model changing its input batch, which used to be a fresh tensor): its next
+        evaluation then converts them again, so every evaluation sees the stored inputs."""
+        version = self._test_versions.get(j)
+        if version is not None and test.x._version != version:
+            del self._tests[j], self._test_versions[j]
+            self._test_bytes -= test.x.numel() * test.x.element_size()
 
     def _eval_rows(self, test) -> int:
         """Examples per evaluation pass: ``eval_batch_size``, fewer where one pass would

@@ -100,7 +100,7 @@ class ArraySet(torch.utils.data.Dataset):
         x, y = self.x.to(device), self.y.to(device)
         if x is self.x and y is self.y:
             return self
-        return ArraySet(x, y, self.scale)
+        return ArraySet(x, y, self.scale, self.shift)
 
     @property
     def shape(self) -> tuple[int, ...]:
