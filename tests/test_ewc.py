@@ -170,6 +170,73 @@ def test_fisher_leaves_the_model_as_it_was_and_falls_back_for_reused_layers():
     assert len(diagonal_fisher(model, x)) == 3
 
 
+@pytest.fixture(scope="module")
+def trained_mlp():
+    """The float32 MLP as built (so the Fisher takes its hand-written forms), trained on
+    class-IL split digits, and the second task's training set."""
+    stream = make_stream("split-digits", seed=0)
+    model = build_model("mlp", stream.input_shape, stream.num_outputs, hidden=[32, 24], seed=0)
+    train(stream[:2], model, "finetune", seed=0, epochs=2, batch_size=16, lr=0.1, progress=False)
+    task = stream.tasks[1]
+    return model, task, task.train.inputs(), task.train.y
+
+
+def _with_hook(model, compute):
+    """``compute()`` with a no-op forward hook on the model: it is then no longer the MLP as
+    built, and the Fisher takes its autograd forms (the reference)."""
+    handle = model[1].register_forward_hook(lambda *args: None)
+    try:
+        return compute()
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("units", ["all", "task"])
+@pytest.mark.parametrize("kind", ["batched", "exact", "sample", "empirical", "weighted-empirical"])
+def test_the_plain_mlps_fisher_without_autograd_gives_the_autograd_forms_bits(
+    trained_mlp, kind, units
+):
+    model, task, x, y = trained_mlp
+    chosen = None if units == "all" else task.units
+
+    def fisher(method="auto"):
+        return diagonal_fisher(
+            model, x, y, chosen, kind, n_samples=300, batch_size=32, chunk_size=100,
+            generator=torch.Generator().manual_seed(5), method=method,
+        )  # fmt: skip
+
+    hand = fisher()
+    assert all(p.grad is None for p in model.parameters())
+    reference = _with_hook(model, fisher)
+    assert all(torch.equal(a, b) for a, b in zip(hand, reference, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(hand, fisher(), strict=True))  # same seed
+    assert min(float(f.max()) for f in hand) > 0  # every layer reached: not vacuous
+    if kind != "batched":  # per-example torch.func, a float rounding apart
+        vmapped = fisher(method="vmap")
+        torch.testing.assert_close(hand, vmapped, rtol=1e-4, atol=1e-4 * float(vmapped[0].max()))
+    else:  # method="vmap" is autograd's mini-batch gradient
+        assert all(torch.equal(a, b) for a, b in zip(hand, fisher("vmap"), strict=True))
+
+
+def test_the_plain_mlps_mas_importance_without_autograd_gives_the_autograd_forms_bits(
+    trained_mlp,
+):
+    from forgetless.fisher import output_sensitivity
+
+    model, task, x, _ = trained_mlp
+    for units in (None, task.units):
+        hand = output_sensitivity(model, x, units=units, chunk_size=100)
+        reference = _with_hook(
+            model,
+            lambda: output_sensitivity(model, x, units=units, chunk_size=100),  # noqa: B023
+        )
+        assert all(torch.equal(a, b) for a, b in zip(hand, reference, strict=True))
+        vmapped = output_sensitivity(model, x[:200], units=units, method="vmap")
+        torch.testing.assert_close(
+            output_sensitivity(model, x[:200], units=units), vmapped, rtol=1e-4, atol=1e-6
+        )
+
+
 # --- EWC in training -------------------------------------------------------------------------
 
 

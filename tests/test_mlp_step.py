@@ -88,6 +88,59 @@ def test_the_engine_falls_back_to_autograd_where_the_step_does_not_apply(strateg
     assert max(row[i] for i, row in enumerate(result.accuracy_matrix)) > 0.9
 
 
+# Domain-IL split digits (no task mask: the step applies), SGD at lr 0.05.
+PENALTY_RUNS = [
+    ("ewc", {"lam": 900.0, "fisher": "batched"}, {}),
+    ("ewc", {"lam": 10.0}, {"momentum": 0.5}),
+    ("online-ewc", {"lam": 10.0, "fisher": "empirical"}, {}),
+    ("mas", {"lam": 0.5}, {}),
+    ("l2", {"lam": 0.1}, {"momentum": 0.5, "optimizer_options": {"weight_decay": 1e-3}}),
+    ("replay+ewc", {"lam": 10.0, "buffer_size": 50}, {}),
+]
+
+
+@pytest.mark.parametrize(("strategy", "params", "options"), PENALTY_RUNS)
+def test_a_quadratic_penalty_takes_the_step_with_autograds_numbers_bit_for_bit(
+    strategy, params, options
+):
+    stream = make_stream("split-digits", seed=0, protocol="domain")
+    slow, slow_result = run(
+        stream, make_strategies(strategy, params), lr=0.05, fast_path="off", **options
+    )
+    fast, fast_result = run(stream, make_strategies(strategy, params), lr=0.05, **options)
+    assert grads_left(slow) and not any(p.grad is not None for p in fast.parameters())
+    for (key, a), b in zip(slow.state_dict().items(), fast.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+    assert fast_result.accuracy_matrix == slow_result.accuracy_matrix
+    assert fast_result.losses == slow_result.losses  # the penalty's value included
+
+
+def test_ewc_on_the_step_still_holds_on_to_old_tasks():
+    stream = make_stream("split-digits", seed=0, protocol="domain")
+    finetune = run(stream, "finetune", lr=0.05)[1].accuracy_matrix[-1]
+    ewc = make_strategies("ewc", {"lam": 900.0, "fisher": "batched"})
+    model, result = run(stream, ewc, lr=0.05)
+    assert not grads_left(model)  # trained on the hand-written step
+    final = result.accuracy_matrix[-1]
+    old = lambda row: sum(row[:-1]) / (len(row) - 1)  # noqa: E731
+    assert old(final) > old(finetune) + 0.03 and final[-1] > 0.9
+
+
+def test_the_fused_update_with_a_penalty_drifts_only_at_float32_rounding():
+    stream = make_stream("split-digits", seed=0, protocol="domain")
+    ewc = {"lam": 10.0}
+    slow, slow_result = run(stream, make_strategies("ewc", ewc), lr=0.05, fast_path="off")
+    fused, fused_result = run(stream, make_strategies("ewc", ewc), lr=0.05, fast_path="fused")
+    assert not grads_left(fused)
+    differences = [
+        (a - b).abs().max().item()
+        for a, b in zip(slow.state_dict().values(), fused.state_dict().values(), strict=True)
+    ]
+    assert 0 < max(differences) < 1e-4
+    final_slow, final_fused = slow_result.accuracy_matrix[-1], fused_result.accuracy_matrix[-1]
+    assert max(abs(a - b) for a, b in zip(final_slow, final_fused, strict=True)) <= 0.02
+
+
 def test_task_incremental_masks_fall_back():
     stream = make_stream("split-digits", seed=0, protocol="task")
     model, _ = run(stream, "finetune")
@@ -105,7 +158,12 @@ def test_refusal_names_each_case():
     assert "precision" in refusal(
         "auto", model, sgd, finetune, **{**plain, "precision": "bfloat16"}
     )
-    assert "finetune or replay" in refusal("auto", model, sgd, make_strategies("der"), **plain)
+    assert "finetune, replay" in refusal("auto", model, sgd, make_strategies("der"), **plain)
+    assert "finetune, replay" in refusal("auto", model, sgd, make_strategies("si"), **plain)
+    for accepted in ("ewc", "online-ewc", "l2", "mas", "replay+ewc"):
+        assert refusal("auto", model, sgd, make_strategies(accepted), **plain) is None
+    two = make_strategies("ewc+l2")
+    assert refusal("auto", model, sgd, two, **plain) == "more than one quadratic penalty"
     adam = torch.optim.Adam(model.parameters())
     assert "SGD" in refusal("auto", model, adam, finetune, **plain)
     handle = model[1].register_forward_hook(lambda *args: None)

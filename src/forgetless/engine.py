@@ -21,7 +21,13 @@ from forgetless.errors import ConfigError, TrainingError
 from forgetless.learner import Learner, TrainingData, call_model, takes_task_id
 from forgetless.losses import cross_entropy
 from forgetless.metrics import BARELY_LEARNED
-from forgetless.mlp_step import MLPStep, check_fast_path, mlp_layers, refusal
+from forgetless.mlp_step import (
+    MLPStep,
+    check_fast_path,
+    closed_form_penalty,
+    mlp_layers,
+    refusal,
+)
 from forgetless.models.memory_format import check_memory_format, use_memory_format
 from forgetless.names import OPTIMIZERS, PRECISIONS
 from forgetless.optimizers import build_optimizer, clear_grads, take_step
@@ -87,7 +93,8 @@ class FitConfig:
             at some cost in accuracy (BENCHMARKS.md measures it). Evaluation stays float32.
         fast_path: the training step without autograd (:mod:`forgetless.mlp_step`), for the
             case that dominates: fine-tuning or replay of the MLP with cross-entropy and SGD
-            on the CPU in float32 (elsewhere the step is autograd's). ``"auto"``: wherever it
+            on the CPU in float32, alone or with one quadratic penalty (EWC, online EWC, L2,
+            MAS: its gradient added in closed form; elsewhere the step is autograd's). ``"auto"``: wherever it
             applies, with autograd's arithmetic operation for operation, so the numbers are
             bit for bit the same and only the time changes (1.3-1.6x less at batch 128);
             ``"off"``: always autograd; ``"fused"``: fewer, fused kernels, the weights
@@ -954,7 +961,8 @@ class _Loop:
             return None
         layers = mlp_layers(learner.model)
         assert layers is not None  # refusal checked it
-        return MLPStep(layers, learner.optimizer, fused=fit.fast_path == "fused")
+        penalty = closed_form_penalty(self.strategies, learner)
+        return MLPStep(layers, learner.optimizer, fused=fit.fast_path == "fused", penalty=penalty)
 
     def _train_step(self, data: TrainingData, idx: torch.Tensor, index: int) -> torch.Tensor:
         learner, hooks = self.learner, self.hooks

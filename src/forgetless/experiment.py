@@ -114,7 +114,8 @@ class RunConfig:
             past inputs.
         precision: the arithmetic of training steps: float32 (None), or bfloat16 (autocast:
             faster on CPUs with bfloat16 units, a little less accurate).
-        fast_path: the training step of fine-tuning or replay on the MLP under SGD: auto
+        fast_path: the training step of fine-tuning or replay (alone or with one quadratic
+            penalty: ewc, online-ewc, l2, mas) on the MLP under SGD: auto
             (None; hand-written where it applies, autograd's numbers bit for bit), off
             (autograd's), or fused (fewer, fused kernels at other float32 rounding: the MLP's
             SGD update folded into the weight-gradient product, and Adam or AdamW as torch's

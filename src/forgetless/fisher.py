@@ -79,6 +79,13 @@ for ``sample`` and ``empirical``, the one ``v_n = e_{c_n} - p_n`` (times ``sqrt(
 ``method="auto"`` uses these forms for every linear and convolutional layer that allows them and
 ``torch.func`` for the rest; ``method="vmap"`` uses ``torch.func`` for every parameter (the
 reference).
+
+Forgetless's plain MLP (Linear/ReLU layers, float32 on the CPU, every parameter trained:
+:func:`forgetless.mlp_step.mlp_layers`) takes, under ``method="auto"``, the same closed form
+with no autograd at all: the forward pass by hand, the ``delta_k`` of all ``K`` vectors by one
+matrix product per layer (``delta <- (delta W) * [a > 0]``), equal to the autograd form's to
+float rounding (other matrix-product shapes). Its ``batched`` Fisher runs the kernels of
+autograd's mini-batch gradient (:mod:`forgetless.mlp_step`), so gives the same bits.
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ from torch.func import functional_call, vjp, vmap
 
 from forgetless.errors import ConfigError
 from forgetless.losses import cross_entropy
+from forgetless.mlp_step import cross_entropy_and_gradient, forward, mlp_layers, relu_backward_
 from forgetless.per_sample import vmap_attention
 from forgetless.validation import check_samples, is_positive_int
 
@@ -165,8 +173,9 @@ def diagonal_fisher(
             for a sequence model), the label ``c_n`` being the first class whose cumulative
             probability reaches ``u_n`` (inverse-CDF sampling).
         batch_size: the mini-batch size of ``batched`` (its estimate depends on it).
-        method: ``"auto"`` (closed forms for linear and conv layers) or ``"vmap"`` (``torch.func`` for
-            every parameter); both exact. ``batched`` ignores it.
+        method: ``"auto"`` (closed forms for linear and conv layers; the hand-written MLP
+            forms for the plain MLP, module docstring) or ``"vmap"`` (``torch.func`` for every
+            parameter; for ``batched``, autograd's mini-batch gradients); all exact.
 
     Returns:
         One tensor per trainable parameter, in ``model.parameters()`` order: the mean over the
@@ -217,10 +226,15 @@ def diagonal_fisher(
         if kind == "sample":
             uniforms = torch.rand((count, *positions), generator=generator)
         chunks = _Chunks(x, rows, targets, uniforms, params[0].device)
+        linears = _plain_mlp(model, positions) if method == "auto" else None
         if kind == "batched":
+            if linears is not None:
+                return _mlp_batched(linears, unit_index, chunks(batch_size))
             return _batched(model, params, unit_index, chunks(batch_size))
         # Bound the logits of a chunk by its targets: 1024 labels, or 1024 tokens of sequences.
         size = chunk_size or max(1, _CHUNK // math.prod(positions))
+        if linears is not None:
+            return _mean(_MLPTerm(linears, unit_index, kind), chunks(size))
         if method == "auto":
             try:
                 return _mean(_Term(model, params, unit_index, kind, closed_form=True), chunks(size))
@@ -269,6 +283,9 @@ def output_sensitivity(
     try:
         positions = _target_shape(model, x, None, params[0].device)
         size = chunk_size or max(1, _CHUNK // math.prod(positions))  # about 1024 targets
+        linears = _plain_mlp(model, positions) if method == "auto" else None
+        if linears is not None:
+            return _mean(_MLPTerm(linears, unit_index, _OUTPUT_NORM, power=1), chunks(size))
         if method == "auto":
             try:
                 term = _Term(model, params, unit_index, _OUTPUT_NORM, closed_form=True, power=1)
@@ -558,6 +575,73 @@ def _per_example(model, params, unit_index, x, v, power: int = 2) -> dict[int, t
         else:
             torch._foreach_add_(total, sums)
     return {id(p): t for p, t in zip(params, total, strict=True)}
+
+
+def _plain_mlp(model: nn.Module, positions: tuple[int, ...]) -> list[nn.Linear] | None:
+    """The Linear layers of a classifier that is forgetless's plain MLP, every parameter
+    trained (so they are ``params``, in order); else ``None``."""
+    return None if positions else mlp_layers(model)
+
+
+def _scatter_units(
+    grad: torch.Tensor, unit_index: torch.Tensor | None, outputs: int
+) -> torch.Tensor:
+    """A gradient over the ``units`` columns as one over all ``outputs`` (zeros elsewhere), as
+    autograd's backward of :func:`_restrict` gives it."""
+    if unit_index is None:
+        return grad
+    full = grad.new_zeros((*grad.shape[:-1], outputs))
+    full[..., unit_index.to(grad.device)] = grad
+    return full
+
+
+class _MLPTerm:
+    """:class:`_Term` for the plain MLP, without autograd: ``sum_n sum_k (J_n^T v_nk)^2`` (or
+    absolute values) of every parameter over one chunk, by the linear closed form, with the
+    ``delta_k`` of all ``K`` vectors backpropagated by hand, one matrix product per layer."""
+
+    def __init__(self, linears: list[nn.Linear], unit_index, kind: str, power: int = 2):
+        self.linears, self.unit_index, self.kind, self.power = linears, unit_index, kind, power
+
+    @torch.no_grad()
+    def __call__(self, x, target, u) -> list[torch.Tensor]:
+        inputs, logits = forward(self.linears, x)
+        restricted = _restrict(logits, self.unit_index)
+        if self.kind == _OUTPUT_NORM:
+            v = 2 * restricted.unsqueeze(1)  # d ||z||^2 / dz = 2 z: [B, 1, U]
+        else:
+            v = _cotangents(self.kind, torch.softmax(restricted, -1), target, u)  # [B, K, U]
+        delta = _scatter_units(v.movedim(1, 0), self.unit_index, logits.shape[-1])  # [K, B, O]
+        result: list[torch.Tensor] = []
+        for k in range(len(self.linears) - 1, -1, -1):
+            moments = _moment(delta, self.power).sum(0)  # [B, out]
+            bias = moments.sum(0)
+            result[:0] = [moments.T @ _moment(inputs[k], self.power), bias]
+            if k > 0:
+                delta = relu_backward_(torch.matmul(delta, self.linears[k].weight), inputs[k])
+        return result
+
+
+def _mlp_batched(linears: list[nn.Linear], unit_index, batches: Iterator[tuple]):
+    """:func:`_batched` for the plain MLP: each mini-batch's gradient by hand, with the kernels
+    of autograd's backward pass (:mod:`forgetless.mlp_step`), so the same bits."""
+    total = [torch.zeros_like(p) for m in linears for p in (m.weight, m.bias)]
+    one = torch.ones(())  # autograd.grad's upstream gradient of the loss
+    count = 0
+    with torch.no_grad():
+        for x, target, _ in batches:
+            inputs, logits = forward(linears, x)
+            _, grad = cross_entropy_and_gradient(_restrict(logits, unit_index), target, one)
+            grad = _scatter_units(grad, unit_index, logits.shape[-1])
+            for k in range(len(linears) - 1, -1, -1):
+                if k > 0:
+                    input_grad = torch.mm(grad, linears[k].weight)
+                total[2 * k].add_(torch.mm(grad.t(), inputs[k]).pow(2))
+                total[2 * k + 1].add_(torch.sum(grad, 0).pow(2))
+                if k > 0:
+                    grad = relu_backward_(input_grad, inputs[k])
+            count += 1
+    return [t.div_(count) for t in total]
 
 
 def _batched(model, params, unit_index, batches: Iterator[tuple]) -> list[torch.Tensor]:

@@ -9,6 +9,13 @@ its gradient with the very kernels autograd calls (``log_softmax``, ``nll_loss``
 backward functions), the backward products, and SGD's update, layer by layer from the top
 (each layer's input gradient is taken before its weights move).
 
+A quadratic penalty (EWC, online EWC, MAS, L2: ``lam/2 * sum Omega (theta - m)^2``,
+:mod:`forgetless.strategies.quadratic`) has the closed-form gradient ``lam * Omega * (theta -
+m)``: the strategy computes it with the very operations its autograd function runs
+(:meth:`~forgetless.strategies.quadratic.QuadraticPenalty.penalty_gradients`), the step adds it
+to each weight gradient (autograd sums the two contributions of a parameter the same way, and
+a sum of two floats does not depend on their order) and its value to the loss.
+
 Two arithmetics (``FitConfig.fast_path``):
 
 * ``"exact"`` (what ``"auto"`` runs): each weight gradient into a buffer, then SGD's own
@@ -26,7 +33,7 @@ Two arithmetics (``FitConfig.fast_path``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -110,16 +117,24 @@ class MLPStep:
             learning rate, momentum and weight decay are read at every step (its momentum
             buffers live in its state, so checkpoints hold them as autograd's path does).
         fused: the fused update (module docstring).
+        penalty: called before each step: ``None``, or the value of a loss term and its
+            gradient for some of the parameters, ``(value, params, grads)``
+            (:func:`closed_form_penalty`).
     """
 
     def __init__(
-        self, linears: Sequence[nn.Linear], optimizer: torch.optim.SGD, fused: bool = False
+        self,
+        linears: Sequence[nn.Linear],
+        optimizer: torch.optim.SGD,
+        fused: bool = False,
+        penalty: Callable[[], PenaltyTerms | None] | None = None,
     ):
         self.weights = [m.weight for m in linears]
         self.biases = [m.bias for m in linears]
         self.group = optimizer.param_groups[0]
         self.state = optimizer.state
         self.fused = fused
+        self.penalty = penalty
         self._one = torch.ones(())  # the gradient of the loss
         self._buffers: dict[int, dict[str, list[torch.Tensor]]] = {}
 
@@ -143,6 +158,11 @@ class MLPStep:
         logits (a buffer the next step of this batch size overwrites)."""
         buffers = self._for(len(x))
         weights, biases, outs = self.weights, self.biases, buffers["out"]
+        # The penalty at the weights before the step, as autograd's forward pass takes it.
+        terms = None if self.penalty is None else self.penalty()
+        penalty_grads: dict[int, torch.Tensor] = {}
+        if terms is not None:
+            penalty_grads = {id(p): g for p, g in zip(terms[1], terms[2], strict=True)}
         last = len(weights) - 1
         inputs = [x.reshape(len(x), -1)]
         for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
@@ -150,32 +170,35 @@ class MLPStep:
             if k < last:
                 inputs.append(out.relu_())
         logits = outs[last]
-        # F.cross_entropy's forward and backward, kernel for kernel.
-        log_probs = torch._log_softmax(logits, 1, False)
-        loss, total_weight = _ATEN.nll_loss_forward(log_probs, y, None, _MEAN, _IGNORE_INDEX)
-        grad = _ATEN.nll_loss_backward(
-            self._one, log_probs, y, None, _MEAN, _IGNORE_INDEX,
-            total_weight,
-        )  # fmt: skip
-        grad = _ATEN._log_softmax_backward_data(grad, log_probs, 1, logits.dtype)
+        loss, grad = cross_entropy_and_gradient(logits, y, self._one)
+        if terms is not None:
+            loss = loss + terms[0]  # the engine's ``loss + term``
         group = self.group
         lr = group["lr"]
         for k in range(last, -1, -1):
             w, b, layer_input = weights[k], biases[k], inputs[k]
             if k > 0:  # the gradient of this layer's input, before its weights change
                 input_grad = torch.mm(grad, w, out=buffers["input_grad"][k])
+            w_penalty, b_penalty = penalty_grads.get(id(w)), penalty_grads.get(id(b))
             if self.fused:
+                if w_penalty is not None:
+                    w.add_(w_penalty, alpha=-lr)
                 w.addmm_(grad.t(), layer_input, alpha=-lr)
-                b.add_(torch.sum(grad, 0, out=buffers["bias_grad"][k]), alpha=-lr)
+                bias_grad = torch.sum(grad, 0, out=buffers["bias_grad"][k])
+                if b_penalty is not None:
+                    bias_grad.add_(b_penalty)
+                b.add_(bias_grad, alpha=-lr)
             else:
                 weight_grad = torch.mm(grad.t(), layer_input, out=buffers["weight_grad"][k])
                 bias_grad = torch.sum(grad, 0, out=buffers["bias_grad"][k])
+                if w_penalty is not None:
+                    weight_grad.add_(w_penalty)
+                if b_penalty is not None:
+                    bias_grad.add_(b_penalty)
                 self._update(w, weight_grad, lr)
                 self._update(b, bias_grad, lr)
             if k > 0:  # ReLU's backward: its output is the mask
-                grad = _ATEN.threshold_backward.grad_input(
-                    input_grad, layer_input, 0, grad_input=input_grad
-                )
+                grad = relu_backward_(input_grad, layer_input)
         return loss, logits
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
@@ -196,6 +219,42 @@ class MLPStep:
         param.add_(grad, alpha=-lr)
 
 
+def cross_entropy_and_gradient(
+    logits: torch.Tensor, y: torch.Tensor, one: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.cross_entropy(logits, y)`` (the mean) and its gradient with respect to ``logits``
+    for an upstream gradient ``one`` (a 0-dim 1), with the kernels autograd runs for it, in its
+    order: the same bits."""
+    log_probs = torch._log_softmax(logits, 1, False)
+    loss, total_weight = _ATEN.nll_loss_forward(log_probs, y, None, _MEAN, _IGNORE_INDEX)
+    grad = _ATEN.nll_loss_backward(one, log_probs, y, None, _MEAN, _IGNORE_INDEX, total_weight)
+    return loss, _ATEN._log_softmax_backward_data(grad, log_probs, 1, logits.dtype)
+
+
+def relu_backward_(grad: torch.Tensor, relu_output: torch.Tensor) -> torch.Tensor:
+    """ReLU's backward as autograd runs it (its output is the mask), in place in ``grad``."""
+    return _ATEN.threshold_backward.grad_input(grad, relu_output, 0, grad_input=grad)
+
+
+def forward(
+    linears: Sequence[nn.Linear], x: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The MLP's forward pass without autograd, as its modules compute it: each Linear's input
+    (the flattened ``x``, then the ReLU outputs) and the logits."""
+    inputs = [x.reshape(len(x), -1)]
+    last = len(linears) - 1
+    with torch.no_grad():
+        for k, m in enumerate(linears):
+            out = torch.addmm(m.bias, inputs[k], m.weight.t())
+            if k < last:
+                inputs.append(out.relu_())
+    return inputs, out
+
+
+#: A penalty's value, the parameters it reaches and its gradient for each.
+PenaltyTerms = tuple[torch.Tensor, Sequence[torch.Tensor], Sequence[torch.Tensor]]
+
+
 def _plain_strategies() -> tuple[type, ...]:
     """The strategies whose hooks neither read gradients nor change the loss, by exact class
     (a subclass may do either)."""
@@ -203,6 +262,30 @@ def _plain_strategies() -> tuple[type, ...]:
     from forgetless.strategies.replay import Replay
 
     return (Finetune, Replay)
+
+
+def _penalty_strategies() -> tuple[type, ...]:
+    """The strategies whose only effect on a step is a quadratic penalty with a closed-form
+    gradient (:meth:`~forgetless.strategies.quadratic.QuadraticPenalty.penalty_gradients`), by
+    exact class. SI is not one: it reads the step's gradients."""
+    from forgetless.strategies.ewc import EWC, OnlineEWC
+    from forgetless.strategies.l2 import L2
+    from forgetless.strategies.mas import MAS
+
+    return (EWC, OnlineEWC, L2, MAS)
+
+
+def closed_form_penalty(
+    strategies: Sequence[Any], learner: Any
+) -> Callable[[], PenaltyTerms | None] | None:
+    """The ``penalty`` argument of :class:`MLPStep` for ``strategies`` (which
+    :func:`refusal` accepted): the one penalty strategy's, bound to ``learner``; ``None``
+    if there is none."""
+    penalties = [s for s in strategies if type(s) in _penalty_strategies()]
+    if not penalties:
+        return None
+    (strategy,) = penalties
+    return lambda: strategy.penalty_gradients(learner)
 
 
 def refusal(
@@ -223,7 +306,8 @@ def refusal(
     over exactly the MLP's parameters, one group, without nesterov, dampening or maximising
     (and, when fused, without momentum or weight decay); no learning-rate schedule; and
     only fine-tuning or replay (whose loss is the same cross-entropy over a joined batch and
-    whose hooks read no gradient)."""
+    whose hooks read no gradient), with at most one quadratic penalty (EWC, online EWC, L2,
+    MAS; two would add three gradients per parameter, in an order autograd's engine picks)."""
     if mode == "off":
         return "fast_path is off"
     if precision != "float32":
@@ -232,9 +316,11 @@ def refusal(
         return "a custom loss or a learning-rate schedule"
     if output_mask is not None or target_shape != ():
         return "task-incremental masks or sequence targets"
-    plain = _plain_strategies()
-    if any(type(s) not in plain for s in strategies):
-        return "a strategy other than finetune or replay"
+    plain, penalties = _plain_strategies(), _penalty_strategies()
+    if any(type(s) not in plain + penalties for s in strategies):
+        return "a strategy other than finetune, replay, ewc, online-ewc, l2 or mas"
+    if sum(type(s) in penalties for s in strategies) > 1:
+        return "more than one quadratic penalty"
     linears = mlp_layers(model)
     if linears is None:
         return "the model is not a plain float32 Linear/ReLU MLP on the CPU"

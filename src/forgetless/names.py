@@ -72,7 +72,8 @@ ROUTERS = ("entropy", "mahalanobis", "ncm")
 #: The three continual-learning protocols.
 PROTOCOLS = ("task", "domain", "class")
 
-#: The training step of fine-tuning or replay on the MLP (``FitConfig.fast_path``): ``"auto"``
+#: The training step of fine-tuning or replay on the MLP, alone or with one quadratic penalty
+#: (EWC, online EWC, L2, MAS) (``FitConfig.fast_path``): ``"auto"``
 #: the hand-written step wherever it applies (autograd's numbers bit for bit), ``"off"``
 #: always autograd's, ``"fused"`` fewer, fused kernels at other float32 rounding (the MLP's SGD
 #: update folded into the weight-gradient product; Adam and AdamW as torch's fused kernels).

@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -164,14 +165,32 @@ class QuadraticPenalty(Strategy):
         return None if self._merged is None else dict(self._merged.omega)
 
     def penalty(self, learner, x, y, t, logits) -> torch.Tensor | None:
+        bound = self._active(learner)
+        if bound is None:
+            return None
+        return _HalfWeightedSquares.apply(self.lam, self._merged.const, bound, *bound.params)
+
+    def penalty_gradients(
+        self, learner: Learner
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]] | None:
+        """The penalty without autograd, for a step that does its own backward pass
+        (:mod:`forgetless.mlp_step`): its value, the penalised parameters and the gradient of
+        each (fresh tensors), computed with the operations of :meth:`penalty`'s forward pass,
+        so the same bits; ``None`` where :meth:`penalty` gives none."""
+        bound = self._active(learner)
+        if bound is None:
+            return None
+        value, grads = _weighted_squares(self.lam, self._merged.const, bound, bound.params)
+        return value, bound.params, grads
+
+    def _active(self, learner: Learner) -> _Bound | None:
+        """The bound terms if the penalty is on (a task learnt, ``lam > 0``, parameters left)."""
         if self._merged is None or self.lam == 0.0:
             return None
         if self._bound is None:  # restored from a checkpoint: match by name
             self._bind(learner.model)
         bound = self._bound
-        if not bound.params:
-            return None
-        return _HalfWeightedSquares.apply(self.lam, self._merged.const, bound, *bound.params)
+        return bound if bound.params else None
 
     def load_state_dict(self, state, learner: Learner) -> None:
         super().load_state_dict(state, learner)
@@ -285,6 +304,20 @@ class _Bound:
         return self._scratch
 
 
+def _weighted_squares(
+    lam: float, const: float, bound: _Bound, params: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``lam/2 * (sum_i Omega_i (theta_i - m_i)^2 + C)`` and its gradient ``lam * Omega *
+    (theta - m)`` per parameter (fresh tensors): three passes over the weights."""
+    diff = bound.scratch()
+    for d, p, m in zip(diff, params, bound.center, strict=True):
+        torch.sub(p, m, out=d)
+    zero = params[0].new_zeros(())
+    grads = [torch.addcmul(zero, d, o, value=lam) for d, o in zip(diff, bound.omega, strict=True)]
+    dots = [torch.dot(g.reshape(-1), d.reshape(-1)) for g, d in zip(grads, diff, strict=True)]
+    return 0.5 * (torch.stack(dots).sum() + lam * const), grads
+
+
 class _HalfWeightedSquares(torch.autograd.Function):
     """``lam/2 * (sum_i Omega_i (theta_i - m_i)^2 + C)``, whose gradient
     ``lam * Omega * (theta - m)`` is computed in the forward pass and handed to autograd as is.
@@ -297,16 +330,8 @@ class _HalfWeightedSquares(torch.autograd.Function):
     def forward(
         ctx, lam: float, const: float, bound: _Bound, *params: torch.Tensor
     ) -> torch.Tensor:
-        diff = bound.scratch()
-        for d, p, m in zip(diff, params, bound.center, strict=True):
-            torch.sub(p, m, out=d)
-        zero = params[0].new_zeros(())
-        grads = [
-            torch.addcmul(zero, d, o, value=lam) for d, o in zip(diff, bound.omega, strict=True)
-        ]
-        dots = [torch.dot(g.reshape(-1), d.reshape(-1)) for g, d in zip(grads, diff, strict=True)]
-        ctx.grads = grads
-        return 0.5 * (torch.stack(dots).sum() + lam * const)
+        value, ctx.grads = _weighted_squares(lam, const, bound, params)
+        return value
 
     @staticmethod
     @once_differentiable
