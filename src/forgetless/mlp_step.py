@@ -267,12 +267,22 @@ def _plain_strategies() -> tuple[type, ...]:
 def _penalty_strategies() -> tuple[type, ...]:
     """The strategies whose only effect on a step is a quadratic penalty with a closed-form
     gradient (:meth:`~forgetless.strategies.quadratic.QuadraticPenalty.penalty_gradients`), by
-    exact class. SI is not one: it reads the step's gradients."""
-    from forgetless.strategies.ewc import EWC, OnlineEWC
-    from forgetless.strategies.l2 import L2
-    from forgetless.strategies.mas import MAS
+    exact class. SI is not one: it reads the step's gradients. Only modules already imported
+    are looked in: a strategy's instance means its module is loaded, and a run imports only
+    the strategies it uses (the lazy registry)."""
+    import sys
 
-    return (EWC, OnlineEWC, L2, MAS)
+    classes = {
+        "forgetless.strategies.ewc": ("EWC", "OnlineEWC"),
+        "forgetless.strategies.l2": ("L2",),
+        "forgetless.strategies.mas": ("MAS",),
+    }
+    return tuple(
+        getattr(sys.modules[module], name)
+        for module, names in classes.items()
+        if module in sys.modules
+        for name in names
+    )
 
 
 def closed_form_penalty(

@@ -332,6 +332,16 @@ def start_method() -> str:
     return "fork" if forks and threading.active_count() == 1 else "spawn"
 
 
+def _start_worker(parent_pid: int) -> None:
+    """A local worker's first call: tie its life to the sweep's process, then read the fault
+    plan of the crash tests from the environment (a forked worker would otherwise keep the
+    plan its parent read at import)."""
+    die_with_parent(parent_pid)
+    from forgetless.runs import faults
+
+    faults.arm_from_environment()
+
+
 def _run_local(pending, store, workers, address, keep_weights=True):
     if not pending:
         return
@@ -340,7 +350,7 @@ def _run_local(pending, store, workers, address, keep_weights=True):
     # behind changes the next one's numbers (each seeds its own generators and sets its
     # threads; peak memory is counted per run).
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
     )
     try:
         futures = [pool.submit(execute_one, c.to_dict(), store, keep_weights) for c in pending]

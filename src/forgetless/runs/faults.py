@@ -54,10 +54,16 @@ def arm(target: int | None, mode: str = "kill", log: str | None = None) -> None:
     _plan.target, _plan.mode, _plan.reached, _plan.log = target, mode, 0, log
 
 
-def _arm_from_environment() -> None:
+def arm_from_environment() -> None:
+    """Arm (or disarm) the plan exactly as ``FORGETLESS_FAULT``/``FORGETLESS_FAULT_LOG`` say now.
+
+    Run at import, and by every sweep worker as it starts: a forked worker has its parent's
+    modules, so the import-time reading is the parent's, taken before a test set the
+    variables; reading them again gives a forked worker the plan a spawned one gets."""
     spec = os.environ.get(ENV)
     log = os.environ.get(LOG_ENV)
     if not spec and not log:
+        arm(None)
         return
     target, mode = None, "kill"
     if spec:
@@ -85,4 +91,4 @@ def point(name: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-_arm_from_environment()
+arm_from_environment()
