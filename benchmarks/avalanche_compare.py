@@ -475,10 +475,9 @@ def _measure(args: argparse.Namespace, env: dict[str, str], raw_dir: Path) -> in
         "load_average_at_start": load_at_start,
         "load_average": os.getloadavg(),
     }
-    text = json.dumps(report, indent=1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    from grid import publish  # here: the worker mode runs in Avalanche's environment
+
+    publish(report, args.out)  # with the forgetless version and commit (provenance)
     return 0
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import avalanche_compare
+from grid import publish
 
 EWC = ["--strategy", "ewc", "--fisher", "batched", "--lam", "2000"]
 ARMS: dict[str, list[str]] = {
@@ -164,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": load_at_start,
         "load_average": os.getloadavg(),
     }
-    text = json.dumps(report, indent=1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    publish(report, args.out)  # with the forgetless version and commit (provenance)
     return 0
 
 

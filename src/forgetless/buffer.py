@@ -472,19 +472,14 @@ class MemoryBuffer:
             draws = draws.cpu().numpy()
             values, first = np.unique(draws, return_index=True)
             if len(values) >= n:  # 2n draws from >= 4n values: all but always
-                slots = torch.from_numpy(draws[np.sort(first)[:n]])
-                return slots if device == self.x.device else slots.to(self.x.device)
-        slots = torch.randperm(size, generator=generator, device=device)[:n]
-        # A no-op .to() still costs a library call, and this runs every step.
-        return slots if device == self.x.device else slots.to(self.x.device)
+                return self._on_store_device(torch.from_numpy(draws[np.sort(first)[:n]]))
+        return self._on_store_device(torch.randperm(size, generator=generator, device=device)[:n])
 
     @_timed
     def get(self, slots: torch.Tensor) -> Stored:
         """The stored examples in ``slots``: ``x``, ``y``, ``t`` and ``logits`` (or ``None``)."""
-        store = self.x
-        if slots.device != store.device:
-            slots = slots.to(store.device)
-        x, y, t = (a.index_select(0, slots) for a in (store, self.y, self.t))
+        slots = self._on_store_device(slots)
+        x, y, t = (a.index_select(0, slots) for a in (self.x, self.y, self.t))
         logits = None if self.logits is None else self.logits.index_select(0, slots)
         return Stored(x, y, t, logits)
 
@@ -556,6 +551,12 @@ class MemoryBuffer:
                 picked = batch.index_select(0, rows.to(batch.device))
                 store.index_copy_(0, slot_index, picked.to(device, store.dtype))
         return slot_index
+
+    def _on_store_device(self, index: torch.Tensor) -> torch.Tensor:
+        """``index`` on the stored tensors' device; itself if it is there already (a no-op
+        ``.to()`` still costs a library call, and sampling and gathering run every step)."""
+        device = self.x.device
+        return index if index.device == device else index.to(device)
 
     def _put_rows(
         self,

@@ -94,8 +94,9 @@ class FitConfig:
         fast_path: the training step without autograd (:mod:`forgetless.mlp_step`), for the
             case that dominates: fine-tuning or replay of the MLP with cross-entropy and SGD
             on the CPU in float32, alone or with one quadratic penalty (EWC, online EWC, L2,
-            MAS: its gradient added in closed form; elsewhere the step is autograd's). ``"auto"``: wherever it
-            applies, with autograd's arithmetic operation for operation, so the numbers are
+            MAS: its gradient added in closed form; elsewhere the step is autograd's).
+            ``"auto"``: wherever it applies, with autograd's arithmetic operation for
+            operation, so the numbers are
             bit for bit the same and only the time changes (1.3-1.6x less at batch 128);
             ``"off"``: always autograd; ``"fused"``: fewer, fused kernels, the weights
             differing at float32 rounding: on the MLP step, plain SGD's update folded into
